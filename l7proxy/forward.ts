@@ -1,0 +1,572 @@
+/** The per-request path: check → normalize → route → filters → authorize → admit → forward with retries → relay. */
+// Every step before the first `await` is synchronous on purpose: a refused HTTP/1 request marks its connection
+// poisoned before Node hands us the next pipelined request, so nothing after a refused request is ever forwarded.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { PassThrough, type Duplex, type Readable } from 'node:stream';
+import { authorize, type AuthzPeer } from './authz.ts';
+import { pickEndpoint, recordOutcome, type EndpointState } from './balance.ts';
+import type { HeaderModifierConfig } from './config.ts';
+import { ProxyError, describeError } from './errors.ts';
+import { computeProxyHeaders, computeRequestHeaders, computeResponseHeaders, OVERLOADED_HEADER, readHeader, toHeaderObject } from './headers.ts';
+import { checkHttp1Request, writeRawErrorAndClose } from './http1.ts';
+import { formatTarget, normalizeTarget } from './normalize.ts';
+import { computeAdmission, computeBackoff, computeFault } from './resilience.ts';
+import { applyHeaderModifier, chooseWeighted, computeRedirect, computeRewrittenPath, matchRoute, type HeaderList, type RouteCandidate } from './route.ts';
+import type { BackendState, CompiledService, ProxySnapshot } from './snapshot.ts';
+import { countResponse, type AccessLogEntry, type ProxyLogger, type ProxyStats } from './stats.ts';
+import { pipeBoth } from './tunnel.ts';
+import { sendUpstream, type UpstreamPools, type UpstreamResponse, type UpstreamUpgrade } from './upstream.ts';
+
+/** The workload behind a source address, as the agent knows it. */
+export type SourceIdentity = { spiffeId: string; namespace: string; serviceAccount: string };
+
+/** Per-connection facts every request on it shares. */
+export type ConnContext = {
+  id: number;
+  /** `ip:port` the client dialled (the original destination). */
+  dstKey: string;
+  dstPort: number;
+  remoteAddress: string;
+  source: SourceIdentity | undefined;
+  /** A refused request closes its HTTP/1 connection; pipelined requests after it are dropped unanswered. */
+  poisoned: boolean;
+};
+
+/** What the request path needs from the proxy that runs it. */
+export type ForwardDeps = {
+  snapshot(): ProxySnapshot;
+  backend(name: string): BackendState | undefined;
+  pools: UpstreamPools;
+  stats: ProxyStats;
+  log: ProxyLogger;
+  accessLog: ((e: AccessLogEntry) => void) | undefined;
+  rand(): number;
+  now(): number;
+  draining(): boolean;
+};
+
+/** Methods whose requests may be sent twice (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
+const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+const MIRROR_TIMEOUT_MS = 10_000;
+
+/** A downstream exchange, the same for HTTP/1 and HTTP/2 streams. */
+type Exchange = {
+  protocol: 'http1' | 'http2';
+  method: string;
+  target: string;
+  hosts: string[];
+  rawHeaders: string[];
+  body: Readable;
+  headersSent(): boolean;
+  /** Send a complete response; `close` ends an HTTP/1 connection after it. */
+  respond(status: number, headers: HeaderList, body: string | undefined, close: boolean): void;
+  /** Start relaying a response; returns the sink for its body. */
+  start(status: number, headers: HeaderList): NodeJS.WritableStream;
+  /** Abort: reset the stream or connection. */
+  destroy(): void;
+  onClose(cb: () => void): void;
+  finished(): boolean;
+};
+
+function http1Exchange(req: IncomingMessage, res: ServerResponse, deps: ForwardDeps): Exchange {
+  const hosts: string[] = [];
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'host') hosts.push(req.rawHeaders[i + 1]!);
+  return {
+    protocol: 'http1', method: req.method ?? '', target: req.url ?? '', hosts, rawHeaders: req.rawHeaders, body: req,
+    headersSent: () => res.headersSent,
+    respond(status, headers, body, close) {
+      if (res.headersSent) { res.destroy(); return; }
+      const h = toHeaderObject(headers);
+      if (body !== undefined) { h['content-type'] = 'text/plain'; h['content-length'] = String(Buffer.byteLength(body)); }
+      if (close || deps.draining()) h['connection'] = 'close';
+      res.writeHead(status, h);
+      res.end(body);
+    },
+    start(status, headers) {
+      const h = toHeaderObject(headers);
+      if (deps.draining()) h['connection'] = 'close';
+      res.writeHead(status, h);
+      return res;
+    },
+    destroy: () => { res.destroy(); req.socket.destroy(); },
+    onClose: (cb) => { res.on('close', cb); },
+    finished: () => res.writableFinished,
+  };
+}
+
+function http2Exchange(req: Http2ServerRequest, res: Http2ServerResponse): Exchange {
+  const hosts: string[] = [];
+  const authority = req.headers[':authority'];
+  if (typeof authority === 'string') hosts.push(authority);
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'host') hosts.push(req.rawHeaders[i + 1]!);
+  return {
+    protocol: 'http2', method: req.method, target: String(req.headers[':path'] ?? ''), hosts, rawHeaders: req.rawHeaders, body: req,
+    headersSent: () => res.headersSent,
+    respond(status, headers, body) {
+      if (res.headersSent) { res.stream.close(); return; }
+      const h = toHeaderObject(headers);
+      if (body !== undefined) { h['content-type'] = 'text/plain'; h['content-length'] = String(Buffer.byteLength(body)); }
+      res.writeHead(status, h);
+      if (body === undefined) res.end(); else res.end(body);
+    },
+    start(status, headers) { res.writeHead(status, toHeaderObject(headers)); return res; },
+    destroy: () => { res.stream.close(0x2); },
+    onClose: (cb) => { res.on('close', cb); },
+    finished: () => res.writableFinished,
+  };
+}
+
+/** Handle one HTTP/1 request (the http server's 'request' event). */
+export function handleHttp1Request(deps: ForwardDeps, ctx: ConnContext, req: IncomingMessage, res: ServerResponse): void {
+  if (ctx.poisoned) { req.socket.destroy(); return; }
+  runExchange(deps, ctx, http1Exchange(req, res, deps)).catch((err) => deps.log.error('request handler failed', { err: describeError(err) }));
+}
+
+/** Handle one HTTP/2 stream (the compat 'request' event). */
+export function handleHttp2Request(deps: ForwardDeps, ctx: ConnContext, req: Http2ServerRequest, res: Http2ServerResponse): void {
+  runExchange(deps, ctx, http2Exchange(req, res)).catch((err) => deps.log.error('request handler failed', { err: describeError(err) }));
+}
+
+/** The request after the synchronous steps: ready to forward, or already answered. */
+type Prepared = {
+  service: CompiledService;
+  method: string;
+  path: string;
+  query: string | undefined;
+  authority: string;
+  headers: HeaderList;
+  candidate: RouteCandidate | undefined;
+  responseModifiers: HeaderModifierConfig[];
+  mirrors: { backend: string; percent: number }[];
+  backendName: string;
+};
+
+type Refusal = { status: number; reason: string; close: boolean; headers?: HeaderList; body?: string; kind: 'malformed' | 'tooLarge' | 'target' | 'policy' | 'route' };
+
+/** The synchronous steps: framing, header hygiene, normalization, routing, filters, authorization. */
+function prepare(deps: ForwardDeps, ctx: ConnContext, ex: Exchange, snap: ProxySnapshot): Prepared | Refusal {
+  const limits = snap.limits;
+  if (ex.protocol === 'http1') {
+    const bad = checkHttp1Request(ex.body as IncomingMessage, limits);
+    if (bad) return { status: bad.status, reason: bad.message, close: true, kind: bad.status === 431 ? 'tooLarge' : 'malformed' };
+  } else if (ex.rawHeaders.length / 2 > limits.maxHeaderCount + 4) {
+    return { status: 431, reason: `more than ${limits.maxHeaderCount} header fields`, close: true, kind: 'tooLarge' };
+  }
+  const cleaned = computeRequestHeaders(ex.rawHeaders, limits.headersWithUnderscores);
+  if (!cleaned.ok) return { status: 400, reason: cleaned.reason, close: true, kind: 'malformed' };
+  const n = normalizeTarget(ex.target, ex.hosts);
+  if (!n.ok) return { status: 400, reason: n.reason, close: true, kind: 'target' };
+  const service = snap.services.get(ctx.dstKey);
+  if (!service) return { status: 503, reason: 'destination is no longer configured', close: true, kind: 'route' };
+  const method = ex.method;
+  let headers = cleaned.headers;
+  let path = n.value.path;
+  let authority = n.value.authority;
+  let host = n.value.host;
+  let candidate: RouteCandidate | undefined;
+  const responseModifiers: HeaderModifierConfig[] = [];
+  const mirrors: { backend: string; percent: number }[] = [];
+  let backendName = service.config.defaultBackend;
+  if (service.routes.length > 0) {
+    const query = new URLSearchParams(n.value.query ?? '');
+    candidate = matchRoute(service.routes, { method, path, header: (name) => readHeader(headers, name), query });
+    if (!candidate) return { status: 404, reason: 'no route matched', close: false, kind: 'route' };
+    for (const f of candidate.rule.filters ?? []) {
+      switch (f.type) {
+        case 'RequestHeaderModifier': headers = applyHeaderModifier(headers, f.requestHeaderModifier); break;
+        case 'ResponseHeaderModifier': responseModifiers.push(f.responseHeaderModifier); break;
+        case 'RequestMirror': mirrors.push({ backend: f.requestMirror.backend, percent: f.requestMirror.percent ?? 100 }); break;
+        case 'URLRewrite':
+          path = computeRewrittenPath(path, f.urlRewrite.path, candidate.prefix);
+          if (f.urlRewrite.hostname) { host = f.urlRewrite.hostname; authority = n.value.port ? `${host}:${n.value.port}` : host; }
+          break;
+        case 'RequestRedirect': {
+          const r = computeRedirect(f.requestRedirect, { scheme: 'http', host, port: n.value.port, path, query: n.value.query }, candidate.prefix);
+          return { status: r.status, reason: 'redirect', close: false, headers: [['location', r.location]], body: '', kind: 'route' };
+        }
+      }
+    }
+    const chosen = chooseWeighted(candidate.rule.backendRefs, deps.rand());
+    if (chosen === undefined) return { status: 500, reason: 'route rule has no backend with a positive weight', close: false, kind: 'route' };
+    backendName = chosen;
+  }
+  // Authorization on exactly what will be forwarded: method, rewritten normalized path, rewritten host.
+  const peer: AuthzPeer = ctx.source
+    ? { spiffeId: ctx.source.spiffeId, namespace: ctx.source.namespace, serviceAccount: ctx.source.serviceAccount, authenticated: true }
+    : { authenticated: false };
+  const verdict = authorize({ method, normalizedPath: path, host, port: ctx.dstPort }, peer, service.policies);
+  if (verdict.audit.length > 0) {
+    deps.stats.authz.audit++;
+    deps.log.info('authz audit', { policies: verdict.audit, method, path, source: ctx.source?.spiffeId });
+  }
+  if (verdict.verdict === 'deny') {
+    deps.stats.authz.deny++;
+    return { status: 403, reason: verdict.reason, close: false, body: 'RBAC: access denied\n', kind: 'policy' };
+  }
+  deps.stats.authz.allow++;
+  return { service, method, path, query: n.value.query, authority, headers, candidate, responseModifiers, mirrors, backendName };
+}
+
+function isRefusal(p: Prepared | Refusal): p is Refusal { return 'status' in p; }
+
+function countRefusal(stats: ProxyStats, r: Refusal): void {
+  if (r.kind === 'malformed') stats.rejected.malformed++;
+  else if (r.kind === 'tooLarge') stats.rejected.headersTooLarge++;
+  else if (r.kind === 'target') stats.rejected.badTarget++;
+}
+
+async function runExchange(deps: ForwardDeps, ctx: ConnContext, ex: Exchange): Promise<void> {
+  const started = deps.now();
+  const snap = deps.snapshot();
+  const prepared = prepare(deps, ctx, ex, snap);
+  const log = (status: number, fields: Partial<AccessLogEntry>): void => {
+    countResponse(deps.stats, status);
+    deps.accessLog?.({
+      connection: ctx.id, protocol: ex.protocol, method: ex.method, target: ex.target, authority: undefined, status,
+      forwarded: false, backend: undefined, endpoint: undefined, attempts: 0, durationMs: deps.now() - started,
+      source: ctx.source?.spiffeId, reason: undefined, ...fields,
+    });
+  };
+  if (isRefusal(prepared)) {
+    countRefusal(deps.stats, prepared);
+    if (prepared.close && ex.protocol === 'http1') ctx.poisoned = true;
+    ex.respond(prepared.status, prepared.headers ?? [], prepared.body ?? (prepared.status >= 400 ? `${prepared.reason}\n` : undefined), prepared.close);
+    log(prepared.status, { reason: prepared.reason });
+    return;
+  }
+  const p = prepared;
+  const target = formatTarget(p.path, p.query);
+  const state = deps.backend(p.backendName);
+  const answer = (status: number, reason: string, headers: HeaderList = [], body = `${reason}\n`): void => {
+    ex.respond(status, headers, body, false);
+    log(status, { target, authority: p.authority, backend: p.backendName, reason });
+  };
+  if (!state) { answer(500, `backend ${p.backendName} is not configured`); return; }
+  const tp = state.config.trafficPolicy;
+
+  // Fault injection, then the local rate limit, then the circuit breaker: the cheap refusals come first.
+  const fault = computeFault(tp?.faultInjection, deps.rand(), deps.rand());
+  if (fault.delayMs > 0) { deps.stats.faults.delayed++; await sleep(fault.delayMs); }
+  if (fault.abortStatus !== undefined) { deps.stats.faults.aborted++; answer(fault.abortStatus, 'fault filter abort'); return; }
+  if (state.limiter) {
+    const t = state.limiter.take(ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`, deps.now());
+    if (!t.ok) {
+      deps.stats.rateLimited++;
+      answer(429, 'local rate limit exceeded', [['retry-after', String(Math.max(1, Math.ceil(t.retryAfterMs / 1000)))]]);
+      return;
+    }
+  }
+  const overload = computeAdmission(state.inflight, tp?.circuitBreaker);
+  if (overload) {
+    deps.stats.circuitBreaker[overload]++;
+    answer(503, `upstream overloaded (${overload})`, [[OVERLOADED_HEADER, overload]]);
+    return;
+  }
+  state.inflight++;
+  try {
+    await forward(deps, ctx, ex, p, state, target, started, log);
+  } finally {
+    state.inflight--;
+  }
+}
+
+/** Read the body into memory when it is at most `limit` bytes; otherwise hand back a stream that replays what was read. */
+function bufferBody(body: Readable, limit: number): Promise<{ buffered: Buffer } | { stream: Readable }> {
+  return new Promise((resolve, reject) => {
+    if (body.readableEnded) { resolve({ buffered: Buffer.alloc(0) }); return; }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (c: Buffer): void => {
+      chunks.push(c); size += c.length;
+      if (size > limit) {
+        cleanup();
+        body.pause();
+        const pass = new PassThrough();
+        for (const ch of chunks) pass.write(ch);
+        body.pipe(pass);
+        body.resume();
+        resolve({ stream: pass });
+      }
+    };
+    const onEnd = (): void => { cleanup(); resolve({ buffered: Buffer.concat(chunks) }); };
+    const onError = (e: Error): void => { cleanup(); reject(e); };
+    const onAborted = (): void => { cleanup(); reject(new Error('client aborted the request body')); };
+    const cleanup = (): void => { body.off('data', onData); body.off('end', onEnd); body.off('error', onError); body.off('close', onClose); };
+    const onClose = (): void => { if (!body.readableEnded) onAborted(); };
+    body.on('data', onData);
+    body.on('end', onEnd);
+    body.on('error', onError);
+    body.on('close', onClose);
+  });
+}
+
+function sleep(ms: number): Promise<void> { return new Promise((r) => setTimeout(r, ms)); }
+
+/** Outcome of one attempt. */
+type Attempt =
+  | { kind: 'response'; res: UpstreamResponse; ep: EndpointState }
+  | { kind: 'error'; err: ProxyError; status: number; ep: EndpointState | undefined; sent: boolean; timeout: 'backendRequest' | undefined };
+
+async function forward(
+  deps: ForwardDeps, ctx: ConnContext, ex: Exchange, p: Prepared, state: BackendState, target: string, started: number,
+  log: (status: number, fields: Partial<AccessLogEntry>) => void,
+): Promise<void> {
+  const rule = p.candidate?.rule;
+  const tp = state.config.trafficPolicy;
+  const snap = deps.snapshot();
+  const deadline = rule?.timeouts?.requestMs !== undefined ? started + rule.timeouts.requestMs : undefined;
+  const perTry = rule?.timeouts?.backendRequestMs;
+  const maxRetries = rule?.retry?.attempts ?? 0;
+  const retryCodes = new Set(rule?.retry?.codes ?? []);
+  const backoffMs = rule?.retry?.backoffMs ?? 25;
+  const idempotent = IDEMPOTENT.has(p.method);
+  const identity = ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`;
+  const poolOpts = { connectTimeoutMs: tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, idleTimeoutMs: tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, maxConnections: tp?.circuitBreaker?.maxConnections };
+  const lb = tp?.loadBalancer;
+  let hashKey: string | undefined;
+  if (lb?.type === 'ConsistentHash') {
+    if ('header' in lb.hashOn) hashKey = readHeader(p.headers, lb.hashOn.header.toLowerCase());
+    else if ('cookie' in lb.hashOn) hashKey = readCookie(readHeader(p.headers, 'cookie'), lb.hashOn.cookie);
+    else hashKey = ctx.remoteAddress;
+  }
+
+  // The request deadline covers body buffering, every attempt and backoff; at it the client gets 504.
+  let current: { abort(e: Error): void } | undefined;
+  let timedOut = false;
+  let clientGone = false;
+  let deadlineTimer: NodeJS.Timeout | undefined;
+  const deadlineHit = new Promise<'deadline'>((resolve) => {
+    if (deadline === undefined) return;
+    deadlineTimer = setTimeout(() => { timedOut = true; current?.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_TIMEOUT', 'request timeout')); resolve('deadline'); }, Math.max(0, deadline - deps.now()));
+  });
+  ex.onClose(() => { if (!ex.finished()) { clientGone = true; current?.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_RESET', 'client went away')); } });
+  const finishTimeout = (): void => {
+    deps.stats.timeouts.request++;
+    if (ex.headersSent()) ex.destroy();
+    else ex.respond(504, [], 'upstream request timeout\n', false);
+    log(504, { target, authority: p.authority, backend: p.backendName, reason: 'request timeout', forwarded: true });
+  };
+
+  try {
+    const bodyP = bufferBody(ex.body, snap.limits.maxBufferedBodyBytes);
+    let body: Awaited<typeof bodyP> | 'deadline';
+    try {
+      body = await Promise.race([bodyP, deadlineHit]);
+    } catch (err) {
+      // A body that fails to parse (bad chunk framing) or a client that left: the HTTP/1 server has already
+      // answered 400 and closed; nothing was sent upstream.
+      log(400, { target, authority: p.authority, backend: p.backendName, reason: `request body: ${describeError(err)}` });
+      ex.destroy();
+      return;
+    }
+    if (body === 'deadline') { finishTimeout(); return; }
+    const replayable = 'buffered' in body;
+    const upstreamHeaders = computeProxyHeaders({ headers: p.headers, authority: p.authority, clientAddress: ctx.remoteAddress, sourceSpiffeId: ctx.source?.spiffeId, teTrailers: false });
+    if ('buffered' in body && (body.buffered.length > 0 || !['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE'].includes(p.method))) {
+      upstreamHeaders.push(['content-length', String(body.buffered.length)]);
+    } else if ('stream' in body) {
+      // A streamed body keeps the client's (validated) length; without one undici sends it chunked.
+      for (let i = 0; i < ex.rawHeaders.length; i += 2) {
+        if (ex.rawHeaders[i]!.toLowerCase() === 'content-length') { upstreamHeaders.push(['content-length', ex.rawHeaders[i + 1]!]); break; }
+      }
+    }
+    if ('buffered' in body) startMirrors(deps, ctx, p, target, upstreamHeaders, body.buffered);
+    state.budget.recordRequest(deps.now());
+
+    const tried = new Set<string>();
+    let attempts = 0;
+    let outcome: Attempt;
+    for (;;) {
+      attempts++;
+      const ep = pickEndpoint(state.endpoints, lb, { cursor: state.cursor++, hashKey, rand: deps.rand, nowMs: deps.now(), avoid: tried });
+      if (!ep) {
+        deps.stats.upstream.noEndpoint++;
+        outcome = { kind: 'error', err: new ProxyError('NM_ERR_PROXY_NO_ENDPOINT', `backend ${p.backendName} has no ready endpoint`), status: 503, ep: undefined, sent: false, timeout: undefined };
+        break;
+      }
+      tried.add(ep.key);
+      const pool = deps.pools.get(identity, ep.ip, ep.port, poolOpts);
+      const call = sendUpstream(pool, {
+        method: p.method, path: target, headers: upstreamHeaders,
+        body: 'buffered' in body ? (body.buffered.length > 0 ? body.buffered : undefined) : body.stream,
+        idempotent: idempotent && replayable,
+      });
+      current = call;
+      let perTryTimedOut = false;
+      const perTryTimer = perTry !== undefined ? setTimeout(() => { perTryTimedOut = true; call.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_TIMEOUT', `backend request timeout (${perTry} ms)`)); }, perTry) : undefined;
+      ep.inflight++;
+      try {
+        const res = await call.result;
+        if (res.kind !== 'response') throw new ProxyError('NM_ERR_PROXY_UPSTREAM_PROTOCOL', 'upstream switched protocols without being asked');
+        outcome = { kind: 'response', res, ep };
+      } catch (err) {
+        const e = err instanceof ProxyError ? err : new ProxyError('NM_ERR_PROXY_UPSTREAM_RESET', describeError(err));
+        const status = perTryTimedOut ? 504 : e.code === 'NM_ERR_PROXY_UPSTREAM_CONNECT' ? 503 : e.code === 'NM_ERR_PROXY_UPSTREAM_PROTOCOL' ? 502 : 503;
+        outcome = { kind: 'error', err: e, status, ep, sent: call.sent(), timeout: perTryTimedOut ? 'backendRequest' : undefined };
+      } finally {
+        clearTimeout(perTryTimer);
+        ep.inflight--;
+        current = undefined;
+      }
+      if (timedOut) { if (outcome.kind === 'response') outcome.res.body.destroy(); finishTimeout(); return; }
+      if (clientGone) { if (outcome.kind === 'response') outcome.res.body.destroy(); log(499, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, reason: 'client went away', forwarded: true }); return; }
+
+      // Outlier detection sees every attempt: 5xx and connection failures count against the endpoint.
+      const failed = outcome.kind === 'error' || outcome.res.statusCode >= 500;
+      if (recordOutcome(ep, failed, state.endpoints, tp?.outlierDetection, deps.now())) {
+        deps.stats.upstream.ejections++;
+        deps.log.warn('endpoint ejected', { backend: p.backendName, endpoint: ep.key, forMs: ep.ejectedUntilMs - deps.now() });
+      }
+      if (outcome.kind === 'error') {
+        if (outcome.err.code === 'NM_ERR_PROXY_UPSTREAM_CONNECT') deps.stats.upstream.connectFailures++;
+        else if (outcome.err.code === 'NM_ERR_PROXY_UPSTREAM_PROTOCOL') deps.stats.upstream.protocolErrors++;
+        else if (outcome.timeout) deps.stats.timeouts.backendRequest++;
+        else deps.stats.upstream.resets++;
+      }
+      if (attempts > maxRetries || !replayable) break;
+      const retryable = outcome.kind === 'response'
+        ? retryCodes.has(outcome.res.statusCode)
+        : outcome.err.code === 'NM_ERR_PROXY_UPSTREAM_CONNECT' || !outcome.sent
+          || (idempotent && outcome.err.code !== 'NM_ERR_PROXY_UPSTREAM_PROTOCOL' && (outcome.timeout === undefined || retryCodes.has(504)));
+      if (!retryable) break;
+      if (!state.budget.tryRetry(deps.now())) { deps.stats.retryBudgetExhausted++; break; }
+      if (outcome.kind === 'response') outcome.res.body.destroy();
+      deps.stats.retries++;
+      const wait = computeBackoff(backoffMs, attempts, deps.rand());
+      if (wait > 0) {
+        const r = await Promise.race([sleep(wait), deadlineHit]);
+        if (r === 'deadline') { finishTimeout(); return; }
+      }
+      if (clientGone) return;
+    }
+
+    if (outcome.kind === 'error') {
+      const status = outcome.status;
+      ex.respond(status, [], `${outcome.err.message}\n`, false);
+      log(status, { target, authority: p.authority, backend: p.backendName, endpoint: outcome.ep?.key, attempts, reason: outcome.err.message, forwarded: outcome.sent });
+      return;
+    }
+    const { res, ep } = outcome;
+    let headers = computeResponseHeaders(res.headers);
+    for (const m of p.responseModifiers) headers = applyHeaderModifier(headers, m);
+    const sink = ex.start(res.statusCode, headers);
+    await relayBody(res.body, sink, deadlineHit);
+    if (timedOut) { finishTimeout(); return; }
+    log(res.statusCode, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, forwarded: true });
+  } finally {
+    clearTimeout(deadlineTimer);
+  }
+}
+
+/** Pipe an upstream body to the client; resolves at its end, on error (client reset) or at the deadline. */
+function relayBody(body: Readable, sink: NodeJS.WritableStream, deadlineHit: Promise<'deadline'>): Promise<void> {
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (): void => { if (!done) { done = true; resolve(); } };
+    body.on('error', () => { (sink as unknown as Duplex).destroy?.(); finish(); });
+    body.on('end', finish);
+    (sink as unknown as Duplex).on('close', () => { body.destroy(); finish(); });
+    body.pipe(sink);
+    deadlineHit.then(() => { body.destroy(); finish(); }, () => {});
+  });
+}
+
+/** Fire-and-forget copies to mirror backends: never awaited, never allowed to touch the client's response. */
+function startMirrors(deps: ForwardDeps, ctx: ConnContext, p: Prepared, target: string, headers: HeaderList, body: Buffer): void {
+  for (const m of p.mirrors) {
+    if (deps.rand() * 100 >= m.percent) continue;
+    const state = deps.backend(m.backend);
+    if (!state) continue;
+    const ep = pickEndpoint(state.endpoints, state.config.trafficPolicy?.loadBalancer, { cursor: state.cursor++, hashKey: undefined, rand: deps.rand, nowMs: deps.now() });
+    if (!ep) continue;
+    deps.stats.mirrors++;
+    const tp = state.config.trafficPolicy;
+    const pool = deps.pools.get(ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`, ep.ip, ep.port, { connectTimeoutMs: tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, idleTimeoutMs: tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, maxConnections: tp?.circuitBreaker?.maxConnections });
+    const call = sendUpstream(pool, { method: p.method, path: target, headers, body: body.length > 0 ? body : undefined, idempotent: false });
+    const timer = setTimeout(() => call.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_TIMEOUT', 'mirror timeout')), MIRROR_TIMEOUT_MS);
+    call.result.then((r) => { if (r.kind === 'response') r.body.resume(); else r.socket.destroy(); }, () => {}).finally(() => clearTimeout(timer));
+  }
+}
+
+function readCookie(header: string | undefined, name: string): string | undefined {
+  if (!header) return undefined;
+  for (const part of header.split(/;\s*/)) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq) === name) return part.slice(eq + 1);
+  }
+  return undefined;
+}
+
+/** Handle a WebSocket upgrade: the same checks, routing and policy, then a byte tunnel after the upstream's 101. */
+export function handleUpgrade(deps: ForwardDeps, ctx: ConnContext, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  upgradeExchange(deps, ctx, req, socket, head).catch((err) => { deps.log.error('upgrade failed', { err: describeError(err) }); socket.destroy(); });
+}
+
+async function upgradeExchange(deps: ForwardDeps, ctx: ConnContext, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+  const started = deps.now();
+  const snap = deps.snapshot();
+  const hosts: string[] = [];
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'host') hosts.push(req.rawHeaders[i + 1]!);
+  // A raw-socket view just good enough for `prepare`; responses are written by hand below.
+  const ex = { protocol: 'http1', method: req.method ?? '', target: req.url ?? '', hosts, rawHeaders: req.rawHeaders, body: req } as unknown as Exchange;
+  const log = (status: number, fields: Partial<AccessLogEntry>): void => {
+    countResponse(deps.stats, status);
+    deps.accessLog?.({ connection: ctx.id, protocol: 'websocket', method: ex.method, target: ex.target, authority: undefined, status, forwarded: false, backend: undefined, endpoint: undefined, attempts: 1, durationMs: deps.now() - started, source: ctx.source?.spiffeId, reason: undefined, ...fields });
+  };
+  const p = prepare(deps, ctx, ex, snap);
+  if (isRefusal(p)) {
+    countRefusal(deps.stats, p);
+    writeRawErrorAndClose(socket, p.status, p.reason);
+    log(p.status, { reason: p.reason });
+    return;
+  }
+  const state = deps.backend(p.backendName);
+  if (!state) { writeRawErrorAndClose(socket, 500, 'backend not configured'); log(500, { reason: 'backend not configured' }); return; }
+  const tp = state.config.trafficPolicy;
+  const overload = computeAdmission(state.inflight, tp?.circuitBreaker);
+  if (overload) { deps.stats.circuitBreaker[overload]++; writeRawErrorAndClose(socket, 503, `upstream overloaded (${overload})`); log(503, { reason: overload }); return; }
+  if (state.limiter && !state.limiter.take(ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`, deps.now()).ok) {
+    deps.stats.rateLimited++; writeRawErrorAndClose(socket, 429, 'local rate limit exceeded'); log(429, { reason: 'rate limit' }); return;
+  }
+  const ep = pickEndpoint(state.endpoints, tp?.loadBalancer, { cursor: state.cursor++, hashKey: undefined, rand: deps.rand, nowMs: deps.now() });
+  if (!ep) { writeRawErrorAndClose(socket, 503, 'no ready endpoint'); log(503, { reason: 'no endpoint' }); return; }
+  const target = formatTarget(p.path, p.query);
+  const headers = computeProxyHeaders({ headers: p.headers, authority: p.authority, clientAddress: ctx.remoteAddress, sourceSpiffeId: ctx.source?.spiffeId, teTrailers: false });
+  const pool = deps.pools.get(ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`, ep.ip, ep.port, { connectTimeoutMs: tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, idleTimeoutMs: tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, maxConnections: undefined });
+  const call = sendUpstream(pool, { method: p.method, path: target, headers, body: undefined, idempotent: false, upgrade: 'websocket' });
+  socket.on('close', () => call.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_RESET', 'client went away')));
+  let r: UpstreamResponse | UpstreamUpgrade;
+  state.inflight++;
+  try {
+    r = await call.result;
+  } catch (err) {
+    writeRawErrorAndClose(socket, 502, describeError(err));
+    log(502, { target, backend: p.backendName, endpoint: ep.key, reason: describeError(err), forwarded: call.sent() });
+    state.inflight--;
+    return;
+  }
+  if (r.kind === 'response') {
+    // The server declined the upgrade (CVE-2024-23326: never tunnel on a non-101): relay its answer, then close.
+    const hs = computeResponseHeaders(r.headers);
+    let headText = `HTTP/1.1 ${r.statusCode} ${r.statusCode === 200 ? 'OK' : 'Upgrade Declined'}\r\n`;
+    for (const [k, v] of hs) if (k !== 'content-length') headText += `${k}: ${v}\r\n`;
+    const chunks: Buffer[] = [];
+    for await (const c of r.body) chunks.push(c as Buffer);
+    const b = Buffer.concat(chunks);
+    socket.end(`${headText}connection: close\r\ncontent-length: ${b.length}\r\n\r\n` + b.toString('latin1'), 'latin1');
+    state.inflight--;
+    log(r.statusCode, { target, backend: p.backendName, endpoint: ep.key, forwarded: true, reason: 'upgrade declined' });
+    return;
+  }
+  deps.stats.upgrades++;
+  let headText = 'HTTP/1.1 101 Switching Protocols\r\n';
+  for (const [k, v] of Object.entries(r.headers)) for (const one of Array.isArray(v) ? v : v === undefined ? [] : [v]) headText += `${k}: ${one}\r\n`;
+  socket.write(headText + '\r\n');
+  if (head.length > 0) r.socket.write(head);
+  log(101, { target, backend: p.backendName, endpoint: ep.key, forwarded: true });
+  await pipeBoth(socket, r.socket, tp?.idleTimeoutMs ?? 3600_000);
+  state.inflight--;
+}

@@ -1,0 +1,113 @@
+/** Header hygiene: hop-by-hop removal, client-sent identity/forwarding headers dropped, the proxy's own set. */
+// Why drop rather than append: a header the client wrote (x-forwarded-client-cert, x-spiffe-id, forwarded, ...)
+// would otherwise reach the backend looking as if the mesh vouched for it (ref. B7; Envoy GHSA-w5w5-487h-qv8q).
+import { randomUUID } from 'node:crypto';
+import type { HeaderList } from './route.ts';
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) plus their non-standard relatives; never forwarded. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings']);
+/** Headers only the mesh may set; whatever a client sent under these names is removed. */
+const UNTRUSTED = /^(x-forwarded-.*|forwarded|x-real-ip|x-envoy-.*|x-nodemesh-.*|x-spiffe-id|x-forwarded-client-cert|x-client-cert.*|x-ssl-client-.*|proxy-.*|l5d-.*)$/;
+/** Framing and routing headers the proxy computes itself. */
+const RECOMPUTED = new Set(['host', 'content-length', 'expect']);
+/** Request ids we pass on as they are; anything else is replaced. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** The header naming the source workload's SPIFFE ID, set by the proxy only. */
+export const SOURCE_IDENTITY_HEADER = 'x-nodemesh-source-identity';
+/** The header saying which circuit-breaker limit refused a request. */
+export const OVERLOADED_HEADER = 'x-nodemesh-overloaded';
+const SPIFFE_SAFE = /^spiffe:\/\/[a-z0-9.\-_]+(\/[A-Za-z0-9._\-~%]+)+$/;
+
+/** Connection tokens: the names of headers the sender marked hop-by-hop, lower-cased. */
+function connectionTokens(rawHeaders: readonly string[]): Set<string> {
+  const out = new Set<string>();
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.toLowerCase() !== 'connection') continue;
+    for (const t of rawHeaders[i + 1]!.split(',')) { const v = t.trim().toLowerCase(); if (v) out.add(v); }
+  }
+  return out;
+}
+
+/** Outcome of cleaning request headers: the list to forward, or the name of a header that forbids the request. */
+export type CleanedHeaders = { ok: true; headers: HeaderList; teTrailers: boolean } | { ok: false; reason: string };
+
+/**
+ * The end-to-end request headers of `rawHeaders` (alternating name, value), lower-cased, without hop-by-hop
+ * headers, headers named in Connection, untrusted identity/forwarding headers, pseudo-headers and the ones the
+ * proxy recomputes (Host, Content-Length, Expect). `TE: trailers` survives as the only TE value that may.
+ */
+export function computeRequestHeaders(rawHeaders: readonly string[], underscores: 'reject' | 'drop' | 'allow'): CleanedHeaders {
+  const listed = connectionTokens(rawHeaders);
+  const out: HeaderList = [];
+  let teTrailers = false;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!.toLowerCase();
+    const value = rawHeaders[i + 1]!;
+    if (name.startsWith(':')) continue;
+    if (name.includes('_')) {
+      if (underscores === 'reject') return { ok: false, reason: `header name with underscore (${name}) is rejected` };
+      if (underscores === 'drop') continue;
+    }
+    if (name === 'te') { if (/(^|,)\s*trailers\s*(;|,|$)/i.test(value)) teTrailers = true; continue; }
+    if (HOP_BY_HOP.has(name) || listed.has(name) || UNTRUSTED.test(name) || RECOMPUTED.has(name)) continue;
+    out.push([name, value]);
+  }
+  return { ok: true, headers: out, teTrailers };
+}
+
+/** The headers the proxy adds after cleaning: forwarding facts and, when known, the source identity. */
+export function computeProxyHeaders(input: {
+  headers: HeaderList;
+  authority: string;
+  clientAddress: string | undefined;
+  sourceSpiffeId: string | undefined;
+  teTrailers: boolean;
+}): HeaderList {
+  const out: HeaderList = [['host', input.authority], ...input.headers];
+  if (!out.some(([k, v]) => k === 'x-request-id' && REQUEST_ID.test(v))) {
+    for (let i = out.length - 1; i >= 0; i--) if (out[i]![0] === 'x-request-id') out.splice(i, 1);
+    out.push(['x-request-id', randomUUID()]);
+  }
+  if (input.clientAddress) out.push(['x-forwarded-for', input.clientAddress]);
+  out.push(['x-forwarded-proto', 'http']);
+  // Only a structurally plain SPIFFE ID is copied, so no CR/LF or separator from a certificate reaches a header.
+  if (input.sourceSpiffeId && SPIFFE_SAFE.test(input.sourceSpiffeId)) out.push([SOURCE_IDENTITY_HEADER, input.sourceSpiffeId]);
+  if (input.teTrailers) out.push(['te', 'trailers']);
+  return out;
+}
+
+/**
+ * Response headers to send downstream: hop-by-hop and Connection-listed ones removed (HTTP/2 forbids them
+ * outright), as an object with arrays for repeated names.
+ */
+export function computeResponseHeaders(headers: Record<string, string | string[] | undefined>): HeaderList {
+  const listed = new Set<string>();
+  const conn = headers['connection'];
+  for (const v of Array.isArray(conn) ? conn : conn ? [conn] : []) for (const t of v.split(',')) listed.add(t.trim().toLowerCase());
+  const out: HeaderList = [];
+  for (const [k, v] of Object.entries(headers)) {
+    const name = k.toLowerCase();
+    if (v === undefined || HOP_BY_HOP.has(name) || listed.has(name) || name.startsWith('proxy-') || name.startsWith(':')) continue;
+    for (const one of Array.isArray(v) ? v : [v]) out.push([name, one]);
+  }
+  return out;
+}
+
+/** A header list as the object `writeHead` and undici take: repeated names become arrays. */
+export function toHeaderObject(list: HeaderList): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
+  for (const [k, v] of list) {
+    const prev = out[k];
+    if (prev === undefined) out[k] = v;
+    else if (Array.isArray(prev)) prev.push(v);
+    else out[k] = [prev, v];
+  }
+  return out;
+}
+
+/** First value of a header in a list, repeated fields joined with ", " (how routing reads headers). */
+export function readHeader(list: HeaderList, name: string): string | undefined {
+  let out: string | undefined;
+  for (const [k, v] of list) if (k === name) out = out === undefined ? v : `${out}, ${v}`;
+  return out;
+}

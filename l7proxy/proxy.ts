@@ -1,0 +1,297 @@
+/** The node proxy: listeners, per-connection original destination and source identity, protocol hand-off, drain. */
+// Accepted connection → originalDst (datapath) → service by ip:port → identifySource (agent) → protocol:
+//   HTTP/1 → strict http.Server → forward.ts;  HTTP/2 preface → http2 server → forward.ts per stream;
+//   anything else (or protocol: tcp) → L4 policy → tunnel.ts to an endpoint.
+import type http from 'node:http';
+import type { Http2Server, Http2ServerRequest, Http2ServerResponse, ServerHttp2Session } from 'node:http2';
+import net, { type Socket } from 'node:net';
+import { authorize } from './authz.ts';
+import { endpointKey, pickEndpoint, recordOutcome } from './balance.ts';
+import type { ProxyConfig } from './config.ts';
+import { ProxyConfigError, ProxyError, describeError } from './errors.ts';
+import { detectProtocol } from './detect.ts';
+import { handleHttp1Request, handleHttp2Request, handleUpgrade, type ConnContext, type ForwardDeps, type SourceIdentity } from './forward.ts';
+import { createHttp1Server, writeRawErrorAndClose } from './http1.ts';
+import { createHttp2Server } from './http2.ts';
+import { computeAdmission } from './resilience.ts';
+import { compileSnapshot, reconcileBackendStates, type BackendState, type CompiledService, type ProxySnapshot } from './snapshot.ts';
+import { createStats, silentLogger, type AccessLogEntry, type ProxyLogger, type ProxyStats } from './stats.ts';
+import { connectTcp, pipeBoth } from './tunnel.ts';
+import { UpstreamPools } from './upstream.ts';
+
+export type { SourceIdentity } from './forward.ts';
+
+/** Where a redirected connection was going before the kernel sent it here. */
+export type OriginalDestination = { ip: string; port: number };
+
+/** What the host (the agent) plugs in. */
+export type ProxyOptions = {
+  /** The datapath's record of the connection's original destination; undefined → the connection is refused. */
+  originalDst(socket: Socket): OriginalDestination | undefined;
+  /** The local workload behind a pod address; undefined → the peer is unauthenticated. */
+  identifySource(remoteAddress: string): SourceIdentity | undefined;
+  /** The config to start with; without one every connection is refused until `applyConfig`. */
+  config?: ProxyConfig;
+  logger?: ProxyLogger;
+  /** Called once per request with what was received and forwarded. */
+  accessLog?: (entry: AccessLogEntry) => void;
+  /** Randomness and clock, injectable for tests. */
+  rand?: () => number;
+  now?: () => number;
+};
+
+/** Addresses to listen on; port 0 picks a free one (the bound ports are returned). */
+export type ListenOptions = { outboundPort: number; inboundPort?: number; host: string };
+
+const EMPTY_CONFIG: ProxyConfig = { version: '', services: [], backends: [] };
+const TCP_CONNECT_ATTEMPTS = 3;
+
+/** The shared per-node L7 proxy. */
+export class NodeProxy {
+  #opts: ProxyOptions;
+  #log: ProxyLogger;
+  #snapshot: ProxySnapshot;
+  #backends = new Map<string, BackendState>();
+  #pools = new UpstreamPools();
+  #stats: ProxyStats = createStats();
+  #listeners: net.Server[] = [];
+  #h1: http.Server | undefined;
+  #h2: Http2Server | undefined;
+  #h1Ctx = new WeakMap<object, ConnContext>();
+  #h2Ctx = new WeakMap<ServerHttp2Session, ConnContext>();
+  #handingOver: ConnContext | undefined;
+  #sockets = new Set<Socket>();
+  #sessions = new Set<ServerHttp2Session>();
+  #nextId = 1;
+  #draining = false;
+  #deps: ForwardDeps;
+
+  constructor(opts: ProxyOptions) {
+    this.#opts = opts;
+    this.#log = opts.logger ?? silentLogger;
+    this.#snapshot = compileSnapshot(opts.config ?? EMPTY_CONFIG);
+    this.#backends = reconcileBackendStates(new Map(), this.#snapshot);
+    this.#deps = {
+      snapshot: () => this.#snapshot,
+      backend: (name) => this.#backends.get(name),
+      pools: this.#pools,
+      stats: this.#stats,
+      log: this.#log,
+      accessLog: opts.accessLog,
+      rand: opts.rand ?? Math.random,
+      now: opts.now ?? Date.now,
+      draining: () => this.#draining,
+    };
+  }
+
+  /** Counters since start (live object; read, do not write). */
+  get stats(): ProxyStats { return this.#stats; }
+
+  /** Version of the config in force. */
+  get configVersion(): string { return this.#snapshot.version; }
+
+  /** Keys of the upstream pools (`identity|origin|...`), for inspection. */
+  get upstreamPoolKeys(): string[] { return this.#pools.keys(); }
+
+  /**
+   * Validate and swap in a new config atomically: requests already running finish on the snapshot they started
+   * with, new ones see the new one. An invalid config throws ProxyConfigError and the previous one stays.
+   */
+  applyConfig(config: ProxyConfig): void {
+    let next: ProxySnapshot;
+    try {
+      next = compileSnapshot(config);
+    } catch (err) {
+      this.#stats.config.rejected++;
+      if (err instanceof ProxyConfigError) throw err;
+      throw new ProxyConfigError([{ path: '', message: describeError(err) }]);
+    }
+    const prevLimits = this.#snapshot.limits;
+    this.#backends = reconcileBackendStates(this.#backends, next);
+    this.#snapshot = next;
+    this.#stats.config.applied++;
+    const live = new Set<string>();
+    for (const b of this.#backends.values()) for (const e of b.endpoints) live.add(e.key);
+    this.#pools.prune(live);
+    if (this.#h1 && (prevLimits.maxHeaderBytes !== next.limits.maxHeaderBytes || prevLimits.http2MaxConcurrentStreams !== next.limits.http2MaxConcurrentStreams)) {
+      this.#log.warn('limits.maxHeaderBytes / http2MaxConcurrentStreams apply at the next start', { version: next.version });
+    }
+  }
+
+  /** Start listening; resolves with the bound ports. */
+  async start(opts: ListenOptions): Promise<{ outboundPort: number; inboundPort: number | undefined }> {
+    if (this.#listeners.length > 0) throw new ProxyError('NM_ERR_PROXY_ALREADY_STARTED', 'proxy already started; stop it first');
+    this.#draining = false;
+    const limits = this.#snapshot.limits;
+    this.#h1 = createHttp1Server(limits, {
+      request: (req, res) => {
+        const ctx = this.#h1Ctx.get(req.socket);
+        if (!ctx) { req.socket.destroy(); return; }
+        handleHttp1Request(this.#deps, ctx, req, res);
+      },
+      upgrade: (req, socket, head) => {
+        const ctx = this.#h1Ctx.get(socket);
+        if (!ctx || ctx.poisoned) { socket.destroy(); return; }
+        handleUpgrade(this.#deps, ctx, req, socket, head);
+      },
+      parseError: (code) => {
+        this.#stats.rejected.parseErrors[code] = (this.#stats.rejected.parseErrors[code] ?? 0) + 1;
+        if (code === 'HPE_HEADER_OVERFLOW') this.#stats.rejected.headersTooLarge++; else this.#stats.rejected.malformed++;
+      },
+    });
+    // An http.Server only sweeps slow heads (headersTimeout) once it has emitted 'listening'; ours never listens.
+    this.#h1.emit('listening');
+    this.#h2 = createHttp2Server(limits, {
+      session: (session) => {
+        if (this.#handingOver) this.#h2Ctx.set(session, this.#handingOver);
+        this.#sessions.add(session);
+        session.on('close', () => this.#sessions.delete(session));
+      },
+      request: (req: Http2ServerRequest, res: Http2ServerResponse) => {
+        const ctx = this.#h2Ctx.get(req.stream.session as ServerHttp2Session);
+        if (!ctx) { res.stream.close(); return; }
+        handleHttp2Request(this.#deps, ctx, req, res);
+      },
+      rapidReset: () => { this.#stats.http2.rapidResetGoaways++; this.#log.warn('HTTP/2 rapid reset: GOAWAY sent'); },
+    });
+    const listen = async (port: number): Promise<number> => {
+      const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.#onConnection(socket));
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (err) => reject(new ProxyError('NM_ERR_PROXY_LISTEN_FAILED', `cannot listen on ${opts.host}:${port} (${describeError(err)}); is another proxy running?`, { cause: err })));
+        server.listen({ port, host: opts.host }, () => resolve());
+      });
+      this.#listeners.push(server);
+      return (server.address() as net.AddressInfo).port;
+    };
+    try {
+      const outboundPort = await listen(opts.outboundPort);
+      const inboundPort = opts.inboundPort !== undefined ? await listen(opts.inboundPort) : undefined;
+      return { outboundPort, inboundPort };
+    } catch (err) {
+      await this.stop({ drain: false });
+      throw err;
+    }
+  }
+
+  /**
+   * Stop accepting, then (with `drain`) let in-flight requests finish: HTTP/1 connections close after their current
+   * response, HTTP/2 sessions get GOAWAY, tunnels keep going until `timeoutMs`; then everything left is cut.
+   */
+  async stop(opts: { drain?: boolean; timeoutMs?: number } = {}): Promise<void> {
+    const drain = opts.drain ?? true;
+    this.#draining = true;
+    const closing = this.#listeners.map((s) => new Promise<void>((r) => s.close(() => r())));
+    this.#listeners = [];
+    if (drain) {
+      this.#h1?.closeIdleConnections();
+      for (const s of this.#sessions) s.close();
+      const until = Date.now() + (opts.timeoutMs ?? 10_000);
+      while (this.#sockets.size > 0 && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 20));
+        this.#h1?.closeIdleConnections();
+      }
+    }
+    for (const s of this.#sessions) s.destroy();
+    for (const s of this.#sockets) s.destroy();
+    this.#h1?.closeAllConnections();
+    this.#h1?.emit('close');
+    await this.#pools.close(drain);
+    await Promise.all(closing);
+  }
+
+  #onConnection(socket: Socket): void {
+    this.#stats.connections.accepted++;
+    this.#stats.connections.active++;
+    this.#sockets.add(socket);
+    socket.on('close', () => { this.#stats.connections.active--; this.#sockets.delete(socket); });
+    socket.on('error', () => {});
+    if (this.#draining) { socket.destroy(); return; }
+    this.#routeConnection(socket).catch((err) => {
+      this.#log.error('connection handling failed', { err: describeError(err) });
+      socket.destroy();
+    });
+  }
+
+  async #routeConnection(socket: Socket): Promise<void> {
+    let dst: OriginalDestination | undefined;
+    try { dst = this.#opts.originalDst(socket); } catch (err) { this.#log.warn('originalDst lookup failed', { err: describeError(err) }); }
+    if (!dst) {
+      // Fail closed: without the original destination there is nothing to police, so nothing is forwarded.
+      this.#stats.connections.noOriginalDst++;
+      socket.resetAndDestroy();
+      return;
+    }
+    const dstKey = endpointKey(dst.ip, dst.port);
+    const service = this.#snapshot.services.get(dstKey);
+    if (!service) {
+      this.#stats.connections.unknownDestination++;
+      this.#log.debug('connection to an unconfigured destination refused', { dst: dstKey });
+      socket.resetAndDestroy();
+      return;
+    }
+    const remoteAddress = normalizeRemote(socket.remoteAddress ?? '');
+    let source: SourceIdentity | undefined;
+    try { source = this.#opts.identifySource(remoteAddress); } catch (err) { this.#log.warn('identifySource failed', { err: describeError(err) }); }
+    const ctx: ConnContext = { id: this.#nextId++, dstKey, dstPort: dst.port, remoteAddress, source, poisoned: false };
+    const proto = service.config.protocol === 'tcp' ? 'tcp' : await detectProtocol(socket, this.#snapshot.limits.sniffTimeoutMs);
+    if (socket.destroyed) return;
+    if (proto === 'http1') {
+      this.#stats.connections.http1++;
+      this.#h1Ctx.set(socket, ctx);
+      this.#h1!.emit('connection', socket);
+    } else if (proto === 'http2') {
+      this.#stats.connections.http2++;
+      this.#handingOver = ctx;
+      try { this.#h2!.emit('connection', socket); } finally { this.#handingOver = undefined; }
+    } else if (service.config.protocol === 'http') {
+      this.#stats.rejected.malformed++;
+      writeRawErrorAndClose(socket, 400, 'this destination speaks HTTP only');
+    } else {
+      await this.#tunnelTcp(socket, ctx, service);
+    }
+  }
+
+  async #tunnelTcp(socket: Socket, ctx: ConnContext, service: CompiledService): Promise<void> {
+    this.#stats.connections.tcp++;
+    const peer = ctx.source ? { ...ctx.source, authenticated: true } : { authenticated: false };
+    const verdict = authorize({ port: ctx.dstPort }, peer, service.policies);
+    if (verdict.verdict === 'deny') {
+      this.#stats.authz.deny++;
+      this.#stats.connections.tcpDenied++;
+      this.#log.info('tcp connection denied', { dst: ctx.dstKey, source: ctx.source?.spiffeId, reason: verdict.reason });
+      socket.resetAndDestroy();
+      return;
+    }
+    this.#stats.authz.allow++;
+    const state = this.#backends.get(service.config.defaultBackend);
+    const tp = state?.config.trafficPolicy;
+    if (!state || computeAdmission(state.inflight, tp?.circuitBreaker)) { socket.resetAndDestroy(); return; }
+    state.inflight++;
+    try {
+      const tried = new Set<string>();
+      let upstream: Socket | undefined;
+      for (let i = 0; i < TCP_CONNECT_ATTEMPTS && !upstream && !socket.destroyed; i++) {
+        const ep = pickEndpoint(state.endpoints, tp?.loadBalancer, { cursor: state.cursor++, hashKey: ctx.remoteAddress, rand: this.#deps.rand, nowMs: Date.now(), avoid: tried });
+        if (!ep) break;
+        tried.add(ep.key);
+        try {
+          upstream = await connectTcp(ep.ip, ep.port, tp?.connectTimeoutMs ?? 5000);
+          recordOutcome(ep, false, state.endpoints, tp?.outlierDetection, Date.now());
+        } catch {
+          this.#stats.upstream.connectFailures++;
+          if (recordOutcome(ep, true, state.endpoints, tp?.outlierDetection, Date.now())) this.#stats.upstream.ejections++;
+        }
+      }
+      if (!upstream) { if (!socket.destroyed) socket.resetAndDestroy(); return; }
+      if (socket.destroyed) { upstream.destroy(); return; }
+      await pipeBoth(socket, upstream, tp?.idleTimeoutMs ?? 3600_000);
+    } finally {
+      state.inflight--;
+    }
+  }
+}
+
+/** `::ffff:10.0.0.1` → `10.0.0.1`, so identities and keys use one spelling. */
+function normalizeRemote(addr: string): string {
+  return addr.startsWith('::ffff:') && net.isIPv4(addr.slice(7)) ? addr.slice(7) : addr;
+}

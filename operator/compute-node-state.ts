@@ -1,0 +1,216 @@
+/**
+ * computeNodeState: the NodeState objects (shards) of one node - only what its pods need - from a snapshot.
+ * What a node gets (decided here, documented in crds/README.md):
+ *   - a workload entry for each of its pods (identity, mTLS mode, compiled authorization);
+ *   - every Service that needs the mesh and that its pods serve (a backing pod on the node), or may call:
+ *     every such Service in a namespace where the node has pods, and in other namespaces every such Service
+ *     at least one of its pods' identities may reach under the Service's AuthorizationPolicies;
+ *   - nothing for Services that stay L4 (no routes, no traffic policy, DISABLED mTLS, no authorization).
+ * Output is sorted and hashed (sha256 of canonical JSON) and sharded by a stable hash of each entry's key
+ * into a power-of-two number of shards, so a change touches only the shard holding the changed entry.
+ */
+import {
+  NODESTATE_MAX_BYTES,
+  NODESTATE_NODE_LABEL,
+  NodeStateResource,
+  type CompiledAuthorizationPolicy,
+  type NodeService,
+  type NodeServicePort,
+  type NodeState,
+  type NodeStateSpec,
+  type NodeWorkload,
+} from '../crds/index.ts';
+import { createHash } from 'node:crypto';
+import { compileMesh, type CompiledMesh, type CompiledService } from './compile-mesh.ts';
+import { contentHash, jsonBytes } from './canonical-json.ts';
+import { OperatorError } from './errors.ts';
+import type { Snapshot } from './snapshot.ts';
+
+/** Bytes of entries per shard; the rest of the 512 KiB is left for metadata, keys and the API server's own fields. */
+export const SHARD_BUDGET_BYTES = 480 * 1024;
+
+/** Most shards per node (the schema's bound). */
+export const MAX_SHARDS = 1024;
+
+/** Label marking objects the operator owns, so it can find and prune them. */
+export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
+
+/** A source identity on this node, for reachability. */
+interface Identity {
+  namespace: string;
+  spiffeId: string;
+}
+
+/** Name of shard `index` of a node: "<node>-<index>", shortened with a hash when over 253 characters. */
+export function nodeStateName(nodeName: string, index: number): string {
+  const plain = `${nodeName}-${index}`;
+  if (plain.length <= 253) return plain;
+  const hash = createHash('sha256').update(nodeName).digest('hex').slice(0, 10);
+  return `${nodeName.slice(0, 253 - hash.length - String(index).length - 2)}-${hash}-${index}`;
+}
+
+/** Value of the nodemesh.io/node label: the node name, or "h-" + a hash when it cannot be a label value. */
+export function nodeLabelValue(nodeName: string): string {
+  if (nodeName.length <= 63 && /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/.test(nodeName)) return nodeName;
+  return `h-${createHash('sha256').update(nodeName).digest('hex').slice(0, 40)}`;
+}
+
+function fromMatches(entry: { spiffeIds?: string[]; namespaces?: string[] }, id: Identity): boolean {
+  return (!entry.spiffeIds || entry.spiffeIds.includes(id.spiffeId)) && (!entry.namespaces || entry.namespaces.includes(id.namespace));
+}
+
+/** True when the workload's policies deny every request from `id`, whatever its port, method or path. */
+function deniesEverything(w: NodeWorkload, id: Identity): boolean {
+  const policies = w.authorization?.policies ?? [];
+  const ruleFrom = (p: CompiledAuthorizationPolicy) => p.rules.filter((r) => !r.from || r.from.some((f) => fromMatches(f, id)));
+  for (const p of policies) {
+    if (p.action === 'DENY' && ruleFrom(p).some((r) => !r.to)) return true;
+  }
+  if (w.authorization?.defaultAction === 'Deny') {
+    return !policies.some((p) => p.action === 'ALLOW' && ruleFrom(p).length > 0);
+  }
+  return false;
+}
+
+function mayReach(compiled: CompiledMesh, svc: CompiledService, ids: readonly Identity[]): boolean {
+  if (svc.backingPods.length === 0) return true;
+  for (const podKey of svc.backingPods) {
+    const w = compiled.workloads.get(podKey)?.workload;
+    if (!w || !w.authorization) return true;
+    if (ids.some((id) => !deniesEverything(w, id))) return true;
+  }
+  return false;
+}
+
+/** The Service entry as this node sees it (consumer routes of other namespaces dropped), or undefined. */
+function serviceForNode(svc: CompiledService, namespaces: ReadonlySet<string>): NodeService | undefined {
+  const sources = new Set<string>();
+  const ports: NodeServicePort[] = [];
+  for (const p of svc.ports) {
+    const routes = p.routes.filter((r) => !r.entry.consumerNamespace || namespaces.has(r.entry.consumerNamespace));
+    const http = routes.length > 0 || p.trafficPolicy !== undefined;
+    if (!http && !svc.needsTcpMesh) continue;
+    const port: NodeServicePort = {
+      port: p.port,
+      ...(p.name ? { name: p.name } : {}),
+      protocol: 'TCP',
+      ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}),
+      mode: http ? 'HTTP' : 'TCP',
+      routes: routes.map((r) => r.entry),
+      ...(p.trafficPolicy ? { trafficPolicy: p.trafficPolicy } : {}),
+    };
+    for (const r of routes) for (const t of r.tags) sources.add(t);
+    for (const t of p.policyTags) sources.add(t);
+    ports.push(port);
+  }
+  if (ports.length === 0) return undefined;
+  for (const t of svc.mtlsTags) sources.add(t);
+  return {
+    namespace: svc.namespace,
+    name: svc.name,
+    clusterIPs: svc.clusterIPs,
+    mtlsMode: svc.mtlsMode,
+    ports,
+    sources: [...sources].sort(),
+  };
+}
+
+/** A workload entry too large for a shard fails closed: its authorization becomes deny-everything. */
+function fitWorkload(w: NodeWorkload): NodeWorkload {
+  if (jsonBytes(w) <= SHARD_BUDGET_BYTES / 2) return w;
+  return {
+    ...w,
+    authorization: {
+      defaultAction: 'Deny',
+      policies: [{ name: `${w.namespace}/(too-many-policies)`, action: 'DENY', failClosed: true, rules: [{ requiresHttp: false }] }],
+    },
+  };
+}
+
+function bucketOf(key: string): number {
+  return parseInt(createHash('sha256').update(key).digest('hex').slice(0, 8), 16);
+}
+
+/** Workloads and services this node needs, sorted, before sharding. */
+export function selectForNode(compiled: CompiledMesh, nodeName: string): { workloads: NodeWorkload[]; services: NodeService[] } {
+  const podKeys = compiled.workloadsByNode.get(nodeName) ?? [];
+  const workloads = podKeys.map((k) => fitWorkload(compiled.workloads.get(k)!.workload));
+  const podSet = new Set(podKeys);
+  const namespaces = new Set(workloads.map((w) => w.namespace));
+  const seen = new Set<string>();
+  const ids: Identity[] = [];
+  for (const w of workloads) {
+    if (seen.has(w.spiffeId)) continue;
+    seen.add(w.spiffeId);
+    ids.push({ namespace: w.namespace, spiffeId: w.spiffeId });
+  }
+  const services: NodeService[] = [];
+  if (workloads.length > 0) {
+    for (const svc of compiled.services.values()) {
+      const maybe = svc.needsTcpMesh || svc.ports.some((p) => p.routes.length > 0 || p.trafficPolicy);
+      if (!maybe) continue;
+      const needed = svc.backingPods.some((p) => podSet.has(p)) || namespaces.has(svc.namespace) || mayReach(compiled, svc, ids);
+      if (!needed) continue;
+      const entry = serviceForNode(svc, namespaces);
+      if (entry) services.push(entry);
+    }
+  }
+  return { workloads, services };
+}
+
+/**
+ * The NodeState objects of `nodeName`. Pass the CompiledMesh the runtime keeps (it carries the last good
+ * forms); without one, the snapshot is compiled with no history.
+ */
+export function computeNodeState(snapshot: Snapshot, nodeName: string, compiled: CompiledMesh = compileMesh(snapshot)): NodeState[] {
+  const { workloads, services } = selectForNode(compiled, nodeName);
+  const items = [
+    ...workloads.map((w) => ({ key: `w/${w.namespace}/${w.name}`, bytes: jsonBytes(w) + 1, workload: w, service: undefined })),
+    ...services.map((s) => ({ key: `s/${s.namespace}/${s.name}`, bytes: jsonBytes(s) + 1, workload: undefined, service: s })),
+  ].map((i) => ({ ...i, bucket: bucketOf(i.key) }));
+  const total = items.reduce((n, i) => n + i.bytes, 0);
+  let count = 1;
+  while (count < Math.ceil(total / SHARD_BUDGET_BYTES)) count *= 2;
+  for (;;) {
+    const sizes = new Array<number>(count).fill(0);
+    for (const i of items) sizes[i.bucket % count]! += i.bytes;
+    if (sizes.every((s) => s <= SHARD_BUDGET_BYTES)) break;
+    count *= 2;
+    if (count > MAX_SHARDS) {
+      throw new OperatorError('NM_ERR_OPERATOR_SHARD_OVERFLOW', `NodeState of node ${nodeName}: ${total} bytes of entries do not fit in ${MAX_SHARDS} shards; an entry is larger than a shard`);
+    }
+  }
+  const states: NodeState[] = [];
+  for (let index = 0; index < count; index++) {
+    const mine = items.filter((i) => i.bucket % count === index);
+    const body: Omit<NodeStateSpec, 'contentHash'> = {
+      nodeName,
+      shard: { index, count },
+      trustDomain: compiled.trustDomain,
+      workloads: mine.flatMap((i) => (i.workload ? [i.workload] : [])),
+      services: mine.flatMap((i) => (i.service ? [i.service] : [])),
+    };
+    const { shard, trustDomain } = body;
+    const spec: NodeStateSpec = { nodeName, shard, contentHash: contentHash(body), trustDomain, workloads: body.workloads, services: body.services };
+    const state: NodeState = {
+      apiVersion: NodeStateResource.apiVersion,
+      kind: NodeStateResource.kind,
+      metadata: {
+        name: nodeStateName(nodeName, index),
+        labels: { [NODESTATE_NODE_LABEL]: nodeLabelValue(nodeName), [MANAGED_BY_LABEL]: 'nodemesh-operator' },
+      },
+      spec,
+    };
+    if (jsonBytes(state) > NODESTATE_MAX_BYTES) {
+      throw new OperatorError('NM_ERR_OPERATOR_SHARD_OVERFLOW', `NodeState ${state.metadata!.name}: ${jsonBytes(state)} bytes exceeds ${NODESTATE_MAX_BYTES}`);
+    }
+    states.push(state);
+  }
+  return states;
+}
+
+/** Recomputes a NodeState spec's hash (what contentHash must equal), for writers and checks. */
+export function hashOfSpec(spec: NodeStateSpec): string {
+  const { contentHash: _hash, version: _version, ...body } = spec;
+  return contentHash(body);
+}

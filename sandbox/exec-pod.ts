@@ -1,0 +1,53 @@
+/** `nodemesh sandbox exec POD -- CMD`: runs a command in a pod's network namespace and cgroup, with its hosts files. */
+import { CoreV1Api } from '@kubernetes/client-node';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { locateCgroupRoot } from './cgroup.ts';
+import { sandboxPaths, type SandboxConfig } from './config.ts';
+import { SandboxError } from './errors.ts';
+import { httpStatusOf, loadKubeConfig } from './kube.ts';
+import { podWrapperArgv } from './kubelet/pod-exec.ts';
+import { computePodNetNames } from './net/topology.ts';
+
+/** Where a pod lives on this machine. */
+export type PodLocation = { netns: string; cgroup: string; node: string; ip?: string };
+
+/** Finds a pod's namespace and cgroup through the API server. */
+export async function locatePod(cfg: SandboxConfig, name: string, namespace: string): Promise<PodLocation> {
+  const paths = sandboxPaths(cfg);
+  if (!existsSync(paths.hostKubeconfig)) throw new SandboxError('NM_ERR_SANDBOX_NOT_UP', `no sandbox (instance ${cfg.instance}) is up: ${paths.hostKubeconfig} is missing`);
+  const core = loadKubeConfig(paths.hostKubeconfig).makeApiClient(CoreV1Api);
+  let pod;
+  try {
+    pod = await core.readNamespacedPod({ name, namespace });
+  } catch (err) {
+    if (httpStatusOf(err) === 404) throw new SandboxError('NM_ERR_SANDBOX_POD_NOT_FOUND', `pod ${namespace}/${name} not found; list them with \`kubectl --kubeconfig ${paths.hostKubeconfig} get pods -A\` (use -n for another namespace)`);
+    throw err;
+  }
+  const node = pod.spec?.nodeName;
+  if (!node) throw new SandboxError('NM_ERR_SANDBOX_POD_NOT_FOUND', `pod ${namespace}/${name} is not scheduled to a node yet (spec.nodeName is empty)`);
+  const names = computePodNetNames(cfg, pod.metadata?.uid ?? '');
+  const netns = pod.spec?.hostNetwork ? `${cfg.prefix}${node}` : names.netns;
+  const cgRoot = await locateCgroupRoot(cfg);
+  const cgroup = join(cgRoot ?? '', node, `pod-${names.hash}`);
+  if (!existsSync(`/run/netns/${netns}`) || !existsSync(cgroup)) {
+    throw new SandboxError('NM_ERR_SANDBOX_POD_NOT_FOUND', `pod ${namespace}/${name} has no running sandbox yet (phase ${pod.status?.phase ?? 'Pending'}); wait for it to be Running`);
+  }
+  return { netns, cgroup, node, ip: pod.status?.podIP };
+}
+
+/** Runs a command in a pod with the terminal passed through; resolves to its exit code. */
+export async function execInPod(cfg: SandboxConfig, name: string, namespace: string, command: string[]): Promise<number> {
+  if (command.length === 0) throw new SandboxError('NM_ERR_SANDBOX_BAD_ARGUMENT', 'nothing to run: give the command after `--`, e.g. `nodemesh sandbox exec POD -- curl -s http://10.244.2.2:8080/`');
+  const loc = await locatePod(cfg, name, namespace);
+  const argv = podWrapperArgv(loc.cgroup, loc.netns, command);
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0] as string, argv.slice(1), {
+      stdio: 'inherit',
+      env: { ...process.env, POD_NAME: name, POD_NAMESPACE: namespace, NODE_NAME: loc.node, POD_IP: loc.ip ?? '' },
+    });
+    child.on('error', reject);
+    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + 9 : 1)));
+  });
+}

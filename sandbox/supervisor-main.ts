@@ -1,0 +1,172 @@
+/**
+ * The sandbox supervisor: a detached process (own process group, output in the state directory) that hosts
+ * the API server, the controllers, one kubelet per node and the per-node daemons, and reports what runs in
+ * supervisor-status.json. `nodemesh sandbox up` starts it; `down` stops it by PID.
+ *
+ * Started in order, stopped in reverse:
+ *   1. clean pods a previous supervisor left (their namespaces, cgroups, hosts files)
+ *   2. API server on 127.0.0.1:<port> and on the unix socket; both kubeconfigs
+ *   3. controllers (scheduler, deployments, replicasets, endpointslices)
+ *   4. cluster DNS hosts files, one kubelet per node
+ *   5. per-node daemons (planNodeDaemons: forwarders now; agents and proxies join the same list)
+ */
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { moveToCgroup, killCgroup, locateCgroupRoot, removeCgroupTree } from './cgroup.ts';
+import { startApiServerComponent, startControllersComponent, type ApiServerHandle, type ControllersHandle } from './components.ts';
+import { NODE_APISERVER_PORT, REPO_ROOT, SERVICE_PREFIX, resolveSandboxConfig, sandboxPaths, type SandboxConfig } from './config.ts';
+import { describeError } from './errors.ts';
+import { loadKubeConfig } from './kube.ts';
+import { startClusterDns } from './kubelet/cluster-dns.ts';
+import { HostsFiles } from './kubelet/hosts.ts';
+import { Kubelet } from './kubelet/kubelet.ts';
+import { createStreamLogger, type Logger } from './logger.ts';
+import { computeTopology, deleteNetns, etcNetnsDir, type Topology } from './net/topology.ts';
+import { readState, StateStore, writeFileAtomic } from './state.ts';
+import { DaemonSupervisor, type DaemonSpec, type DaemonStatus } from './supervisor.ts';
+
+/** What the supervisor reports in supervisor-status.json. */
+export type SupervisorReport = {
+  pid: number;
+  startedAt: string;
+  updatedAt: string;
+  ready: boolean;
+  error?: string;
+  apiserver?: { url: string; socket: string };
+  nodes: { name: string; netns: string; address: string; podCidr: string; pods: { key: string; ip?: string; netns: string; phase: string; containers: { name: string; pid?: number; restarts: number }[] }[] }[];
+  daemons: DaemonStatus[];
+};
+
+/**
+ * The per-node daemons the supervisor keeps running. The API server forwarder lets in-node components use
+ * https://127.0.0.1:6443; the agent and the L7 proxy of each node are added here by the datapath issues.
+ */
+export function planNodeDaemons(cfg: SandboxConfig, topo: Topology): DaemonSpec[] {
+  const paths = sandboxPaths(cfg);
+  return topo.nodes.map((n) => ({
+    name: `forwarder/${n.name}`,
+    node: n.name,
+    netns: n.netns,
+    argv: [process.execPath, join(REPO_ROOT, 'sandbox/net/forwarder-main.ts'), '--listen', `127.0.0.1:${NODE_APISERVER_PORT}`, '--unix', paths.apiSocket],
+    logFile: join(cfg.stateDir, `forwarder-${n.name}.log`),
+  }));
+}
+
+/** The in-node kubeconfig: the host's, with the server moved to the node-local forwarder. */
+export function computeNodeKubeconfig(hostKubeconfig: string): string {
+  const doc = parseYaml(hostKubeconfig) as { clusters?: { cluster?: { server?: string } }[] };
+  for (const c of doc.clusters ?? []) if (c.cluster) c.cluster.server = `https://127.0.0.1:${NODE_APISERVER_PORT}`;
+  return stringifyYaml(doc);
+}
+
+async function cleanLeftoverPods(store: StateStore, cgroupRoot: string | undefined, topo: Topology, log: Logger): Promise<void> {
+  const podNetns = store.current.entries.filter((e) => e.kind === 'netns' && e.name.includes('pod-')).map((e) => (e as { name: string }).name);
+  if (cgroupRoot) {
+    for (const n of topo.nodes) {
+      const nodeCg = join(cgroupRoot, n.name);
+      await killCgroup(nodeCg).catch(() => {});
+      await removeCgroupTree(nodeCg).catch(() => {});
+    }
+  }
+  for (const ns of podNetns) {
+    await deleteNetns(ns);
+    await rm(etcNetnsDir(ns), { recursive: true, force: true });
+  }
+  if (podNetns.length) log.info('removed pods left by a previous supervisor', { count: podNetns.length });
+  await store.forget((e) => (e.kind === 'netns' && podNetns.includes(e.name)) || (e.kind === 'veth' && e.name.startsWith('nmp')) ||
+    (e.kind === 'dir' && podNetns.some((n) => e.path === etcNetnsDir(n))) || (e.kind === 'cgroup' && /\/node-\d+\/pod-/.test(e.path)) ||
+    (e.kind === 'process' && (e.role.startsWith('pod:') || e.role.startsWith('daemon:'))));
+}
+
+async function main(): Promise<void> {
+  const cfg = resolveSandboxConfig();
+  const paths = sandboxPaths(cfg);
+  const log = createStreamLogger(process.stderr, 'supervisor', { debug: process.env.NODEMESH_DEBUG === '1' });
+  const state = await readState(paths.state);
+  if (!state) throw new Error(`${paths.state} does not exist; the supervisor is started by \`nodemesh sandbox up\``);
+  const store = new StateStore(paths.state, state);
+  const topo = computeTopology(cfg, state.nodes);
+  const cgroupRoot = await locateCgroupRoot(cfg);
+  if (cgroupRoot) await moveToCgroup(join(cgroupRoot, 'supervisor'), process.pid);
+
+  const report: SupervisorReport = { pid: process.pid, startedAt: new Date().toISOString(), updatedAt: '', ready: false, nodes: [], daemons: [] };
+  const daemons = new DaemonSupervisor(store, log);
+  const kubelets: Kubelet[] = [];
+  let api: ApiServerHandle | undefined;
+  let controllers: ControllersHandle | undefined;
+  let dns: { stop(): Promise<void> } | undefined;
+  const writeReport = async (): Promise<void> => {
+    report.updatedAt = new Date().toISOString();
+    report.daemons = daemons.status();
+    report.nodes = topo.nodes.map((n) => ({
+      name: n.name, netns: n.netns, address: n.fabricAddr, podCidr: n.podCidr,
+      pods: kubelets.find((k) => k.nodeName === n.name)?.describePods() ?? [],
+    }));
+    await writeFileAtomic(paths.supervisorStatus, JSON.stringify(report, null, 2) + '\n', 0o644);
+  };
+  let stopping = false;
+  const shutdown = async (why: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping', { why });
+    clearInterval(reportTimer);
+    await daemons.stopAll().catch((e: unknown) => log.warn('stopping daemons', { error: describeError(e) }));
+    for (const k of kubelets.reverse()) await k.stop({ killPods: true }).catch((e: unknown) => log.warn('stopping kubelet', { error: describeError(e) }));
+    await dns?.stop().catch(() => {});
+    await controllers?.stop().catch((e: unknown) => log.warn('stopping controllers', { error: describeError(e) }));
+    await api?.close().catch((e: unknown) => log.warn('stopping API server', { error: describeError(e) }));
+    log.info('stopped');
+  };
+  const reportTimer = setInterval(() => { writeReport().catch(() => {}); }, 2000);
+  process.once('SIGTERM', () => { void shutdown('SIGTERM').finally(() => exitNow(0)); });
+  process.once('SIGINT', () => { void shutdown('SIGINT').finally(() => exitNow(0)); });
+
+  try {
+    await cleanLeftoverPods(store, cgroupRoot, topo, log);
+    await rm(paths.apiSocket, { force: true });
+    await store.record({ kind: 'file', path: paths.apiSocket }, { kind: 'file', path: paths.hostKubeconfig }, { kind: 'file', path: paths.nodeKubeconfig });
+    api = await startApiServerComponent({
+      host: '127.0.0.1', port: cfg.apiPort, unixSocketPath: paths.apiSocket, stateDir: paths.apiData,
+      crdDirs: [join(REPO_ROOT, 'crds')], serviceCIDR: SERVICE_PREFIX, logger: log.child('apiserver'),
+    });
+    await api.writeKubeconfig(paths.hostKubeconfig);
+    await writeFile(paths.nodeKubeconfig, computeNodeKubeconfig(api.kubeconfig()), { mode: 0o600 });
+    report.apiserver = { url: api.url, socket: paths.apiSocket };
+    log.info('API server up', { url: api.url });
+    const controllerLog = log.child('controllers');
+    controllers = await startControllersComponent({ kubeconfigPath: paths.hostKubeconfig, logger: (line) => controllerLog.info(line) });
+    const kc = loadKubeConfig(paths.hostKubeconfig);
+    const hosts = new HostsFiles(log.child('hosts'));
+    dns = startClusterDns(kc, hosts, log.child('dns'));
+    for (const node of topo.nodes) {
+      const k = new Kubelet({ cfg, node, kc, store, cgroupRoot: cgroupRoot ?? '', hosts, log, podLogDir: paths.podLogs });
+      await k.start();
+      kubelets.push(k);
+    }
+    for (const spec of planNodeDaemons(cfg, topo)) daemons.add(spec);
+    report.ready = true;
+    await writeReport();
+    log.info('sandbox ready', { nodes: topo.nodes.length });
+  } catch (err) {
+    report.error = describeError(err);
+    log.error('start failed', { error: report.error });
+    await writeReport().catch(() => {});
+    await shutdown('start failed');
+    exitNow(1);
+  }
+}
+
+/** Ends the supervisor: watches and keep-alive sockets of client libraries would otherwise hold the loop open. */
+function exitNow(code: number): void {
+  // This is the supervisor's main module, which owns its process lifetime.
+  // eslint-disable-next-line no-restricted-properties
+  process.exit(code);
+}
+
+if (import.meta.main) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`supervisor: ${describeError(err)}\n`);
+    exitNow(1);
+  });
+}
