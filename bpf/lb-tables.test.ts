@@ -83,15 +83,15 @@ describe('writing service entries', () => {
       'BE 12 10.244.1.3:8080 flags 0 svc 7',
       'BE 13 10.244.1.4:8080 flags 1 svc 7',
     ]);
-    assert.ok(readServiceCounters(maps, 7), 'a zeroed counter entry exists');
 
     const second = planServiceEntries({ ...base, frontends: [base.frontends[0]!], backends: [base.backends[0]!] });
     writeServiceEntries(maps, second, first);
     assert.deepEqual(dump(maps), ['FE 10.96.0.10:80/6 -> svc 7 kind 1', 'SVC 7 flags 0 ready 1 term 0 aff 0', 'SLOT 7/1 -> be 12', 'BE 12 10.244.1.3:8080 flags 0 svc 7']);
 
+    maps.map('nm_lb_stats').set(7, [{ translations: 1n, no_backend: 0n, aff_hits: 0n, proxied: 0n }, { translations: 0n, no_backend: 0n, aff_hits: 0n, proxied: 0n }]);
     removeServiceEntries(maps, second);
     assert.deepEqual(dump(maps), []);
-    assert.equal(readServiceCounters(maps, 7), undefined);
+    assert.equal(readServiceCounters(maps, 7), undefined, 'counters go with the service');
   });
 
   it('drops stale slots and backends even without the previous plan', () => {

@@ -12,7 +12,6 @@ import {
   type NmLbFe,
   type NmLbSlot,
   type NmLbSlotKey,
-  type NmLbStat,
   type NmLbSvc,
   type NmSock4Orig,
   type NmSock6Orig,
@@ -24,7 +23,6 @@ import {
   nmSvcFlags,
 } from './codecs.generated.ts';
 import { BpfCodecError, BpfError } from './errors.ts';
-import { possibleCpus } from './cpus.ts';
 import type { MapSet } from './map-like.ts';
 
 /** L4 protocol of a service port. */
@@ -152,28 +150,9 @@ export function planServiceEntries(spec: ServiceSpec): ServiceEntries {
   return { id: spec.id, svc: { flags, ready: ready.length, terminating: terminating.length, aff_timeout: aff }, fe4, fe6, slots, backends };
 }
 
-function zeroStats(): NmLbStat[] {
-  return Array.from({ length: possibleCpus }, () => ({ translations: 0n, no_backend: 0n, aff_hits: 0n, proxied: 0n }));
-}
-
-// Counters of existing services must survive rewrites; only missing entries are created. Many ids:
-// one batched walk of the map beats a lookup syscall per id.
-function ensureStats(maps: MapSet, ids: number[]): void {
-  const stats = maps.map('nm_lb_stats');
-  let missing: number[];
-  if (ids.length > 64) {
-    const have = new Set<number>();
-    for (const [id] of stats.entries()) have.add(id);
-    missing = ids.filter((id) => !have.has(id));
-  } else {
-    missing = ids.filter((id) => stats.get(id) === undefined);
-  }
-  if (missing.length) stats.setMany(missing.map((id) => [id, zeroStats()] as const), 'any');
-}
-
 /**
  * Writes many services with one batch per map, in make-before-break order: backends, slots,
- * services (counts), per-service counters, frontends. A connect() running meanwhile sees either
+ * services (counts), frontends. Per-service counters are created by the kernel on first use. A connect() running meanwhile sees either
  * the old or the new service, never a count pointing past the slots. Stale entries of services
  * that shrank are not removed here: use writeServiceEntries for single updates, or the agent's
  * reconciler diff.
@@ -183,7 +162,6 @@ export function writeServicesBulk(maps: MapSet, services: readonly ServiceEntrie
   written += maps.map('nm_lb_be').setMany(services.flatMap((s) => s.backends));
   written += maps.map('nm_lb_slot').setMany(services.flatMap((s) => s.slots));
   written += maps.map('nm_lb_svc').setMany(services.map((s) => [s.id, s.svc] as const));
-  ensureStats(maps, services.map((s) => s.id));
   written += maps.map('nm_lb4_fe').setMany(services.flatMap((s) => s.fe4));
   written += maps.map('nm_lb6_fe').setMany(services.flatMap((s) => s.fe6));
   return written;

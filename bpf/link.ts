@@ -256,7 +256,8 @@ export function detachTc(att: Pick<TcAttachment, 'ifindex' | 'direction' | 'hand
   const opts = tcOpts(0, att.handle, att.priority, false);
   opts.writeUInt32LE(0, 12);
   const rc = ffi.bpf_tc_detach(hook, opts) as number;
-  if (rc === -2) return false;
+  // ENOENT: no such filter; EINVAL here: the filter chain itself is gone (its last filter went).
+  if (rc === -2 || rc === -22) return false;
   if (rc < 0) throw new BpfError('NM_ERR_BPF_TC', `tc ${att.direction} detach on ifindex ${att.ifindex} failed`, { errno: -rc });
   return true;
 }
@@ -267,7 +268,7 @@ export function queryTc(att: Pick<TcAttachment, 'ifindex' | 'direction' | 'handl
   const opts = tcOpts(0, att.handle, att.priority, false);
   opts.writeUInt32LE(0, 12);
   const rc = ffi.bpf_tc_query(hook, opts) as number;
-  if (rc === -2) return undefined;
+  if (rc === -2 || rc === -22) return undefined;
   if (rc < 0) throw new BpfError('NM_ERR_BPF_TC', `tc ${att.direction} query on ifindex ${att.ifindex} failed`, { errno: -rc });
   return opts.readUInt32LE(16);
 }

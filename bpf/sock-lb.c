@@ -130,7 +130,7 @@ static __always_inline int __sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 pro
 		__nm_count(NM_CNT_DROP_SVC_MISSING);
 		return -ECONNREFUSED;
 	}
-	stat = bpf_map_lookup_elem(&nm_lb_stats, &svc_id);
+	stat = __lb_stat_get(svc_id);
 	orig.svc_id = svc_id;
 
 	if ((svc->flags & NM_SVC_F_L7) && proto == IPPROTO_TCP && !__sock_is_proxy(ctx, cfg)) {

@@ -39,6 +39,8 @@ export type ProxyLimits = {
   downstreamIdleTimeoutMs?: number;
   /** Time to wait for a client's first bytes before treating an `auto` flow as opaque TCP; default 300. */
   sniffTimeoutMs?: number;
+  /** A request head must arrive within this (slowloris); 408 and close after it; default 10000. */
+  requestHeadersTimeoutMs?: number;
 };
 
 /** A destination as the client dialled it: a ClusterIP service port, or a meshed pod address dialled directly. */
@@ -203,6 +205,7 @@ export function computeLimits(config: Pick<ProxyConfig, 'limits'>): EffectiveLim
     http2ResetWindowMs: l.http2ResetWindowMs ?? 10_000,
     downstreamIdleTimeoutMs: l.downstreamIdleTimeoutMs ?? 60_000,
     sniffTimeoutMs: l.sniffTimeoutMs ?? 300,
+    requestHeadersTimeoutMs: l.requestHeadersTimeoutMs ?? 10_000,
   };
 }
 
@@ -283,7 +286,7 @@ export function validateConfig(config: unknown): ConfigIssue[] {
     optNum(`${tpp}.idleTimeoutMs`, tp.idleTimeoutMs, 1, MAX_DURATION_MS);
     if (tp.retryBudget) {
       num(`${tpp}.retryBudget.percent`, tp.retryBudget.percent, 0, 100, false);
-      num(`${tpp}.retryBudget.minRetriesPerSecond`, tp.retryBudget.minRetriesPerSecond, 0, 1e6);
+      num(`${tpp}.retryBudget.minRetriesPerSecond`, tp.retryBudget.minRetriesPerSecond, 0, 1e6, false);
     }
     if (tp.circuitBreaker) {
       optNum(`${tpp}.circuitBreaker.maxConnections`, tp.circuitBreaker.maxConnections, 1, 1e6);
@@ -461,6 +464,7 @@ export function validateConfig(config: unknown): ConfigIssue[] {
   optNum('limits.http2ResetWindowMs', lim.http2ResetWindowMs, 1, MAX_DURATION_MS);
   optNum('limits.downstreamIdleTimeoutMs', lim.downstreamIdleTimeoutMs, 1, MAX_DURATION_MS);
   optNum('limits.sniffTimeoutMs', lim.sniffTimeoutMs, 1, 60_000);
+  optNum('limits.requestHeadersTimeoutMs', lim.requestHeadersTimeoutMs, 100, 600_000);
   return issues;
 }
 

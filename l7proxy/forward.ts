@@ -452,7 +452,17 @@ async function forward(
     const { res, ep } = outcome;
     let headers = computeResponseHeaders(res.headers);
     for (const m of p.responseModifiers) headers = applyHeaderModifier(headers, m);
-    const sink = ex.start(res.statusCode, headers);
+    let sink: NodeJS.WritableStream;
+    try {
+      sink = ex.start(res.statusCode, headers);
+    } catch (err) {
+      // A head Node refuses to write (a header HTTP/2 forbids, say): the client gets a 502, never a hang.
+      res.body.destroy();
+      deps.stats.upstream.protocolErrors++;
+      ex.respond(502, [], 'upstream response head cannot be relayed\n', false);
+      log(502, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, reason: describeError(err), forwarded: true });
+      return;
+    }
     await relayBody(res.body, sink, deadlineHit);
     if (timedOut) { finishTimeout(); return; }
     log(res.statusCode, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, forwarded: true });
@@ -538,35 +548,36 @@ async function upgradeExchange(deps: ForwardDeps, ctx: ConnContext, req: Incomin
   const pool = deps.pools.get(ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`, ep.ip, ep.port, { connectTimeoutMs: tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, idleTimeoutMs: tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, maxConnections: undefined });
   const call = sendUpstream(pool, { method: p.method, path: target, headers, body: undefined, idempotent: false, upgrade: 'websocket' });
   socket.on('close', () => call.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_RESET', 'client went away')));
-  let r: UpstreamResponse | UpstreamUpgrade;
   state.inflight++;
   try {
-    r = await call.result;
-  } catch (err) {
-    writeRawErrorAndClose(socket, 502, describeError(err));
-    log(502, { target, backend: p.backendName, endpoint: ep.key, reason: describeError(err), forwarded: call.sent() });
+    let r: UpstreamResponse | UpstreamUpgrade;
+    try {
+      r = await call.result;
+    } catch (err) {
+      writeRawErrorAndClose(socket, 502, describeError(err));
+      log(502, { target, backend: p.backendName, endpoint: ep.key, reason: describeError(err), forwarded: call.sent() });
+      return;
+    }
+    if (r.kind === 'response') {
+      // The server declined the upgrade (CVE-2024-23326: never tunnel on a non-101): relay its answer, then close.
+      const hs = computeResponseHeaders(r.headers);
+      let headText = `HTTP/1.1 ${r.statusCode} ${r.statusCode === 200 ? 'OK' : 'Upgrade Declined'}\r\n`;
+      for (const [k, v] of hs) if (k !== 'content-length') headText += `${k}: ${v}\r\n`;
+      const chunks: Buffer[] = [];
+      for await (const c of r.body) chunks.push(c as Buffer);
+      const b = Buffer.concat(chunks);
+      socket.end(Buffer.concat([Buffer.from(`${headText}connection: close\r\ncontent-length: ${b.length}\r\n\r\n`, 'latin1'), b]));
+      log(r.statusCode, { target, backend: p.backendName, endpoint: ep.key, forwarded: true, reason: 'upgrade declined' });
+      return;
+    }
+    deps.stats.upgrades++;
+    let headText = 'HTTP/1.1 101 Switching Protocols\r\n';
+    for (const [k, v] of Object.entries(r.headers)) for (const one of Array.isArray(v) ? v : v === undefined ? [] : [v]) headText += `${k}: ${one}\r\n`;
+    socket.write(headText + '\r\n');
+    if (head.length > 0) r.socket.write(head);
+    log(101, { target, backend: p.backendName, endpoint: ep.key, forwarded: true });
+    await pipeBoth(socket, r.socket, tp?.idleTimeoutMs ?? 3600_000);
+  } finally {
     state.inflight--;
-    return;
   }
-  if (r.kind === 'response') {
-    // The server declined the upgrade (CVE-2024-23326: never tunnel on a non-101): relay its answer, then close.
-    const hs = computeResponseHeaders(r.headers);
-    let headText = `HTTP/1.1 ${r.statusCode} ${r.statusCode === 200 ? 'OK' : 'Upgrade Declined'}\r\n`;
-    for (const [k, v] of hs) if (k !== 'content-length') headText += `${k}: ${v}\r\n`;
-    const chunks: Buffer[] = [];
-    for await (const c of r.body) chunks.push(c as Buffer);
-    const b = Buffer.concat(chunks);
-    socket.end(`${headText}connection: close\r\ncontent-length: ${b.length}\r\n\r\n` + b.toString('latin1'), 'latin1');
-    state.inflight--;
-    log(r.statusCode, { target, backend: p.backendName, endpoint: ep.key, forwarded: true, reason: 'upgrade declined' });
-    return;
-  }
-  deps.stats.upgrades++;
-  let headText = 'HTTP/1.1 101 Switching Protocols\r\n';
-  for (const [k, v] of Object.entries(r.headers)) for (const one of Array.isArray(v) ? v : v === undefined ? [] : [v]) headText += `${k}: ${one}\r\n`;
-  socket.write(headText + '\r\n');
-  if (head.length > 0) r.socket.write(head);
-  log(101, { target, backend: p.backendName, endpoint: ep.key, forwarded: true });
-  await pipeBoth(socket, r.socket, tp?.idleTimeoutMs ?? 3600_000);
-  state.inflight--;
 }

@@ -75,8 +75,10 @@ export function createHttp1Server(limits: EffectiveLimits, handlers: Http1Handle
     requireHostHeader: true,
     joinDuplicateHeaders: false,
     keepAliveTimeout: limits.downstreamIdleTimeoutMs,
-    headersTimeout: 10_000,
-    requestTimeout: 300_000,
+    headersTimeout: limits.requestHeadersTimeoutMs,
+    requestTimeout: Math.max(300_000, limits.requestHeadersTimeoutMs + 1),
+    // How often slow heads are swept; the proxy emits 'listening' on this never-listening server to start it.
+    connectionsCheckingInterval: Math.min(1000, limits.requestHeadersTimeoutMs / 2),
     shouldUpgradeCallback: (req) => isWebSocketUpgrade(req),
   });
   server.on('request', handlers.request);

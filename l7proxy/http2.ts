@@ -33,7 +33,11 @@ export function createHttp2Server(limits: EffectiveLimits, handlers: Http2Handle
   server.on('session', (session: ServerHttp2Session) => {
     const resets: number[] = [];
     session.on('stream', (stream) => {
-      stream.on('aborted', () => {
+      // A stream closed with an error code before any response header went out was reset by the client (our own
+      // resets happen only after a response started). Checked at 'close' since nghttp2 may have seen the
+      // RST_STREAM in the same read as the HEADERS, before any per-stream listener could be attached.
+      stream.on('close', () => {
+        if (stream.rstCode === http2.constants.NGHTTP2_NO_ERROR || stream.headersSent) return;
         const now = Date.now();
         resets.push(now);
         while (resets.length > 0 && resets[0]! < now - limits.http2ResetWindowMs) resets.shift();

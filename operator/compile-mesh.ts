@@ -226,6 +226,10 @@ function settle<S>(
 interface Index {
   services: Map<string, V1Service>;
   podsByNamespace: Map<string, V1Pod[]>;
+  /** Meshable pod keys per namespace. */
+  podKeysByNamespace: Map<string, Set<string>>;
+  /** Inverted label index: namespace → "key=value" → pod keys, so a Service selector costs its matches, not the namespace. */
+  podsByLabel: Map<string, Map<string, string[]>>;
   slicesByService: Map<string, V1EndpointSlice[]>;
   routes: Map<string, HTTPRoute>;
   backing: Map<string, string[]>;
@@ -239,11 +243,25 @@ function isMeshablePod(pod: V1Pod): boolean {
 function buildIndex(s: Snapshot): Index {
   const services = new Map(s.services.map((svc) => [keyOf(svc), svc]));
   const podsByNamespace = new Map<string, V1Pod[]>();
+  const podKeysByNamespace = new Map<string, Set<string>>();
+  const podsByLabel = new Map<string, Map<string, string[]>>();
   for (const pod of s.pods) {
     if (!isMeshablePod(pod)) continue;
     const ns = pod.metadata?.namespace ?? '';
-    if (!podsByNamespace.has(ns)) podsByNamespace.set(ns, []);
+    const key = `${ns}/${pod.metadata?.name ?? ''}`;
+    if (!podsByNamespace.has(ns)) {
+      podsByNamespace.set(ns, []);
+      podKeysByNamespace.set(ns, new Set());
+      podsByLabel.set(ns, new Map());
+    }
     podsByNamespace.get(ns)!.push(pod);
+    podKeysByNamespace.get(ns)!.add(key);
+    const labels = podsByLabel.get(ns)!;
+    for (const [k, v] of Object.entries(pod.metadata?.labels ?? {})) {
+      const pair = `${k}=${v}`;
+      if (!labels.has(pair)) labels.set(pair, []);
+      labels.get(pair)!.push(key);
+    }
   }
   const slicesByService = new Map<string, V1EndpointSlice[]>();
   for (const slice of s.endpointSlices) {
@@ -254,7 +272,7 @@ function buildIndex(s: Snapshot): Index {
     slicesByService.get(key)!.push(slice);
   }
   const routes = new Map(s.httpRoutes.map((r) => [keyOf(r), r]));
-  const index: Index = { services, podsByNamespace, slicesByService, routes, backing: new Map() };
+  const index: Index = { services, podsByNamespace, podKeysByNamespace, podsByLabel, slicesByService, routes, backing: new Map() };
   for (const [key, svc] of services) index.backing.set(key, backingPods(index, key, svc));
   return index;
 }
@@ -265,7 +283,7 @@ function buildIndex(s: Snapshot): Index {
  */
 function backingPods(index: Index, key: string, svc: V1Service): string[] {
   const ns = svc.metadata?.namespace ?? '';
-  const meshable = new Set((index.podsByNamespace.get(ns) ?? []).map((p) => keyOf(p)));
+  const meshable = index.podKeysByNamespace.get(ns) ?? new Set<string>();
   const slices = index.slicesByService.get(key);
   if (slices && slices.length > 0) {
     const pods: string[] = [];
@@ -280,7 +298,12 @@ function backingPods(index: Index, key: string, svc: V1Service): string[] {
   }
   const selector = svc.spec?.selector;
   if (!selector || Object.keys(selector).length === 0) return [];
-  return sortedUnique((index.podsByNamespace.get(ns) ?? []).filter((p) => matchesSelector({ matchLabels: selector }, p.metadata?.labels)).map((p) => keyOf(p)));
+  const labels = index.podsByLabel.get(ns);
+  const postings = Object.entries(selector).map(([k, v]) => labels?.get(`${k}=${v}`) ?? []);
+  postings.sort((a, b) => a.length - b.length);
+  const [first, ...rest] = postings;
+  const others = rest.map((list) => new Set(list));
+  return sortedUnique(first!.filter((podKey) => others.every((set) => set.has(podKey))));
 }
 
 /** The TCP ports of a Service (the only ones the mesh handles). */
@@ -912,7 +935,8 @@ export function compileMesh(snapshot: Snapshot, lastGood: ReadonlyMap<string, La
  */
 function enforceServiceSize(services: Map<string, CompiledService>, routes: Array<Settled<HTTPRouteSpec>>): void {
   for (const [key, svc] of services) {
-    if (jsonBytes(svc) <= MAX_SERVICE_ENTRY_BYTES) continue;
+    // Only routes make an entry grow; a Service without any is a few hundred bytes.
+    if (!svc.ports.some((p) => p.routes.length > 0) || jsonBytes(svc) <= MAX_SERVICE_ENTRY_BYTES) continue;
     const byRoute = new Map<string, number>();
     for (const p of svc.ports) for (const r of p.routes) byRoute.set(r.entry.route, Math.max(byRoute.get(r.entry.route) ?? -1, r.order));
     const youngestFirst = [...byRoute.entries()].sort((a, b) => b[1] - a[1]).map(([r]) => r);

@@ -22,7 +22,7 @@ import {
 } from '../crds/index.ts';
 import { createHash } from 'node:crypto';
 import { compileMesh, type CompiledMesh, type CompiledService } from './compile-mesh.ts';
-import { contentHash, jsonBytes } from './canonical-json.ts';
+import { canonicalJson, contentHash, jsonBytes } from './canonical-json.ts';
 import { OperatorError } from './errors.ts';
 import type { Snapshot } from './snapshot.ts';
 
@@ -117,7 +117,8 @@ function serviceForNode(svc: CompiledService, namespaces: ReadonlySet<string>): 
 
 /** A workload entry too large for a shard fails closed: its authorization becomes deny-everything. */
 function fitWorkload(w: NodeWorkload): NodeWorkload {
-  if (jsonBytes(w) <= SHARD_BUDGET_BYTES / 2) return w;
+  // Only authorization makes a workload entry grow; the rest is a few hundred bytes.
+  if (!w.authorization || jsonBytes(w) <= SHARD_BUDGET_BYTES / 2) return w;
   return {
     ...w,
     authorization: {
@@ -164,10 +165,11 @@ export function selectForNode(compiled: CompiledMesh, nodeName: string): { workl
  */
 export function computeNodeState(snapshot: Snapshot, nodeName: string, compiled: CompiledMesh = compileMesh(snapshot)): NodeState[] {
   const { workloads, services } = selectForNode(compiled, nodeName);
+  // Each entry is serialized once: its canonical JSON gives its size and, joined, the shard's hash input.
   const items = [
-    ...workloads.map((w) => ({ key: `w/${w.namespace}/${w.name}`, bytes: jsonBytes(w) + 1, workload: w, service: undefined })),
-    ...services.map((s) => ({ key: `s/${s.namespace}/${s.name}`, bytes: jsonBytes(s) + 1, workload: undefined, service: s })),
-  ].map((i) => ({ ...i, bucket: bucketOf(i.key) }));
+    ...workloads.map((w) => ({ key: `w/${w.namespace}/${w.name}`, json: canonicalJson(w), workload: w, service: undefined })),
+    ...services.map((s) => ({ key: `s/${s.namespace}/${s.name}`, json: canonicalJson(s), workload: undefined, service: s })),
+  ].map((i) => ({ ...i, bytes: Buffer.byteLength(i.json, 'utf8') + 1, bucket: bucketOf(i.key) }));
   const total = items.reduce((n, i) => n + i.bytes, 0);
   let count = 1;
   while (count < Math.ceil(total / SHARD_BUDGET_BYTES)) count *= 2;
@@ -191,7 +193,10 @@ export function computeNodeState(snapshot: Snapshot, nodeName: string, compiled:
       services: mine.flatMap((i) => (i.service ? [i.service] : [])),
     };
     const { shard, trustDomain } = body;
-    const spec: NodeStateSpec = { nodeName, shard, contentHash: contentHash(body), trustDomain, workloads: body.workloads, services: body.services };
+    // Same text as canonicalJson(body) (keys in sorted order), assembled from the entries' canonical JSON.
+    const canonical = `{"nodeName":${JSON.stringify(nodeName)},"services":[${mine.filter((i) => i.service).map((i) => i.json).join(',')}],"shard":${canonicalJson(shard)},"trustDomain":${JSON.stringify(trustDomain)},"workloads":[${mine.filter((i) => i.workload).map((i) => i.json).join(',')}]}`;
+    const hash = `sha256:${createHash('sha256').update(canonical).digest('hex')}`;
+    const spec: NodeStateSpec = { nodeName, shard, contentHash: hash, trustDomain, workloads: body.workloads, services: body.services };
     const state: NodeState = {
       apiVersion: NodeStateResource.apiVersion,
       kind: NodeStateResource.kind,
@@ -201,8 +206,10 @@ export function computeNodeState(snapshot: Snapshot, nodeName: string, compiled:
       },
       spec,
     };
-    if (jsonBytes(state) > NODESTATE_MAX_BYTES) {
-      throw new OperatorError('NM_ERR_OPERATOR_SHARD_OVERFLOW', `NodeState ${state.metadata!.name}: ${jsonBytes(state)} bytes exceeds ${NODESTATE_MAX_BYTES}`);
+    // The spec's JSON is the canonical text plus the contentHash field; metadata is under 1 KiB.
+    const bytes = Buffer.byteLength(canonical, 'utf8') + hash.length + 1024;
+    if (bytes > NODESTATE_MAX_BYTES) {
+      throw new OperatorError('NM_ERR_OPERATOR_SHARD_OVERFLOW', `NodeState ${state.metadata!.name}: about ${bytes} bytes exceeds ${NODESTATE_MAX_BYTES}`);
     }
     states.push(state);
   }

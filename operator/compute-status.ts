@@ -33,13 +33,33 @@ export interface ObjectStatus {
 export interface StatusOptions {
   /** RFC 3339 time for lastTransitionTime of conditions that change (default: now). */
   now?: string;
+  /**
+   * The desired NodeStates of every node, when the caller already computed them from the same compile
+   * (saves recomputing the per-node selection); must cover every node.
+   */
+  desired?: readonly NodeState[];
 }
 
 /** Where each source tag is needed: node name → entry keys ("w/ns/name", "s/ns/name"). */
 type Needs = Map<string, Map<string, Set<string>>>;
 
-function indexDesired(snapshot: Snapshot, compiled: CompiledMesh): Needs {
+function indexDesired(snapshot: Snapshot, compiled: CompiledMesh, desired: readonly NodeState[] | undefined): Needs {
   const needs: Needs = new Map();
+  if (desired) {
+    // Same index as below, read from NodeStates the caller computed (written or not).
+    const written = indexWritten(desired);
+    for (const [node, items] of written) {
+      for (const [key, tags] of items) {
+        for (const tag of tags) {
+          if (!needs.has(tag)) needs.set(tag, new Map());
+          const perNode = needs.get(tag)!;
+          if (!perNode.has(node)) perNode.set(node, new Set());
+          perNode.get(node)!.add(key);
+        }
+      }
+    }
+    return needs;
+  }
   const nodes = new Set<string>([...snapshot.nodes.map((n) => n.metadata?.name ?? ''), ...compiled.workloadsByNode.keys()]);
   for (const node of [...nodes].filter(Boolean).sort()) {
     const { workloads, services } = selectForNode(compiled, node);
@@ -132,7 +152,7 @@ export function computeStatuses(
   options: StatusOptions = {},
 ): ObjectStatus[] {
   const now = options.now ?? new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
-  const needs = indexDesired(snapshot, compiled);
+  const needs = indexDesired(snapshot, compiled, options.desired);
   const written = indexWritten(nodeStatesWritten);
   const objects = new Map<string, { status?: unknown }>();
   for (const [kind, list] of [

@@ -14,8 +14,7 @@ export type SandboxErrorCode =
   | 'NM_ERR_SANDBOX_ISOLATION'
   | 'NM_ERR_SANDBOX_TIMEOUT'
   | 'NM_ERR_SANDBOX_POD_NOT_FOUND'
-  | 'NM_ERR_SANDBOX_IMAGE_UNSUPPORTED'
-  | 'NM_ERR_SANDBOX_APISERVER_MISSING';
+  | 'NM_ERR_SANDBOX_IMAGE_UNSUPPORTED';
 
 /** An error of the sandbox with its code. */
 export class SandboxError extends Error {

@@ -128,14 +128,13 @@ async function main(): Promise<void> {
     await store.record({ kind: 'file', path: paths.apiSocket }, { kind: 'file', path: paths.hostKubeconfig }, { kind: 'file', path: paths.nodeKubeconfig });
     api = await startApiServerComponent({
       host: '127.0.0.1', port: cfg.apiPort, unixSocketPath: paths.apiSocket, stateDir: paths.apiData,
-      crdDirs: [join(REPO_ROOT, 'crds')], serviceCIDR: SERVICE_PREFIX, logger: log.child('apiserver'),
-    });
+      crdDirs: [join(REPO_ROOT, 'crds')], serviceCIDR: SERVICE_PREFIX,
+    }, log.child('apiserver'));
     await api.writeKubeconfig(paths.hostKubeconfig);
     await writeFile(paths.nodeKubeconfig, computeNodeKubeconfig(api.kubeconfig()), { mode: 0o600 });
     report.apiserver = { url: api.url, socket: paths.apiSocket };
     log.info('API server up', { url: api.url });
-    const controllerLog = log.child('controllers');
-    controllers = await startControllersComponent({ kubeconfigPath: paths.hostKubeconfig, logger: (line) => controllerLog.info(line) });
+    controllers = await startControllersComponent(paths.hostKubeconfig, log.child('controllers'));
     const kc = loadKubeConfig(paths.hostKubeconfig);
     const hosts = new HostsFiles(log.child('hosts'));
     dns = startClusterDns(kc, hosts, log.child('dns'));

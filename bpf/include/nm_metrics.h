@@ -17,10 +17,11 @@ struct nm_lb_stat {
 	__u64 proxied;      /* connects rewritten to the node proxy (mesh flows) */
 };
 
-/* Per-service counters keyed by service id. The agent inserts a zeroed entry when it creates the
- * service and deletes it with the service: BPF only updates entries in place, so the hot path
- * never allocates, and memory follows the number of services (not max_entries x CPUs). The
- * per-CPU translation count doubles as that CPU's round-robin cursor (see nm_lb.h). */
+/* Per-service counters keyed by service id. Created by the first connect to the service (once per
+ * service, see __lb_stat_get), deleted by the agent with the service. No preallocation, so memory
+ * follows the number of services in use, not max_entries x CPUs; creating them from BPF keeps
+ * bulk programming fast (per-CPU allocations from user space stall on the kernel's atomic pool).
+ * The per-CPU translation count doubles as that CPU's round-robin cursor (see nm_lb.h). */
 struct {
 	NM_MAP(BPF_MAP_TYPE_PERCPU_HASH, __u32, struct nm_lb_stat, NM_LB_SVC_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -46,6 +47,19 @@ enum nm_count {
 struct {
 	NM_MAP(BPF_MAP_TYPE_PERCPU_ARRAY, __u32, __u64, NM_CNT_MAX);
 } nm_dp_count SEC(".maps");
+
+/* The service's counters on this CPU, creating the entry on the service's first use; NULL only
+ * if the kernel cannot allocate it (the caller then balances without a cursor). */
+static __always_inline struct nm_lb_stat *__lb_stat_get(__u32 svc_id)
+{
+	struct nm_lb_stat *stat = bpf_map_lookup_elem(&nm_lb_stats, &svc_id);
+	struct nm_lb_stat zero = {};
+
+	if (stat)
+		return stat;
+	bpf_map_update_elem(&nm_lb_stats, &svc_id, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&nm_lb_stats, &svc_id);
+}
 
 static __always_inline void __nm_count(enum nm_count what)
 {

@@ -93,20 +93,6 @@ export function parseSubjectAltNames(extnValue: Uint8Array): RawGeneralName[] {
   });
 }
 
-/** The raw DER of a certificate's issuer and subject Names, for exact comparison while building chains. */
-export function readCertificateNames(certDer: Uint8Array): { issuer: Uint8Array; subject: Uint8Array } {
-  const cert = readDerSingle(certDer, 0x30, 'Certificate');
-  const [tbs] = readDerSequenceContent(cert.content);
-  if (!tbs || tbs.tag !== 0x30) throw new DerError('Certificate: tbsCertificate is not a SEQUENCE');
-  const fields = readDerSequenceContent(tbs.content);
-  // An explicit [0] version is optional (absent means v1); skip it so the indexes below line up.
-  const base = fields[0]?.tag === 0xa0 ? 1 : 0;
-  const issuer = fields[base + 2];
-  const subject = fields[base + 4];
-  if (!issuer || issuer.tag !== 0x30 || !subject || subject.tag !== 0x30) throw new DerError('Certificate: issuer or subject is not a Name');
-  return { issuer: issuer.raw, subject: subject.raw };
-}
-
 /** Decodes an OBJECT IDENTIFIER value to dotted form. */
 export function decodeOid(content: Uint8Array): string {
   if (content.length === 0) throw new DerError('empty OBJECT IDENTIFIER');

@@ -11,7 +11,7 @@ import { parse as parseYaml } from 'yaml';
 import { AGGREGATED_DISCOVERY_TYPE, aggregatedDiscovery, apiGroup, apiGroupList, apiResourceList, apiVersions, openApiV3Document, openApiV3Root } from './discovery.ts';
 import { StatusError, badRequest, internalError, methodNotAllowed, notFound, pathNotFound, unauthorized, unsupportedMediaType } from './errors.ts';
 import type { JsonObject, JsonValue } from './json.ts';
-import { asArray, asNumber, asObject, asString, isObject } from './json.ts';
+import { asArray, asNumber, asObject, asString } from './json.ts';
 import type { DeleteOptions, ListOptions, ObjectService, PatchType, WriteOptions } from './objects.ts';
 import { nowRfc3339 } from './objects.ts';
 import type { Registry, ResourceType } from './registry.ts';
@@ -589,9 +589,4 @@ export function createRequestHandler(ctx: HandlerContext): (req: IncomingMessage
       sendError(res, internalError(e));
     });
   };
-}
-
-/** True for a parsed body that is a JSON object (exported for tests). */
-export function isJsonObject(v: unknown): v is JsonObject {
-  return isObject(v);
 }

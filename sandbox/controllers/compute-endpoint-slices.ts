@@ -7,7 +7,7 @@
  */
 import type { V1Endpoint, DiscoveryV1EndpointPort, V1EndpointSlice, V1Node, V1Pod, V1Service, V1ServicePort } from '@kubernetes/client-node';
 import { matchLabelMap } from './label-selector.ts';
-import { isPodReady, isPodTerminal, isTerminating, toWire } from './object-meta.ts';
+import { isPodReady, isPodTerminal, isTerminating } from './object-meta.ts';
 import { canonicalJson } from './pod-template-hash.ts';
 
 /** Label naming the Service a slice belongs to. */
@@ -111,8 +111,31 @@ function endpointKey(ep: V1Endpoint): string {
   return [...(ep.addresses ?? [])].sort().join(',');
 }
 
+function isAbsent(v: unknown): boolean {
+  return v === undefined || v === null;
+}
+
+/** Field by field (endpointsEqualBeyondHash): this runs for every endpoint of every sync. */
 function sameEndpoint(a: V1Endpoint, b: V1Endpoint): boolean {
-  return canonicalJson(toWire(a)) === canonicalJson(toWire(b));
+  const ac = a.conditions ?? {};
+  const bc = b.conditions ?? {};
+  const at = a.targetRef ?? {};
+  const bt = b.targetRef ?? {};
+  return (
+    (a.addresses ?? []).join(',') === (b.addresses ?? []).join(',') &&
+    ac.ready === bc.ready &&
+    ac.serving === bc.serving &&
+    ac.terminating === bc.terminating &&
+    (a.nodeName ?? '') === (b.nodeName ?? '') &&
+    (a.zone ?? '') === (b.zone ?? '') &&
+    (a.hostname ?? '') === (b.hostname ?? '') &&
+    at.kind === bt.kind &&
+    at.namespace === bt.namespace &&
+    at.name === bt.name &&
+    at.uid === bt.uid &&
+    isAbsent(a.hints) === isAbsent(b.hints) &&
+    isAbsent(a.deprecatedTopology) === isAbsent(b.deprecatedTopology)
+  );
 }
 
 /** The endpoint for one pod of the Service (podToEndpoint). */

@@ -6,7 +6,7 @@
 import type { V1Deployment, V1ReplicaSet } from '@kubernetes/client-node';
 import { ControllerError, ControllerErrorCode } from './errors.ts';
 import type { Reconciler, SyncResult } from './controller-runner.ts';
-import type { Informers } from './informers.ts';
+import { byOwner, selectByLabels, type Informers } from './informers.ts';
 import { isConflict, isNotFound, mergePatchOptions, patchBody, type KubeClients } from './kube-api.ts';
 import { matchLabelSelector } from './label-selector.ts';
 import { controllerRefOf, keyOf, splitKey, toWire } from './object-meta.ts';
@@ -74,7 +74,10 @@ export class DeploymentController implements Reconciler {
     ];
     if (pending.length > 0) throw new ControllerError(ControllerErrorCode.staleCache, `Deployment ${key}: waiting for the cache to show ${pending.slice(0, 3).join(', ')}`);
 
-    const plan = planDeployment(d, { replicaSets: this.informers.replicaSets.list(namespace), pods: this.informers.pods.list(namespace), nowMs: Date.now() });
+    const replicaSets = this.candidateReplicaSets(d);
+    // Only Recreate reads pods: those of this Deployment's ReplicaSets.
+    const pods = d.spec?.strategy?.type === 'Recreate' ? replicaSets.flatMap((rs) => this.informers.pods.byIndex(byOwner, rs.metadata?.uid ?? '')) : [];
+    const plan = planDeployment(d, { replicaSets, pods, nowMs: Date.now() });
     try {
       await this.apply(key, d, plan);
     } catch (err) {
@@ -83,6 +86,16 @@ export class DeploymentController implements Reconciler {
       throw err;
     }
     return plan.requeueAfterMs === undefined ? undefined : { requeueAfterMs: plan.requeueAfterMs };
+  }
+
+  /** ReplicaSets the Deployment owns, plus those its selector's labels could claim. */
+  private candidateReplicaSets(d: V1Deployment): V1ReplicaSet[] {
+    const byKey = new Map<string, V1ReplicaSet>();
+    for (const rs of this.informers.replicaSets.byIndex(byOwner, d.metadata?.uid ?? '')) byKey.set(keyOf(rs), rs);
+    const matchLabels = d.spec?.selector?.matchLabels ?? {};
+    const matching = Object.keys(matchLabels).length > 0 ? selectByLabels(this.informers.replicaSets, d.metadata?.namespace, matchLabels) : this.informers.replicaSets.list(d.metadata?.namespace);
+    for (const rs of matching) byKey.set(keyOf(rs), rs);
+    return [...byKey.values()];
   }
 
   private async apply(key: string, d: V1Deployment, plan: DeploymentPlan): Promise<void> {

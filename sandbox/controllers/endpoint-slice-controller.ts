@@ -7,7 +7,7 @@ import type { V1EndpointSlice, V1Node, V1Pod } from '@kubernetes/client-node';
 import { ControllerError, ControllerErrorCode } from './errors.ts';
 import type { Reconciler } from './controller-runner.ts';
 import { computeEndpointSlices, serviceNameLabel, zoneLabel } from './compute-endpoint-slices.ts';
-import type { Informers } from './informers.ts';
+import { byNode, byService, bySelector, labelPairKey, selectByLabels, type Informers } from './informers.ts';
 import { isConflict, isNotFound, mergePatchOptions, patchBody, type KubeClients } from './kube-api.ts';
 import { matchLabelMap } from './label-selector.ts';
 import { keyOf, splitKey } from './object-meta.ts';
@@ -46,9 +46,15 @@ export class EndpointSliceController implements Reconciler {
     const key = keyOf(pod);
     const now: string[] = [];
     if (event !== 'delete') {
-      for (const svc of this.informers.services.list(pod.metadata?.namespace)) {
-        const sel = svc.spec?.selector;
-        if (sel && Object.keys(sel).length > 0 && matchLabelMap(sel, pod.metadata?.labels)) now.push(keyOf(svc));
+      // Candidates through the selector index (any one shared pair), then the full match.
+      const seen = new Set<string>();
+      for (const [k, v] of Object.entries(pod.metadata?.labels ?? {})) {
+        for (const svc of this.informers.services.byIndex(bySelector, labelPairKey(pod.metadata?.namespace, k, v))) {
+          const svcKey = keyOf(svc);
+          if (seen.has(svcKey)) continue;
+          seen.add(svcKey);
+          if (matchLabelMap(svc.spec?.selector ?? {}, pod.metadata?.labels)) now.push(svcKey);
+        }
       }
     }
     for (const k of this.podServices.get(key) ?? []) this.queue.add(k);
@@ -66,8 +72,7 @@ export class EndpointSliceController implements Reconciler {
     if (event === 'delete') this.nodeZones.delete(name);
     else this.nodeZones.set(name, zone);
     if ((!known && zone === undefined) || before === zone) return;
-    for (const pod of this.informers.pods.list()) {
-      if (pod.spec?.nodeName !== name) continue;
+    for (const pod of this.informers.pods.byIndex(byNode, name)) {
       for (const k of this.podServices.get(keyOf(pod)) ?? []) this.queue.add(k);
     }
   }
@@ -80,7 +85,7 @@ export class EndpointSliceController implements Reconciler {
     });
     if (pending.length > 0) throw new ControllerError(ControllerErrorCode.staleCache, `Service ${key}: waiting for the cache to show EndpointSlices ${pending.slice(0, 3).join(', ')}`);
 
-    const existing = this.informers.endpointSlices.list(namespace).filter((s) => s.metadata?.labels?.[serviceNameLabel] === name);
+    const existing = this.informers.endpointSlices.byIndex(byService, key);
     const svc = this.informers.services.get(name, namespace);
     if (!svc) {
       // The Service is gone: its slices go too (the garbage collector would, by ownerReference).
@@ -90,7 +95,9 @@ export class EndpointSliceController implements Reconciler {
       return;
     }
     const nodes = new Map(this.informers.nodes.list().map((n) => [n.metadata?.name ?? '', n]));
-    const changes = computeEndpointSlices(svc, this.informers.pods.list(namespace), existing, { nodes });
+    const selector = svc.spec?.selector ?? {};
+    const pods = Object.keys(selector).length > 0 ? selectByLabels(this.informers.pods, namespace, selector) : [];
+    const changes = computeEndpointSlices(svc, pods, existing, { nodes });
     if (changes.create.length + changes.update.length + changes.delete.length === 0) return;
     try {
       for (const slice of changes.create) {

@@ -5,7 +5,7 @@
  * cache that lags never costs a user their pods.
  */
 import type { Reconciler } from './controller-runner.ts';
-import type { Informers } from './informers.ts';
+import { byOwner, type Informers } from './informers.ts';
 import { isNotFound, type KubeClients } from './kube-api.ts';
 import { controllerRefOf, keyOf, splitKey, type HasMeta } from './object-meta.ts';
 import type { WorkQueue } from './work-queue.ts';
@@ -33,8 +33,9 @@ export class GarbageCollector implements Reconciler {
       queue.add(`${kind}|${keyOf(obj)}`);
     };
     const dependentsOf = (kind: DependentKind, owner: HasMeta): void => {
-      const list: readonly HasMeta[] = kind === 'ReplicaSet' ? informers.replicaSets.list(owner.metadata?.namespace) : informers.pods.list(owner.metadata?.namespace);
-      for (const obj of list) if (controllerRefOf(obj)?.uid === owner.metadata?.uid) queue.add(`${kind}|${keyOf(obj)}`);
+      const uid = owner.metadata?.uid ?? '';
+      const list: readonly HasMeta[] = kind === 'ReplicaSet' ? informers.replicaSets.byIndex(byOwner, uid) : informers.pods.byIndex(byOwner, uid);
+      for (const obj of list) queue.add(`${kind}|${keyOf(obj)}`);
     };
     informers.replicaSets.on((event, rs) => (event === 'delete' ? dependentsOf('Pod', rs) : check('ReplicaSet', rs)));
     informers.deployments.on((event, d) => {

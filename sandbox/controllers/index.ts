@@ -65,6 +65,7 @@ export async function startControllers(opts: StartControllersOptions): Promise<R
     const missing = all.filter(({ cache }) => !cache.hasSynced()).map(({ name }) => name);
     for (const { queue } of controllers) queue.shutDown();
     await stopInformers();
+    clients.close();
     throw new ControllerError(ControllerErrorCode.notSynced, `informers for ${missing.join(', ')} did not finish their first list within ${timeoutMs} ms; is the API server at ${clients.kc.getCurrentCluster()?.server} up and serving those resources?`);
   }
 
@@ -86,6 +87,7 @@ export async function startControllers(opts: StartControllersOptions): Promise<R
         for (const { queue } of [...controllers].reverse()) queue.shutDown();
         await Promise.all(workers);
         await stopInformers();
+        clients.close();
         log('controllers: stopped');
       })();
       return stopping;

@@ -17,6 +17,21 @@ export interface ObjectCache<T> {
   list(namespace?: string): readonly T[];
 }
 
+/** Computes the index values of an object (client-go's IndexFunc); an object may have several. */
+export type IndexFunc<T> = (obj: T) => readonly string[];
+
+interface Index<T> {
+  fn: IndexFunc<T>;
+  /** value -> object keys */
+  byValue: Map<string, Set<string>>;
+  /** object key -> the values it was indexed under, to unindex it when it changes or goes */
+  byObject: Map<string, readonly string[]>;
+}
+
+function cacheKey(obj: KubernetesObject): string {
+  return `${obj.metadata?.namespace ?? ''}/${obj.metadata?.name ?? ''}`;
+}
+
 /** Options of InformerCache. */
 export interface InformerCacheOptions<T extends KubernetesObject> {
   kc: KubeConfig;
@@ -41,6 +56,7 @@ export class InformerCache<T extends KubernetesObject> implements ObjectCache<T>
   private failures = 0;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
+  private readonly indexes = new Map<string, Index<T>>();
 
   constructor(opts: InformerCacheOptions<T>) {
     this.opts = opts;
@@ -53,10 +69,59 @@ export class InformerCache<T extends KubernetesObject> implements ObjectCache<T>
       return result;
     };
     this.lw = new ListWatch<T>(opts.path, new Watch(opts.kc), list, false, opts.labelSelector);
+    // Registered first, so every handler registered later sees the indexes already updated.
+    this.lw.on('add', (o) => this.reindex(o, false));
+    this.lw.on('update', (o) => this.reindex(o, false));
+    this.lw.on('delete', (o) => this.reindex(o, true));
     this.lw.on('error', (err) => this.onError(err));
     this.lw.on('connect', () => {
       if (this.isSynced) this.failures = 0;
     });
+  }
+
+  /** Adds an index; call before start(). Lookups with byIndex return the objects with that value. */
+  addIndex(name: string, fn: IndexFunc<T>): void {
+    this.indexes.set(name, { fn, byValue: new Map(), byObject: new Map() });
+  }
+
+  /** Objects indexed under `value` by the index `name` (client-go's ByIndex). */
+  byIndex(name: string, value: string): T[] {
+    const keys = this.indexes.get(name)?.byValue.get(value);
+    if (!keys) return [];
+    const out: T[] = [];
+    for (const key of keys) {
+      const slash = key.indexOf('/');
+      const obj = this.lw.get(key.slice(slash + 1), key.slice(0, slash) || undefined);
+      if (obj) out.push(obj);
+    }
+    return out;
+  }
+
+  /** How many objects are indexed under `value` (to pick the narrowest of several lookups). */
+  indexSize(name: string, value: string): number {
+    return this.indexes.get(name)?.byValue.get(value)?.size ?? 0;
+  }
+
+  private reindex(obj: T, deleted: boolean): void {
+    const key = cacheKey(obj);
+    for (const index of this.indexes.values()) {
+      for (const v of index.byObject.get(key) ?? []) {
+        const set = index.byValue.get(v);
+        set?.delete(key);
+        if (set?.size === 0) index.byValue.delete(v);
+      }
+      if (deleted) {
+        index.byObject.delete(key);
+        continue;
+      }
+      const values = index.fn(obj);
+      index.byObject.set(key, values);
+      for (const v of values) {
+        let set = index.byValue.get(v);
+        if (!set) index.byValue.set(v, (set = new Set()));
+        set.add(key);
+      }
+    }
   }
 
   /** Registers a handler for add, update and delete events (called from the initial list too). */

@@ -148,13 +148,14 @@ describe('controllers against the embedded API server', () => {
       await clients.core.createNode({ body: { apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { 'kubernetes.io/hostname': name, 'topology.kubernetes.io/zone': `zone-${name.slice(-1)}` } } } });
       await clients.core.patchNodeStatus({ name, body: { status: { conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady' }], allocatable: { pods: '110' } } } }, mergePatchOptions);
     }
-    controllers = await startControllers({ kubeconfigPath: kubeconfig, logger: (line) => logs.push(line) });
+    controllers = await startControllers({ kubeconfigPath: kubeconfig, logger: (line) => logs.push(`${Date.now() % 100000} ${line}`) });
     kubelet = startFakeKubelet(clients, (err) => kubeletErrors.push(err));
   });
 
   after(async () => {
     await kubelet?.stop();
     await controllers?.stop();
+    clients?.close();
     await server?.close();
     await rm(dir, { recursive: true, force: true });
     if (process.env['NM_TEST_VERBOSE']) console.log(logs.join('\n'));
@@ -276,6 +277,37 @@ describe('controllers against the embedded API server', () => {
       assert.equal(pod.spec?.nodeName, 'node-2');
     }, logs);
     await clients.core.deleteNamespacedPod({ name: 'picky', namespace: ns });
+  });
+
+  it('splits 250 endpoints into slices of at most 100', async () => {
+    await clients.core.createNamespacedService({
+      namespace: ns,
+      body: { apiVersion: 'v1', kind: 'Service', metadata: { name: 'many', namespace: ns }, spec: { selector: { app: 'many' }, ports: [{ port: 9000 }] } },
+    });
+    // Pre-bound bare pods: the scheduler has nothing to do, the kubelet reports them Ready.
+    await Promise.all(
+      Array.from({ length: 250 }, (_, i) =>
+        clients.core.createNamespacedPod({
+          namespace: ns,
+          body: { apiVersion: 'v1', kind: 'Pod', metadata: { name: `many-${i}`, namespace: ns, labels: { app: 'many' } }, spec: { nodeName: i % 2 ? 'node-1' : 'node-2', containers: [{ name: 'c', image: 'nodemesh/echo' }] } },
+        }),
+      ),
+    );
+    await eventually('250 ready endpoints in 3 slices', async () => {
+      const list = await slices('many');
+      assert.equal(readyAddresses(list).length, 250);
+      assert.deepEqual(list.map((s) => s.endpoints?.length ?? 0).sort((a, b) => a - b), [50, 100, 100]);
+      assert.ok(list.every((s) => s.ports?.[0]?.port === 9000));
+    }, logs);
+    const names = (await slices('many')).map((s) => s.metadata?.name).sort();
+    await clients.core.deleteCollectionNamespacedPod({ namespace: ns, labelSelector: 'app=many', gracePeriodSeconds: 0 });
+    await eventually('all gone, the same slice kept as placeholder', async () => {
+      const list = await slices('many');
+      assert.equal(list.length, 1);
+      assert.equal(list[0]?.endpoints?.length ?? 0, 0);
+      assert.ok(names.includes(list[0]?.metadata?.name), 'a slice was reused rather than recreated');
+    }, logs);
+    await clients.core.deleteNamespacedService({ name: 'many', namespace: ns });
   });
 
   it('removes ReplicaSets, pods and slices when the Deployment and Service are deleted', async () => {

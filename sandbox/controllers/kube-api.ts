@@ -3,16 +3,62 @@
  * write helpers. Updates go out as JSON merge patches built from plain JSON, because cached objects mix
  * Dates (from lists) and strings (from watches) and the typed serialiser only copes with Dates.
  */
-import { AppsV1Api, CoreV1Api, DiscoveryV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent, type RequestOptions } from 'node:https';
+import { AppsV1Api, CoreV1Api, DiscoveryV1Api, KubeConfig, PatchStrategy, ServerConfiguration, createConfiguration, setHeaderOptions, type Middleware, type RequestContext, type ResponseContext } from '@kubernetes/client-node';
 import { ControllerError, ControllerErrorCode } from './errors.ts';
 import { toWire } from './object-meta.ts';
 
-/** Typed API clients sharing one kubeconfig. */
+/** Typed API clients sharing one kubeconfig and one keep-alive connection pool. */
 export interface KubeClients {
   kc: KubeConfig;
   core: CoreV1Api;
   apps: AppsV1Api;
   discovery: DiscoveryV1Api;
+  /** Closes the pooled connections. */
+  close(): void;
+}
+
+/**
+ * A middleware that sends every request through one keep-alive agent. client-node 1.x builds a new
+ * agent per request, so each call paid a fresh TCP and TLS handshake (~40 ms here): a controller
+ * writing slice after slice spent its time shaking hands.
+ */
+function pooledAgent(kc: KubeConfig): { middleware: Middleware; close(): void } {
+  let agent: Promise<HttpAgent | undefined> | undefined;
+  let made: HttpAgent | undefined;
+  const build = async (): Promise<HttpAgent | undefined> => {
+    const cluster = kc.getCurrentCluster();
+    // Proxies need client-node's own agents; leave those requests alone.
+    if (!cluster || cluster.proxyUrl) return undefined;
+    if (!cluster.server.startsWith('https:')) return (made = new HttpAgent({ keepAlive: true }));
+    const opts: RequestOptions = {};
+    await kc.applyToHTTPSOptions(opts);
+    made = new HttpsAgent({
+      keepAlive: true,
+      ca: opts.ca,
+      cert: opts.cert,
+      key: opts.key,
+      pfx: opts.pfx,
+      passphrase: opts.passphrase,
+      rejectUnauthorized: opts.rejectUnauthorized,
+      servername: opts.servername,
+    });
+    return made;
+  };
+  return {
+    middleware: {
+      async pre(ctx: RequestContext): Promise<RequestContext> {
+        const a = await (agent ??= build());
+        if (a) ctx.setAgent(a);
+        return ctx;
+      },
+      async post(ctx: ResponseContext): Promise<ResponseContext> {
+        return ctx;
+      },
+    },
+    close: () => made?.destroy(),
+  };
 }
 
 /** Loads `kubeconfigPath` and makes the clients; a bad file is reported with its path. */
@@ -26,7 +72,10 @@ export function makeKubeClients(kubeconfigPath: string): KubeClients {
   if (!kc.getCurrentCluster()) {
     throw new ControllerError(ControllerErrorCode.config, `kubeconfig ${kubeconfigPath} has no current cluster (current-context "${kc.getCurrentContext()}")`);
   }
-  return { kc, core: kc.makeApiClient(CoreV1Api), apps: kc.makeApiClient(AppsV1Api), discovery: kc.makeApiClient(DiscoveryV1Api) };
+  const pool = pooledAgent(kc);
+  const server = kc.getCurrentCluster()?.server ?? '';
+  const config = createConfiguration({ baseServer: new ServerConfiguration(server, {}), authMethods: { default: kc }, promiseMiddleware: [pool.middleware] });
+  return { kc, core: new CoreV1Api(config), apps: new AppsV1Api(config), discovery: new DiscoveryV1Api(config), close: pool.close };
 }
 
 /** Request options that send the body as a JSON merge patch (RFC 7386). */

@@ -6,7 +6,7 @@
 import type { V1Pod, V1ReplicaSet } from '@kubernetes/client-node';
 import { ControllerError, ControllerErrorCode } from './errors.ts';
 import type { Reconciler, SyncResult } from './controller-runner.ts';
-import type { Informers } from './informers.ts';
+import { byOwner, selectByLabels, type Informers } from './informers.ts';
 import { describeApiError, isNotFound, mergePatchOptions, patchBody, retryOnConflict, type KubeClients } from './kube-api.ts';
 import { matchLabelSelector } from './label-selector.ts';
 import { controllerRefOf, keyOf, splitKey, toWire } from './object-meta.ts';
@@ -60,8 +60,7 @@ export class ReplicaSetController implements Reconciler {
     });
     if (pending.length > 0) throw new ControllerError(ControllerErrorCode.staleCache, `ReplicaSet ${key}: waiting for the cache to show pods ${pending.slice(0, 3).join(', ')}`);
 
-    const pods = this.informers.pods.list(namespace);
-    const plan = planReplicaSet(rs, pods);
+    const plan = planReplicaSet(rs, this.candidatePods(rs));
     if (plan.adopt.length > 0) await this.adopt(rs, plan.adopt);
     for (const pod of plan.release) await this.release(rs, pod);
     if (plan.create > 0) await this.createPods(key, rs, plan.create);
@@ -72,6 +71,17 @@ export class ReplicaSetController implements Reconciler {
     await this.writeStatus(rs, active, now);
     const next = nextAvailabilityCheckMs(rs, active, now);
     return next === undefined ? undefined : { requeueAfterMs: next + 50 };
+  }
+
+  /** Pods the ReplicaSet owns, plus those its selector's labels could claim (through the indexes). */
+  private candidatePods(rs: V1ReplicaSet): V1Pod[] {
+    const namespace = rs.metadata?.namespace;
+    const byKey = new Map<string, V1Pod>();
+    for (const pod of this.informers.pods.byIndex(byOwner, rs.metadata?.uid ?? '')) byKey.set(keyOf(pod), pod);
+    const matchLabels = rs.spec?.selector?.matchLabels ?? {};
+    const matching = Object.keys(matchLabels).length > 0 ? selectByLabels(this.informers.pods, namespace, matchLabels) : this.informers.pods.list(namespace);
+    for (const pod of matching) byKey.set(keyOf(pod), pod);
+    return [...byKey.values()];
   }
 
   private async adopt(rs: V1ReplicaSet, pods: V1Pod[]): Promise<void> {

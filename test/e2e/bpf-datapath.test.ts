@@ -7,6 +7,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CGROUP_PROGRAMS, Datapath } from '../../bpf/datapath.ts';
 import {
   type ServiceSpec,
@@ -139,6 +142,9 @@ describe('BPF datapath (privileged)', { timeout: 180_000 }, () => {
     assert.deepEqual(r.peers, { [`${CLUSTER_IP}:80`]: 2000 });
     const c = readServiceCounters(dp as Datapath, 1);
     assert.ok(c && c.translations >= 2020n, `translations counted: ${c?.translations}`);
+    // sockops drops a TCP socket's reverse-translation entry when it closes: no build-up.
+    const liveTcp = [...(dp as Datapath).map('nm_sock4_rnat').keys()].filter((k) => k.port === 8080).length;
+    assert.ok(liveTcp < 20, `${liveTcp} reverse-translation entries left for 2,000 closed connections`);
   });
 
   it('refuses a service without endpoints at once with ECONNREFUSED', async () => {
@@ -196,6 +202,27 @@ describe('BPF datapath (privileged)', { timeout: 180_000 }, () => {
     removeServiceEntries(d, second);
   });
 
+  it('matches a loopback NodePort only for sockets in the host netns', async () => {
+    const topo = t as BpfTopology;
+    const d = dp as Datapath;
+    writeServiceEntries(d, planServiceEntries({
+      id: 7,
+      proto: 'TCP',
+      frontends: [{ addr: '127.0.0.1', port: 30080, kind: 'NodePort', hostNetnsOnly: true }],
+      backends: [{ id: 701, addr: backends()[0] as string, port: 8080, ready: true }],
+    }));
+    // Not the host netns: left alone, so the kernel refuses (nothing listens on 127.0.0.1:30080).
+    const refused = await runClient<{ results: Array<{ code: string }> }>(topo, ['refused', '127.0.0.1', '30080', '1']);
+    assert.equal(refused.results[0]?.code, 'ECONNREFUSED');
+    // Declare the client netns the "host" netns: now the frontend matches.
+    const child = spawnHelper(topo, { ns: topo.clientNs, cgroup: false, entry: 'nsenter' }, 'bpf-netns-cookie.ts', []);
+    const { cookie } = JSON.parse(await waitForLine(child, (l) => l.startsWith('{'))) as { cookie: string };
+    writeDatapathConfig(d, { hostNetnsCookie: BigInt(cookie) });
+    const r = await runClient<{ counts: Record<string, number> }>(topo, ['connect-many', '127.0.0.1', '30080', '3']);
+    assert.deepEqual(r.counts, { [backends()[0] as string]: 3 });
+    writeDatapathConfig(d, {});
+  });
+
   it('sends mesh flows to the node proxy, fails closed while it is not listening, and records the original destination', async () => {
     const topo = t as BpfTopology;
     const d = dp as Datapath;
@@ -245,16 +272,22 @@ describe('BPF datapath (privileged)', { timeout: 180_000 }, () => {
     const d = dp as Datapath;
     const fe = d.map('nm_lb4_fe');
     const entries = Array.from({ length: 10_000 }, (_, i) => [{ addr: `10.200.${i >> 8}.${i & 255}`, port: 80, proto: 6 }, { svc_id: 1000 + i, kind: 1, flags: 0 }] as const);
-    let t0 = process.hrtime.bigint();
-    assert.equal(fe.setMany(entries), 10_000);
-    const updateMs = Number(process.hrtime.bigint() - t0) / 1e6;
-    t0 = process.hrtime.bigint();
-    const read = [...fe.entries()].filter(([k]) => k.addr.startsWith('10.200.')).length;
-    const readMs = Number(process.hrtime.bigint() - t0) / 1e6;
-    t0 = process.hrtime.bigint();
-    assert.equal(fe.deleteMany(entries.map(([k]) => k)), 10_000);
-    const deleteMs = Number(process.hrtime.bigint() - t0) / 1e6;
-    assert.equal(read, 10_000);
+    // Twice: the first round pays for JIT warm-up of the codecs, the second is the steady state.
+    const rounds: string[] = [];
+    for (let round = 0; round < 2; round++) {
+      let t0 = process.hrtime.bigint();
+      assert.equal(fe.setMany(entries), 10_000);
+      const updateMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      t0 = process.hrtime.bigint();
+      const read = [...fe.entries()].filter(([k]) => k.addr.startsWith('10.200.')).length;
+      const readMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      t0 = process.hrtime.bigint();
+      assert.equal(fe.deleteMany(entries.map(([k]) => k)), 10_000);
+      const deleteMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      assert.equal(read, 10_000);
+      rounds.push(`update ${updateMs.toFixed(2)} ms, read back ${readMs.toFixed(2)} ms, delete ${deleteMs.toFixed(2)} ms`);
+    }
+    console.log(`batch of 10,000 nm_lb4_fe entries: cold: ${rounds[0]}; warm: ${rounds[1]}`);
 
     const svcs = Array.from({ length: 10_000 }, (_, i) =>
       planServiceEntries({
@@ -264,16 +297,31 @@ describe('BPF datapath (privileged)', { timeout: 180_000 }, () => {
         backends: [0, 1, 2, 3].map((b) => ({ id: 100_000 + i * 4 + b, addr: `10.201.${(i * 4 + b) >> 8 & 255}.${(i * 4 + b) & 255}`, port: 8080, ready: true })),
       }),
     );
-    t0 = process.hrtime.bigint();
+    const t0 = process.hrtime.bigint();
     const written = writeServicesBulk(d, svcs);
     const bulkMs = Number(process.hrtime.bigint() - t0) / 1e6;
-    console.log(
-      `batch: 10,000 nm_lb4_fe updates in ${updateMs.toFixed(2)} ms, read back in ${readMs.toFixed(2)} ms, deleted in ${deleteMs.toFixed(2)} ms; ` +
-        `10,000 services x 4 backends (${written} entries + counters) in ${bulkMs.toFixed(1)} ms`,
-    );
+    console.log(`writeServicesBulk: 10,000 services x 4 backends (${written} entries in 4 maps) in ${bulkMs.toFixed(1)} ms`);
     assert.equal(d.map('nm_lb_svc').get(10_999)?.ready, 4);
     for (const s of svcs) removeServiceEntries(d, s);
     assert.equal(d.map('nm_lb_svc').get(10_999), undefined);
+  });
+
+  it('attaches, replaces, queries and detaches a tc program (for later ingress enforcement)', async () => {
+    const topo = t as BpfTopology;
+    // A throwaway sched_cls program: the datapath has none yet, the binding must still work.
+    const dir = mkdtempSync(join(tmpdir(), 'nmt-bpf-tc-'));
+    try {
+      writeFileSync(join(dir, 'tc.c'), '#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\nSEC("tc") int nm_tc_pass(struct __sk_buff *skb) { return 0; }\nchar LICENSE[] SEC("license") = "GPL";\n');
+      sh('clang', ['-O2', '-g', '-target', 'bpf', `-I/usr/include/${sh('clang', ['-print-multiarch']).trim() || 'x86_64-linux-gnu'}`, '-c', join(dir, 'tc.c'), '-o', join(dir, 'tc.o')]);
+      const child = spawnHelper(topo, { ns: topo.serverNs, cgroup: false }, 'bpf-tc-check.ts', [join(dir, 'tc.o'), 'vs']);
+      const r = JSON.parse(await waitForLine(child, (l) => l.startsWith('{'))) as { progId: number; againProgId: number; queried: number; detached: boolean; after: number | null };
+      assert.ok(r.progId > 0);
+      assert.equal(r.queried, r.againProgId);
+      assert.equal(r.detached, true);
+      assert.equal(r.after, null);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('leaves the pinned datapath in place when the adopting process closes its fds', async () => {

@@ -11,7 +11,9 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments, stringify } from 'yaml';
-import { NODESTATE_MAX_BYTES, type NodeState } from '../../crds/index.ts';
+import { CRD_DIRECTORY, NODESTATE_MAX_BYTES, type NodeState } from '../../crds/index.ts';
+import { readCrds } from '../../crds/generate-types.ts';
+import { validateObject } from '../../crds/validate-instance.ts';
 import { compileMesh } from '../../operator/compile-mesh.ts';
 import { computeNodeState, hashOfSpec } from '../../operator/compute-node-state.ts';
 import { computeStatuses } from '../../operator/compute-status.ts';
@@ -19,6 +21,16 @@ import { buildSnapshot } from '../../operator/snapshot.ts';
 
 const ROOT = fileURLToPath(new URL('.', import.meta.url));
 const UPDATE = process.env['UPDATE_GOLDEN'] === '1';
+const CRDS = new Map(readCrds(CRD_DIRECTORY).map(({ crd }) => [crd.spec.names.kind, crd]));
+
+/** Fixtures and outputs must stay inside the CRD schemas (the API server would refuse them otherwise). */
+function assertSchemaValid(object: unknown, where: string): void {
+  const kind = (object as { kind?: string }).kind ?? '';
+  const crd = CRDS.get(kind);
+  if (!crd) return;
+  const problems = validateObject(crd, object as Record<string, unknown>);
+  assert.deepEqual(problems, [], `${where}: ${kind} ${(object as { metadata?: { name?: string } }).metadata?.name} violates its CRD schema`);
+}
 
 interface ScenarioOptions {
   kind: 'GoldenScenario';
@@ -51,6 +63,7 @@ function run(dir: string): Map<string, string> {
     const prev = load(join(dir, 'previous.yaml'));
     lastGood = compileMesh(buildSnapshot(prev.objects, snapOptions)).lastGood;
   }
+  for (const o of objects) assertSchemaValid(o, `${dir}/input.yaml`);
   const snapshot = buildSnapshot(objects, snapOptions);
   const compiled = compileMesh(snapshot, lastGood);
   const nodes = snapshot.nodes.map((n) => n.metadata!.name!).sort();
@@ -58,10 +71,15 @@ function run(dir: string): Map<string, string> {
   for (const s of states) {
     assert.equal(s.spec.contentHash, hashOfSpec(s.spec), `${s.metadata!.name}: contentHash matches its content`);
     assert.ok(JSON.stringify(s).length <= NODESTATE_MAX_BYTES, `${s.metadata!.name} fits in 512 KiB`);
+    assertSchemaValid(s, 'computed NodeState');
   }
   const unwritten = new Set(options.unwrittenNodes ?? []);
   const written = states.filter((s) => !unwritten.has(s.spec.nodeName));
   const statuses = computeStatuses(snapshot, compiled, written, { now: options.now ?? '2026-11-21T12:00:00Z' });
+  for (const st of statuses) {
+    const object = { apiVersion: 'x', kind: st.kind, metadata: {}, spec: (objects.find((o) => (o as { kind?: string; metadata?: { name?: string; namespace?: string } }).kind === st.kind && (o as { metadata: { name: string } }).metadata.name === st.name && (o as { metadata: { namespace: string } }).metadata.namespace === st.namespace) as { spec: unknown }).spec, status: st.status };
+    assertSchemaValid(object, 'computed status');
+  }
   // Determinism: a second run from scratch gives byte-identical output.
   const again = compileMesh(snapshot, lastGood);
   assert.deepEqual(nodes.flatMap((n) => computeNodeState(snapshot, n, again)), states, 'computeNodeState is deterministic');

@@ -109,7 +109,7 @@ function preserves(s: JsonObject): boolean {
  */
 export function pruneObject(obj: JsonObject, schema: JsonObject): string[] {
   const unknown: string[] = [];
-  const root = clone(schema);
+  const root = schema;
   // The root always keeps apiVersion, kind and metadata; metadata keeps only ObjectMeta fields.
   const meta = asObject(obj['metadata']);
   if (meta) {
@@ -222,24 +222,30 @@ function typeMatches(v: JsonValue, type: string): boolean {
   return true;
 }
 
+/** Which pass of validateValue runs: the OpenAPI checks, or the CEL rules (run only when no blocking error). */
+type Pass = 'schema' | 'cel';
+
 /** Validates `v` against `s`; `old` is the previous value at the same path (for transition rules). */
-export function validateValue(compiled: CompiledSchema, v: JsonValue, s: JsonObject, path: string, old: JsonValue | undefined, errs: FieldError[]): void {
-  const before = errs.length;
+export function validateValue(compiled: CompiledSchema, v: JsonValue, s: JsonObject, path: string, old: JsonValue | undefined, errs: FieldError[], pass: Pass = 'schema'): void {
   const name = path || '<root>';
+  if (pass === 'cel') {
+    celWalk(compiled, v, s, path, old, errs);
+    return;
+  }
   if (v === null) {
     if (s['nullable'] === true) return;
     if (s['x-kubernetes-preserve-unknown-fields'] === true && s['type'] === undefined) return;
-    errs.push(fieldInvalid(path, 'null', `${name} in body must be of type ${asString(s['type']) ?? 'object'}: "null"`));
+    errs.push(typeInvalid(path, 'null', `${name} in body must be of type ${asString(s['type']) ?? 'object'}: "null"`));
     return;
   }
   const type = asString(s['type']);
   if (s['x-kubernetes-int-or-string'] === true) {
     if (!(typeof v === 'string' || (typeof v === 'number' && Number.isInteger(v)))) {
-      errs.push(fieldInvalid(path, jsonType(v), `${name} in body must be of type integer,string: ${JSON.stringify(jsonType(v))}`));
+      errs.push(typeInvalid(path, jsonType(v), `${name} in body must be of type integer,string: ${JSON.stringify(jsonType(v))}`));
       return;
     }
   } else if (type && !typeMatches(v, type)) {
-    errs.push(fieldInvalid(path, jsonType(v), `${name} in body must be of type ${type}: ${JSON.stringify(jsonType(v))}`));
+    errs.push(typeInvalid(path, jsonType(v), `${name} in body must be of type ${type}: ${JSON.stringify(jsonType(v))}`));
     return;
   }
   const en = s['enum'];
@@ -340,11 +346,45 @@ export function validateValue(compiled: CompiledSchema, v: JsonValue, s: JsonObj
   if (oneOf.length && oneOf.filter((sub) => subValid(compiled, v, sub, path)).length !== 1) errs.push(fieldInvalid(path, v, `${name} in body must match exactly one schema in oneOf`));
   const not = asObject(s['not']);
   if (not && subValid(compiled, v, not, path)) errs.push(fieldInvalid(path, v, `${name} in body must not match the schema in not`));
-
-  // CEL rules run only on values that passed the structural checks, so rules see the types they expect.
-  const rules = compiled.rules.get(s);
-  if (rules && errs.length === before) runRules(rules, v, old, s, path, errs);
 }
+
+function typeInvalid(field: string, value: unknown, detail: string): FieldError {
+  return { ...fieldInvalid(field, value, detail), type: 'TypeInvalid' };
+}
+
+/** Runs x-kubernetes-validations over a value and everything below it, correlating old values. */
+function celWalk(compiled: CompiledSchema, v: JsonValue, s: JsonObject, path: string, old: JsonValue | undefined, errs: FieldError[]): void {
+  if (v === null || v === undefined) return;
+  if (Array.isArray(v)) {
+    const items = asObject(s['items']);
+    if (items) {
+      const oldList = Array.isArray(old) ? old : undefined;
+      const listType = asString(s['x-kubernetes-list-type']);
+      const keys = asArray(s['x-kubernetes-list-map-keys']).map(String);
+      v.forEach((x, i) => {
+        let ox: JsonValue | undefined;
+        if (oldList && listType === 'map' && keys.length && isObject(x)) ox = oldList.find((o) => isObject(o) && keys.every((kk) => deepEqual(o[kk], x[kk])));
+        else if (oldList && listType === 'set') ox = oldList.find((o) => deepEqual(o, x));
+        celWalk(compiled, x, items, `${path}[${i}]`, ox, errs);
+      });
+    }
+  } else if (isObject(v)) {
+    const props = asObject(s['properties']);
+    const ap = asObject(s['additionalProperties']);
+    const oldObj = isObject(old) ? old : undefined;
+    for (const [k, x] of Object.entries(v)) {
+      const ps = asObject(props?.[k]);
+      if (ps) celWalk(compiled, x, ps, joinPath(path, k), oldObj?.[k], errs);
+      else if (ap) celWalk(compiled, x, ap, `${path}[${k}]`, oldObj?.[k], errs);
+    }
+  }
+  for (const sub of asArray(s['allOf'])) if (isObject(sub)) celWalk(compiled, v, sub, path, old, errs);
+  const rules = compiled.rules.get(s);
+  if (rules) runRules(rules, v, old, s, path, errs);
+}
+
+/** Error types after which the real server does not evaluate CEL rules (their inputs may have the wrong shape). */
+const BLOCKING: ReadonlySet<FieldError['type']> = new Set(['NotSupported', 'Required', 'TooLong', 'TooMany', 'TypeInvalid']);
 
 function subValid(compiled: CompiledSchema, v: JsonValue, s: JsonObject, path: string): boolean {
   const e: FieldError[] = [];
@@ -427,7 +467,17 @@ export function validateCustomObject(compiled: CompiledSchema, obj: JsonObject, 
     const ps = asObject(props[k]);
     if (ps) validateValue(compiled, v, ps, k, old?.[k], errs);
   }
+  if (compiled.rules.size === 0) return errs;
+  if (errs.some((e) => BLOCKING.has(e.type))) {
+    errs.push({ type: 'Invalid', field: '', message: 'some validation rules were not checked because the object was invalid; correct the existing errors to complete validation' });
+    return errs;
+  }
+  for (const [k, v] of Object.entries(obj)) {
+    if (k === 'apiVersion' || k === 'kind' || k === 'metadata') continue;
+    const ps = asObject(props[k]);
+    if (ps) validateValue(compiled, v, ps, k, old?.[k], errs, 'cel');
+  }
   const rootRules = compiled.rules.get(s);
-  if (rootRules && errs.length === 0) runRules(rootRules, obj, old, s, '', errs);
+  if (rootRules) runRules(rootRules, obj, old, s, '', errs);
   return errs;
 }

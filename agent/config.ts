@@ -1,0 +1,110 @@
+/** The agent's settings, from flags first and environment second (a DaemonSet sets env, a person types flags). */
+import { parseArgs } from 'node:util';
+import { AgentError } from './errors.ts';
+
+/**
+ * Same-node socket redirection (sockops + sk_msg) is off by default: docs/bench-l4.md measured it
+ * against plain socket LB on this project's machines and it did not pay (see the figures there).
+ */
+export const SOCKMAP_DEFAULT = false;
+
+/** kube-proxy's healthz port: whoever probes a node proxy already knows it. */
+export const DEFAULT_HEALTH_PORT = 10256;
+
+/** Root of the per-node bpffs directories. */
+export const DEFAULT_BPFFS_ROOT = '/sys/fs/bpf/nodemesh';
+
+/** Everything the agent needs to run on one node. */
+export interface AgentConfig {
+  /** Node object name; the agent programs this node only and watches this node's pods. */
+  nodeName: string;
+  /** kubeconfig file; undefined = in-cluster service account, then ~/.kube/config. */
+  kubeconfig: string | undefined;
+  /** cgroup2 directory whose subtree the programs govern (the node's; never the machine's root in the sandbox). */
+  cgroupPath: string;
+  /** Per-node bpffs directory holding maps/ and links/ (default /sys/fs/bpf/nodemesh/<node>). */
+  bpffsDir: string;
+  /** Directory of the compiled BPF objects; undefined = bpf/build. */
+  bpfObjectDir: string | undefined;
+  /** TCP port of /healthz and /readyz, on every address of the node's network namespace. */
+  healthPort: number;
+  /** Address the health endpoint listens on. */
+  healthHost: string;
+  /** Same-node socket redirection through the sockhash. */
+  sockmap: boolean;
+  /** Seconds between full resyncs (re-plan everything, re-read the maps, repair drift); 0 = never. */
+  resyncSeconds: number;
+  /** Allow attaching to the root of a cgroup2 mount (a real node); refused by default so a sandbox mistake cannot reach the machine. */
+  allowRootCgroup: boolean;
+  /** Debug log lines. */
+  debug: boolean;
+}
+
+const USAGE = `usage: agent --node NAME --cgroup DIR [--kubeconfig FILE] [--bpffs-dir DIR] [--health-port N]
+             [--sockmap true|false] [--resync-seconds N] [--bpf-objects DIR] [--allow-root-cgroup] [--debug]
+environment: NODE_NAME, KUBECONFIG, NODEMESH_CGROUP, NODEMESH_BPFFS_DIR, NODEMESH_HEALTH_PORT,
+             NODEMESH_SOCKMAP, NODEMESH_RESYNC_SECONDS, NODEMESH_BPF_OBJECTS`;
+
+function parseBool(text: string | undefined, what: string, dflt: boolean): boolean {
+  if (text === undefined || text === '') return dflt;
+  if (/^(1|true|yes|on)$/i.test(text)) return true;
+  if (/^(0|false|no|off)$/i.test(text)) return false;
+  throw new AgentError('NM_ERR_AGENT_CONFIG', `${what}="${text}" is not a boolean: use true or false`);
+}
+
+function parseInteger(text: string | undefined, what: string, dflt: number, min: number, max: number): number {
+  if (text === undefined || text === '') return dflt;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min || n > max) throw new AgentError('NM_ERR_AGENT_CONFIG', `${what}="${text}" must be an integer from ${min} to ${max}`);
+  return n;
+}
+
+/** Parses argv (without node and script) and env into a config; throws NM_ERR_AGENT_CONFIG with the usage on mistakes. */
+export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv): AgentConfig {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({
+      args: [...argv],
+      options: {
+        node: { type: 'string' },
+        kubeconfig: { type: 'string' },
+        cgroup: { type: 'string' },
+        'bpffs-dir': { type: 'string' },
+        'bpf-objects': { type: 'string' },
+        'health-port': { type: 'string' },
+        'health-host': { type: 'string' },
+        sockmap: { type: 'string' },
+        'resync-seconds': { type: 'string' },
+        'allow-root-cgroup': { type: 'boolean' },
+        debug: { type: 'boolean' },
+      },
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    throw new AgentError('NM_ERR_AGENT_CONFIG', `${(err as Error).message}\n${USAGE}`);
+  }
+  const str = (flag: string, envName: string): string | undefined => {
+    const v = values[flag];
+    return typeof v === 'string' && v !== '' ? v : env[envName] || undefined;
+  };
+  const nodeName = str('node', 'NODE_NAME');
+  if (!nodeName) throw new AgentError('NM_ERR_AGENT_CONFIG', `the node name is missing: give --node or NODE_NAME (the DaemonSet sets it from spec.nodeName)\n${USAGE}`);
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(nodeName) || nodeName.length > 253) {
+    throw new AgentError('NM_ERR_AGENT_CONFIG', `--node "${nodeName}" is not a valid Node name (lowercase DNS subdomain)`);
+  }
+  const cgroupPath = str('cgroup', 'NODEMESH_CGROUP');
+  if (!cgroupPath) throw new AgentError('NM_ERR_AGENT_CONFIG', `the cgroup is missing: give --cgroup (the node's cgroup2 directory) or NODEMESH_CGROUP\n${USAGE}`);
+  return {
+    nodeName,
+    kubeconfig: str('kubeconfig', 'KUBECONFIG'),
+    cgroupPath,
+    bpffsDir: str('bpffs-dir', 'NODEMESH_BPFFS_DIR') ?? `${DEFAULT_BPFFS_ROOT}/${nodeName}`,
+    bpfObjectDir: str('bpf-objects', 'NODEMESH_BPF_OBJECTS'),
+    healthPort: parseInteger(str('health-port', 'NODEMESH_HEALTH_PORT'), '--health-port', DEFAULT_HEALTH_PORT, 0, 65535),
+    healthHost: str('health-host', 'NODEMESH_HEALTH_HOST') ?? '0.0.0.0',
+    sockmap: parseBool(str('sockmap', 'NODEMESH_SOCKMAP'), '--sockmap', SOCKMAP_DEFAULT),
+    resyncSeconds: parseInteger(str('resync-seconds', 'NODEMESH_RESYNC_SECONDS'), '--resync-seconds', 300, 0, 86400),
+    allowRootCgroup: values['allow-root-cgroup'] === true,
+    debug: values.debug === true || env.NODEMESH_DEBUG === '1',
+  };
+}
