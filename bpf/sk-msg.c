@@ -13,10 +13,10 @@ int nm_sk_msg(struct sk_msg_md *msg)
 {
 	/* The peer socket's own view of the tuple: local and remote swapped. */
 	struct nm_sock4_tuple peer = {
-	        .local = msg->remote_ip4,
-	        .remote = msg->local_ip4,
-	        .lport = __sock_rport(msg->remote_port),
-	        .rport = __sock_lport(msg->local_port),
+		.local = msg->remote_ip4,
+		.remote = msg->local_ip4,
+		.lport = __sock_rport(msg->remote_port),
+		.rport = __sock_lport(msg->local_port),
 	};
 
 	if (msg->family != NM_AF_INET)

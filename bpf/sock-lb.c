@@ -27,7 +27,7 @@ static __always_inline bool __sock_is_proxy(struct bpf_sock_addr *ctx, const str
 /* Where mesh flows go: the node proxy, if configured and (with NM_CFG_F_PROXY_CHECK) listening.
  * Returns 0 or -ENOTCONN, which the caller turns into ECONNREFUSED: fail closed. */
 static __always_inline int __sock4_proxy_dst(const struct nm_dp_cfg *cfg, nm_ip4_t *addr,
-                                             nm_port_t *port)
+					     nm_port_t *port)
 {
 	if (!cfg || !cfg->proxy4 || !cfg->proxy_port)
 		return -ENOTCONN;
@@ -47,8 +47,8 @@ static __always_inline int __sock4_proxy_dst(const struct nm_dp_cfg *cfg, nm_ip4
 /* Backend for a service: the live sessionAffinity entry if any, else the next slot. Returns 0,
  * -ENOENT (no usable backend) or -ESRCH (tables mid-update). */
 static __always_inline int __sock4_backend_dst(struct bpf_sock_addr *ctx, __u32 svc_id,
-                                               const struct nm_lb_svc *svc, struct nm_lb_stat *stat,
-                                               nm_ip4_t *addr, nm_port_t *port)
+					       const struct nm_lb_svc *svc, struct nm_lb_stat *stat,
+					       nm_ip4_t *addr, nm_port_t *port)
 {
 	struct nm_lb_aff_key akey = {.svc_id = svc_id};
 	const struct nm_lb_be *be = 0;
@@ -82,11 +82,11 @@ static __always_inline int __sock4_backend_dst(struct bpf_sock_addr *ctx, __u32 
 /* Remember what the socket dialled, keyed by (socket, new destination). UDP sockets send many
  * datagrams to the same backend: skip the write when the entry is already right. */
 static __always_inline void __sock4_rnat_store(struct bpf_sock_addr *ctx, nm_ip4_t addr,
-                                               nm_port_t port, const struct nm_sock4_orig *orig,
-                                               bool check_first)
+					       nm_port_t port, const struct nm_sock4_orig *orig,
+					       bool check_first)
 {
 	struct nm_sock4_key key = {
-	        .cookie = bpf_get_socket_cookie(ctx), .addr = addr, .port = port};
+		.cookie = bpf_get_socket_cookie(ctx), .addr = addr, .port = port};
 	const struct nm_sock4_orig *cur;
 
 	if (check_first) {
@@ -104,9 +104,9 @@ static __always_inline void __sock4_rnat_store(struct bpf_sock_addr *ctx, nm_ip4
 static __always_inline int __sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto, bool is_udp_msg)
 {
 	struct nm_lb4_key key = {
-	        .addr = ctx->user_ip4,
-	        .port = (nm_port_t)ctx->user_port,
-	        .proto = proto,
+		.addr = ctx->user_ip4,
+		.port = (nm_port_t)ctx->user_port,
+		.proto = proto,
 	};
 	struct nm_sock4_orig orig = {.addr = key.addr, .port = key.port};
 	const struct nm_dp_cfg *cfg;
@@ -168,9 +168,9 @@ static __always_inline int __sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 pro
 static __always_inline void __sock4_xlate_rev(struct bpf_sock_addr *ctx)
 {
 	struct nm_sock4_key key = {
-	        .cookie = bpf_get_socket_cookie(ctx),
-	        .addr = ctx->user_ip4,
-	        .port = (nm_port_t)ctx->user_port,
+		.cookie = bpf_get_socket_cookie(ctx),
+		.addr = ctx->user_ip4,
+		.port = (nm_port_t)ctx->user_port,
 	};
 	const struct nm_sock4_orig *orig = bpf_map_lookup_elem(&nm_sock4_rnat, &key);
 

@@ -15,13 +15,12 @@ char LICENSE[] SEC("license") = "Apache-2.0";
  * for the close callback so the entry goes when the socket does; and for flows sent to the node
  * proxy, record (client address, client port) -> original destination, which only this moment
  * knows both halves of (the port is chosen after connect4 ran). */
-static __always_inline void __sockops4_active_established(struct bpf_sock_ops *skops,
-                                                          const struct nm_dp_cfg *cfg)
+static __always_inline void __sockops4_active_established(struct bpf_sock_ops *skops)
 {
 	struct nm_sock4_key key = {
-	        .cookie = bpf_get_socket_cookie(skops),
-	        .addr = skops->remote_ip4,
-	        .port = __sock_rport(skops->remote_port),
+		.cookie = bpf_get_socket_cookie(skops),
+		.addr = skops->remote_ip4,
+		.port = __sock_rport(skops->remote_port),
 	};
 	struct nm_pxy4_key pkey = {};
 	const struct nm_sock4_orig *orig;
@@ -30,7 +29,7 @@ static __always_inline void __sockops4_active_established(struct bpf_sock_ops *s
 	if (!orig)
 		return;
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-	if (!(orig->flags & NM_SOCK_F_PROXIED) || !cfg)
+	if (!(orig->flags & NM_SOCK_F_PROXIED))
 		return;
 	pkey.addr = skops->local_ip4;
 	pkey.port = __sock_lport(skops->local_port);
@@ -42,9 +41,9 @@ static __always_inline void __sockops4_active_established(struct bpf_sock_ops *s
 static __always_inline void __sockops4_state_change(struct bpf_sock_ops *skops)
 {
 	struct nm_sock4_key key = {
-	        .cookie = bpf_get_socket_cookie(skops),
-	        .addr = skops->remote_ip4,
-	        .port = __sock_rport(skops->remote_port),
+		.cookie = bpf_get_socket_cookie(skops),
+		.addr = skops->remote_ip4,
+		.port = __sock_rport(skops->remote_port),
 	};
 
 	if (skops->args[1] != BPF_TCP_CLOSE)
@@ -55,13 +54,13 @@ static __always_inline void __sockops4_state_change(struct bpf_sock_ops *skops)
 /* Loopback tuples repeat in every network namespace, so they could name another pod's socket:
  * only pod and node addresses, unique on the node, go into the sockhash. */
 static __always_inline void __sockops4_sockhash_add(struct bpf_sock_ops *skops,
-                                                    const struct nm_dp_cfg *cfg)
+						    const struct nm_dp_cfg *cfg)
 {
 	struct nm_sock4_tuple key = {
-	        .local = skops->local_ip4,
-	        .remote = skops->remote_ip4,
-	        .lport = __sock_lport(skops->local_port),
-	        .rport = __sock_rport(skops->remote_port),
+		.local = skops->local_ip4,
+		.remote = skops->remote_ip4,
+		.lport = __sock_lport(skops->local_port),
+		.rport = __sock_rport(skops->remote_port),
 	};
 
 	if (!cfg || !(cfg->flags & NM_CFG_F_SOCKMAP))
@@ -84,7 +83,7 @@ int nm_sock_ops(struct bpf_sock_ops *skops)
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		cfg = __nm_cfg();
-		__sockops4_active_established(skops, cfg);
+		__sockops4_active_established(skops);
 		__sockops4_sockhash_add(skops, cfg);
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:

@@ -5,13 +5,11 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { resolveSandboxConfig, sandboxPaths, type SandboxConfig } from '../sandbox/config.ts';
-import { runDemo } from '../sandbox/demo.ts';
-import { downSandbox } from '../sandbox/down.ts';
 import { SandboxError, describeError } from '../sandbox/errors.ts';
-import { execInPod } from '../sandbox/exec-pod.ts';
-import { checkIsolation, formatWalk } from '../sandbox/net/isolation.ts';
-import { statusSandbox } from '../sandbox/status.ts';
-import { requireRoot, upSandbox } from '../sandbox/up.ts';
+import { requireRoot } from '../sandbox/process.ts';
+
+// Commands load their modules on demand: @kubernetes/client-node takes seconds to load, and `sandbox exec`
+// (used in loops by tests and users) does not need it.
 
 const USAGE = `usage: nodemesh <command>
 
@@ -37,6 +35,7 @@ async function sandboxCommand(cfg: SandboxConfig, args: string[]): Promise<numbe
       const nodes = Number(values.nodes);
       const podsPerNode = Number(values['pods-per-node']);
       try {
+        const { upSandbox } = await import('../sandbox/up.ts');
         const r = await upSandbox(cfg, { nodes, podsPerNode, out: say });
         say(`sandbox up: ${r.topology.nodes.map((n) => `${n.name} ${n.fabricAddr} pods ${n.podCidr}`).join('; ')}`);
         say(`kubectl --kubeconfig ${r.kubeconfig} get nodes,pods -A -o wide`);
@@ -52,6 +51,7 @@ async function sandboxCommand(cfg: SandboxConfig, args: string[]): Promise<numbe
     }
     case 'down': {
       requireRoot('nodemesh sandbox down');
+      const { downSandbox } = await import('../sandbox/down.ts');
       const r = await downSandbox(cfg, say);
       for (const p of r.problems) console.error(`  problem: ${p}`);
       if (!r.found) say(`no sandbox (instance ${cfg.instance}) was up; nothing to remove`);
@@ -59,6 +59,7 @@ async function sandboxCommand(cfg: SandboxConfig, args: string[]): Promise<numbe
       return r.problems.length ? 1 : 0;
     }
     case 'status': {
+      const { statusSandbox } = await import('../sandbox/status.ts');
       const r = await statusSandbox(cfg);
       for (const l of r.lines) say(l);
       return r.up ? 0 : 1;
@@ -80,10 +81,12 @@ async function sandboxCommand(cfg: SandboxConfig, args: string[]): Promise<numbe
       const pod = positionals[0];
       if (!pod) throw new SandboxError('NM_ERR_SANDBOX_BAD_ARGUMENT', 'usage: nodemesh sandbox exec POD [-n NAMESPACE] -- CMD [ARGS...]');
       requireRoot('nodemesh sandbox exec');
+      const { execInPod } = await import('../sandbox/exec-pod.ts');
       return execInPod(cfg, pod, values.namespace ?? 'default', command);
     }
     case 'check-isolation': {
       requireRoot('nodemesh sandbox check-isolation');
+      const { checkIsolation, formatWalk } = await import('../sandbox/net/isolation.ts');
       const r = await checkIsolation(cfg);
       const walks = r.walks.filter((w) => !w.ok);
       for (const w of walks) say(formatWalk(w));
@@ -104,7 +107,7 @@ async function main(argv: string[]): Promise<number> {
     case 'sandbox': return sandboxCommand(cfg, rest);
     case 'demo':
       requireRoot('nodemesh demo');
-      await runDemo(cfg, say);
+      await (await import('../sandbox/demo.ts')).runDemo(cfg, say);
       return 0;
     case 'version':
     case '--version':

@@ -19,6 +19,7 @@ import { createStats, silentLogger, type AccessLogEntry, type ProxyLogger, type 
 import { connectTcp, pipeBoth } from './tunnel.ts';
 import { UpstreamPools } from './upstream.ts';
 
+/** Re-exported so the agent needs only this module to plug in `identifySource`. */
 export type { SourceIdentity } from './forward.ts';
 
 /** Where a redirected connection was going before the kernel sent it here. */
@@ -194,7 +195,10 @@ export class NodeProxy {
     for (const s of this.#sessions) s.destroy();
     for (const s of this.#sockets) s.destroy();
     this.#h1?.closeAllConnections();
-    this.#h1?.emit('close');
+    // close() on the never-listening server only stops its head-timeout sweep; there is no socket to close.
+    this.#h1?.close();
+    this.#h1 = undefined;
+    this.#h2 = undefined;
     await this.#pools.close(drain);
     await Promise.all(closing);
   }

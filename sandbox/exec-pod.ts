@@ -1,12 +1,13 @@
 /** `nodemesh sandbox exec POD -- CMD`: runs a command in a pod's network namespace and cgroup, with its hosts files. */
-import { CoreV1Api } from '@kubernetes/client-node';
+import type { V1Pod } from '@kubernetes/client-node';
 import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { locateCgroupRoot } from './cgroup.ts';
 import { sandboxPaths, type SandboxConfig } from './config.ts';
 import { SandboxError } from './errors.ts';
-import { httpStatusOf, loadKubeConfig } from './kube.ts';
+import { getJson } from './kube-lite.ts';
 import { podWrapperArgv } from './kubelet/pod-exec.ts';
 import { computePodNetNames } from './net/topology.ts';
 
@@ -17,14 +18,10 @@ export type PodLocation = { netns: string; cgroup: string; node: string; ip?: st
 export async function locatePod(cfg: SandboxConfig, name: string, namespace: string): Promise<PodLocation> {
   const paths = sandboxPaths(cfg);
   if (!existsSync(paths.hostKubeconfig)) throw new SandboxError('NM_ERR_SANDBOX_NOT_UP', `no sandbox (instance ${cfg.instance}) is up: ${paths.hostKubeconfig} is missing`);
-  const core = loadKubeConfig(paths.hostKubeconfig).makeApiClient(CoreV1Api);
-  let pod;
-  try {
-    pod = await core.readNamespacedPod({ name, namespace });
-  } catch (err) {
-    if (httpStatusOf(err) === 404) throw new SandboxError('NM_ERR_SANDBOX_POD_NOT_FOUND', `pod ${namespace}/${name} not found; list them with \`kubectl --kubeconfig ${paths.hostKubeconfig} get pods -A\` (use -n for another namespace)`);
-    throw err;
-  }
+  const r = await getJson(paths.hostKubeconfig, `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`);
+  if (r.status === 404) throw new SandboxError('NM_ERR_SANDBOX_POD_NOT_FOUND', `pod ${namespace}/${name} not found; list them with \`kubectl --kubeconfig ${paths.hostKubeconfig} get pods -A\` (use -n for another namespace)`);
+  if (r.status !== 200) throw new SandboxError('NM_ERR_SANDBOX_COMMAND_FAILED', `reading pod ${namespace}/${name} from the API server failed with HTTP ${r.status}: ${JSON.stringify(r.body).slice(0, 300)}`);
+  const pod = r.body as V1Pod;
   const node = pod.spec?.nodeName;
   if (!node) throw new SandboxError('NM_ERR_SANDBOX_POD_NOT_FOUND', `pod ${namespace}/${name} is not scheduled to a node yet (spec.nodeName is empty)`);
   const names = computePodNetNames(cfg, pod.metadata?.uid ?? '');
@@ -48,6 +45,6 @@ export async function execInPod(cfg: SandboxConfig, name: string, namespace: str
       env: { ...process.env, POD_NAME: name, POD_NAMESPACE: namespace, NODE_NAME: loc.node, POD_IP: loc.ip ?? '' },
     });
     child.on('error', reject);
-    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + 9 : 1)));
+    child.on('exit', (code, signal) => resolve(code ?? 128 + (signal ? osConstants.signals[signal] : 0)));
   });
 }

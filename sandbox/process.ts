@@ -1,5 +1,6 @@
 /** Processes by PID, proven ours by their start time, so a reused PID is never signalled. */
 import { readFile } from 'node:fs/promises';
+import { SandboxError } from './errors.ts';
 import { sleep } from './exec.ts';
 
 /** The fields of /proc/PID/stat the sandbox needs. */
@@ -67,4 +68,11 @@ export async function stopOurProcess(pid: number, startTime: string, graceMs: nu
   }
   send('SIGKILL');
   for (let i = 0; i < 100 && (await isOurProcessAlive(pid, startTime)); i++) await sleep(20);
+}
+
+/** Fails unless running as root: namespaces, cgroups and bpffs need it. */
+export function requireRoot(what: string): void {
+  if (process.getuid?.() !== 0) {
+    throw new SandboxError('NM_ERR_SANDBOX_NOT_ROOT', `${what} needs root (network namespaces, cgroups, bpffs); run it with sudo`);
+  }
 }

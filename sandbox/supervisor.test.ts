@@ -23,3 +23,21 @@ test('the in-node kubeconfig points at the node-local forwarder and keeps the CA
   assert.equal(doc.clusters[0]!.cluster.server, 'https://127.0.0.1:6443');
   assert.equal(doc.clusters[0]!.cluster['certificate-authority-data'], 'QUJD');
 });
+
+test('kube-lite reads the current context\'s server, CA and token', async () => {
+  const { parseKubeconfigAccess } = await import('./kube-lite.ts');
+  const a = parseKubeconfigAccess(`apiVersion: v1
+kind: Config
+current-context: b
+contexts:
+- {name: a, context: {cluster: c1, user: u1}}
+- {name: b, context: {cluster: c2, user: u2}}
+clusters:
+- {name: c1, cluster: {server: https://one}}
+- {name: c2, cluster: {server: https://two, certificate-authority-data: ${Buffer.from('PEM').toString('base64')}}}
+users:
+- {name: u1, user: {token: t1}}
+- {name: u2, user: {token: t2}}
+`);
+  assert.deepEqual(a, { server: 'https://two', ca: 'PEM', insecure: false, token: 't2', cert: undefined, key: undefined });
+});

@@ -15,19 +15,12 @@ import { SandboxError } from './errors.ts';
 import { sleep } from './exec.ts';
 import { httpStatusOf, loadKubeConfig } from './kube.ts';
 import { buildTopology, computeTopology, hasOurMarker, listSandboxNetns, type Topology } from './net/topology.ts';
-import { isOurProcessAlive, readProcStat } from './process.ts';
+import { isOurProcessAlive, readProcStat, requireRoot } from './process.ts';
 import { createState, readState, StateStore, type SandboxState } from './state.ts';
 import type { SupervisorReport } from './supervisor-main.ts';
 
 /** Options of `sandbox up`. */
 export type UpOptions = { nodes: number; podsPerNode: number; out: (line: string) => void; timeoutMs?: number };
-
-/** Fails unless running as root: namespaces, cgroups and bpffs need it. */
-export function requireRoot(what: string): void {
-  if (process.getuid?.() !== 0) {
-    throw new SandboxError('NM_ERR_SANDBOX_NOT_ROOT', `${what} needs root (network namespaces, cgroups, bpffs); run it with sudo`);
-  }
-}
 
 /** The supervisor entry of a state, if any. */
 export function supervisorOf(state: SandboxState): { pid: number; startTime: string } | undefined {

@@ -180,8 +180,8 @@ static __always_inline __u32 __lb_cursor(const struct nm_lb_stat *stat)
 /* Backend for a fresh pick, or a negative errno: -ENOENT without usable backend, -ESRCH when a
  * slot or backend entry is missing (the agent is mid-update). */
 static __always_inline int __lb_pick_backend(__u32 svc_id, const struct nm_lb_svc *svc,
-                                             const struct nm_lb_stat *stat, __u32 *backend_id,
-                                             const struct nm_lb_be **backend)
+					     const struct nm_lb_stat *stat, __u32 *backend_id,
+					     const struct nm_lb_be **backend)
 {
 	struct nm_lb_slot_key skey = {.svc_id = svc_id};
 	const struct nm_lb_slot *slot;
@@ -224,7 +224,7 @@ __lb_affinity_backend(const struct nm_lb_aff_key *key, const struct nm_lb_svc *s
 }
 
 static __always_inline void __lb_affinity_store(const struct nm_lb_aff_key *key, __u32 backend_id,
-                                                __u64 now)
+						__u64 now)
 {
 	struct nm_lb_aff val = {.last_ns = now, .backend_id = backend_id};
 

@@ -108,6 +108,7 @@ export function rawExchange(port: number, data: string | Buffer, waitMs = 1500):
 
 /** The service address every test config uses (a fake ClusterIP; never dialled, only a key). */
 export const SERVICE_IP = '10.96.0.10';
+/** The service port of the test config. */
 export const SERVICE_PORT = 80;
 
 /** A proxy on loopback whose fake datapath says every connection was going to `dst` (default the test service). */

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { V1ConfigMap, V1ConfigMapList } from '@kubernetes/client-node';
+import type { ObjectCache, V1ConfigMap, V1ConfigMapList } from '@kubernetes/client-node';
 import { CoreV1Api, KubeConfig, makeInformer } from '@kubernetes/client-node';
 import type { ApiServer } from './server.ts';
 import { startApiServer } from './server.ts';
@@ -43,8 +43,9 @@ describe('client-node informer against the API server', () => {
       await api.deleteNamespacedConfigMap({ namespace: 'default', name: 'inf-a' });
       await until(() => seen.length >= 4, 'four informer events');
       assert.deepEqual(seen, ['add inf-a {"v":"1"}', 'update inf-a {"v":"2"}', 'add inf-b {}', 'delete inf-a']);
+      // makeInformer returns a ListWatch, which is also the informer's cache.
       assert.deepEqual(
-        informer.list().map((o) => o.metadata?.name),
+        (informer as unknown as ObjectCache<V1ConfigMap>).list().map((o) => o.metadata?.name),
         ['inf-b'],
       );
     } finally {

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { StatusError } from './errors.ts';
+import type { StatusError } from './errors.ts';
 import type { JsonObject } from './json.ts';
 import { applyJsonPatch, applyMergePatch, applyStrategicMergePatch, createMergePatch, patchMetaFor } from './patch.ts';
 

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { StatusError } from './errors.ts';
+import type { StatusError } from './errors.ts';
 import { formatLabelSelector, labelSelectorFromObject, matchFields, matchLabels, parseFieldSelector, parseLabelSelector } from './selectors.ts';
 
 describe('label selectors', () => {

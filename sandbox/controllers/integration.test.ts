@@ -44,53 +44,39 @@ function startFakeKubelet(clients: KubeClients, onError: (err: unknown) => void)
   /** Pods the kubelet holds not-ready (by name), to check endpoint conditions. */
   const notReady = new Set<string>();
   let stopped = false;
-  const tick = async (): Promise<void> => {
-    const list = await clients.core.listNamespacedPod({ namespace: ns });
-    for (const pod of list.items) {
-      const name = pod.metadata?.name ?? '';
-      if (isTerminating(pod)) {
-        await clients.core.deleteNamespacedPod({ name, namespace: ns, gracePeriodSeconds: 0 }).catch((err: unknown) => {
-          if (!isNotFound(err)) throw err;
-        });
-        continue;
-      }
-      const node = pod.spec?.nodeName;
-      if (!node) continue;
-      const wantReady = !notReady.has(name);
-      if (pod.status?.podIP && isPodReady(pod) === wantReady) continue;
-      let ip = ips.get(name);
-      if (!ip) {
-        const n = (perNode.get(node) ?? 0) + 1;
-        perNode.set(node, n);
-        ip = `10.244.${node === 'node-1' ? 1 : 2}.${n + 1}`;
-        ips.set(name, ip);
-      }
-      const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
-      const status = wantReady ? 'True' : 'False';
-      await clients.core.patchNamespacedPodStatus(
-        {
-          name,
-          namespace: ns,
-          body: {
-            status: {
-              phase: 'Running',
-              podIP: ip,
-              podIPs: [{ ip }],
-              hostIP: node === 'node-1' ? '192.168.50.1' : '192.168.50.2',
-              conditions: [
-                { type: 'PodScheduled', status: 'True', lastTransitionTime: now },
-                { type: 'Initialized', status: 'True', lastTransitionTime: now },
-                { type: 'ContainersReady', status, lastTransitionTime: now },
-                { type: 'Ready', status, lastTransitionTime: now },
-              ],
-            },
-          },
-        },
-        mergePatchOptions,
-      ).catch((err: unknown) => {
+  const reconcilePod = async (pod: V1Pod): Promise<void> => {
+    const name = pod.metadata?.name ?? '';
+    if (isTerminating(pod)) {
+      await clients.core.deleteNamespacedPod({ name, namespace: ns, gracePeriodSeconds: 0 }).catch((err: unknown) => {
         if (!isNotFound(err)) throw err;
       });
+      return;
     }
+    const node = pod.spec?.nodeName;
+    if (!node) return;
+    const wantReady = !notReady.has(name);
+    if (pod.status?.podIP && isPodReady(pod) === wantReady) return;
+    let ip = ips.get(name);
+    if (!ip) {
+      const n = (perNode.get(node) ?? 0) + 1;
+      perNode.set(node, n);
+      ip = `10.244.${node === 'node-1' ? 1 : 2}.${n + 1}`;
+      ips.set(name, ip);
+    }
+    const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const status = wantReady ? 'True' : 'False';
+    const conditions = ['PodScheduled', 'Initialized', 'ContainersReady', 'Ready'].map((type) => ({ type, status: type === 'ContainersReady' || type === 'Ready' ? status : 'True', lastTransitionTime: now }));
+    const hostIP = node === 'node-1' ? '192.168.50.1' : '192.168.50.2';
+    await clients.core
+      .patchNamespacedPodStatus({ name, namespace: ns, body: { status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], hostIP, conditions } } }, mergePatchOptions)
+      .catch((err: unknown) => {
+        if (!isNotFound(err)) throw err;
+      });
+  };
+  const tick = async (): Promise<void> => {
+    const list = (await clients.core.listNamespacedPod({ namespace: ns })).items;
+    // Several at a time, as many kubelets would report.
+    for (let i = 0; i < list.length; i += 16) await Promise.all(list.slice(i, i + 16).map(reconcilePod));
   };
   const loop = (async () => {
     while (!stopped) {

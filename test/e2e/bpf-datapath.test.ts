@@ -149,20 +149,26 @@ describe('BPF datapath (privileged)', { timeout: 180_000 }, () => {
 
   it('refuses a service without endpoints at once with ECONNREFUSED', async () => {
     const r = await runClient<{ results: Array<{ code: string; ms: number }> }>(t as BpfTopology, ['refused', EMPTY_IP, '80', '20']);
-    const worst = Math.max(...r.results.map((x) => x.ms));
-    console.log(`ECONNREFUSED: worst of 20 in ${worst.toFixed(2)} ms`);
+    const ms = r.results.map((x) => x.ms).sort((a, b) => a - b);
+    const median = ms[Math.floor(ms.length / 2)] ?? Infinity;
+    const worst = ms[ms.length - 1] ?? Infinity;
+    console.log(`ECONNREFUSED: median ${median.toFixed(2)} ms, worst of 20 ${worst.toFixed(2)} ms`);
     assert.ok(r.results.every((x) => x.code === 'ECONNREFUSED'), JSON.stringify(r.results));
-    assert.ok(worst < 10, `refused in ${worst} ms`);
+    // Measured in the client around Node's event loop: the median is the datapath's answer; the
+    // worst case only bounds scheduling noise on a loaded machine (a SYN timeout would be 1 s+).
+    assert.ok(median < 10, `refused in a median ${median} ms`);
+    assert.ok(worst < 100, `worst refusal took ${worst} ms`);
     assert.equal(readServiceCounters(dp as Datapath, 2)?.noBackend, 20n);
     assert.ok(readDatapathCounters(dp as Datapath).NM_CNT_DROP_NO_BACKEND >= 20n);
   });
 
   it('answers UDP through the service address, replies appearing to come from it', async () => {
-    const r = await runClient<{ unconnected: { reply: string; from: string }; connected: { reply: string; from: string } }>(t as BpfTopology, ['udp', DNS_IP, '53']);
+    const r = await runClient<{ unconnected: { reply: string; from: string }; connected: { reply: string; from: string; peer: string } }>(t as BpfTopology, ['udp', DNS_IP, '53']);
     for (const x of [r.unconnected, r.connected]) {
       assert.equal(x.from, `${DNS_IP}:53`, 'recvmsg shows the service address');
       assert.match(x.reply, /^from 10\.251\.0\.[23]$/);
     }
+    assert.equal(r.connected.peer, `${DNS_IP}:53`, 'getpeername on a connected UDP socket');
   });
 
   it('sticks to one endpoint under sessionAffinity ClientIP', async () => {

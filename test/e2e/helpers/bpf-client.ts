@@ -40,21 +40,22 @@ function refusedOnce(): Promise<{ code: string; ms: number }> {
   });
 }
 
-function udpOnce(connected: boolean): Promise<{ reply: string; from: string }> {
+function udpOnce(connected: boolean): Promise<{ reply: string; from: string; peer?: string }> {
   return new Promise((resolve, reject) => {
     const sock = createSocket('udp4');
+    let peer: string | undefined;
     const timer = setTimeout(() => reject(new Error('no UDP reply within 2 s')), 2000);
     sock.on('message', (msg, rinfo) => {
       clearTimeout(timer);
       sock.close();
-      resolve({ reply: msg.toString(), from: `${rinfo.address}:${rinfo.port}` });
+      resolve({ reply: msg.toString(), from: `${rinfo.address}:${rinfo.port}`, ...(peer ? { peer } : {}) });
     });
     sock.on('error', reject);
     if (connected) {
       sock.connect(port, host, () => {
-        const r = sock.remoteAddress();
+        const r = sock.remoteAddress(); // getpeername(2) on a connected UDP socket
+        peer = `${r.address}:${r.port}`;
         sock.send('ping', (err) => err && reject(err));
-        void r;
       });
     } else {
       sock.send('ping', port, host, (err) => err && reject(err));

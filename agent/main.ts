@@ -1,0 +1,113 @@
+/**
+ * nodemesh agent, one per node. Modules, started in this order and stopped in reverse:
+ *   1. config       flags and environment (config.ts)
+ *   2. datapath     load, or adopt what an earlier agent pinned; attach to the node's cgroup only (node-datapath.ts)
+ *   3. sync loop    planner + reconciler over the pinned maps; ids taken from them (sync-loop.ts)
+ *   4. watches      Services, EndpointSlices, Nodes, this node's Pods; the loop writes nothing before all listed once (informers.ts)
+ *   5. health       /healthz, /readyz, /statusz in the node's network namespace (health.ts)
+ *   6. resync       full re-plan and map re-read every --resync-seconds
+ * Stopping never detaches or unpins anything: the datapath keeps serving while no agent runs.
+ */
+import { KubeConfig } from '@kubernetes/client-node';
+import { parseAgentConfig } from './config.ts';
+import { describeError } from './errors.ts';
+import { startHealthServer } from './health.ts';
+import { ClusterWatch } from './informers.ts';
+import { createLogger } from './logger.ts';
+import { openNodeDatapath } from './node-datapath.ts';
+import { SyncLoop } from './sync-loop.ts';
+
+async function main(): Promise<void> {
+  // 1. config
+  const cfg = parseAgentConfig(process.argv.slice(2), process.env);
+  const log = createLogger(process.stderr, `agent/${cfg.nodeName}`, { debug: cfg.debug });
+  const stops: Array<[string, () => Promise<void> | void]> = [];
+  let stopping = false;
+  const stop = async (why: string, code: number): Promise<never> => {
+    if (!stopping) {
+      stopping = true;
+      log.info('stopping', { why });
+      for (const [name, fn] of stops.reverse()) {
+        try {
+          await fn();
+        } catch (err) {
+          log.warn('stop failed', { module: name, error: describeError(err) });
+        }
+      }
+      log.info('stopped');
+    }
+    process.exit(code);
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM', 0));
+  process.once('SIGINT', () => void stop('SIGINT', 0));
+  // A bug that escapes every handler must not leave a half-working agent: die, and let the
+  // supervisor (or the DaemonSet) restart us; the pinned datapath keeps serving meanwhile.
+  process.on('unhandledRejection', (err) => {
+    log.error('unhandled rejection', { error: describeError(err) });
+    void stop('unhandled rejection', 1);
+  });
+
+  // 2. datapath
+  const { datapath, report } = openNodeDatapath(cfg, log.child('datapath'));
+  stops.push(['datapath', () => datapath.close()]);
+  log.info('datapath open', {
+    pinDir: report.pinDir,
+    cgroup: report.cgroupPath,
+    sockmap: report.sockmap,
+    attachments: report.attachments.map((a) => `${a.program}:${a.action}`).join(' '),
+    attachedOnce: report.attachedOnce,
+  });
+
+  // 3. sync loop
+  const loop = new SyncLoop({ maps: datapath, nodeName: cfg.nodeName, log: log.child('sync') });
+  stops.push(['sync loop', () => loop.stop()]);
+
+  // 4. watches
+  const kc = new KubeConfig();
+  if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
+  else kc.loadFromDefault();
+  const watch = new ClusterWatch(
+    kc,
+    cfg.nodeName,
+    {
+      service: (t, o) => loop.onService(t, o),
+      endpointSlice: (t, o) => loop.onEndpointSlice(t, o),
+      node: (t, o) => loop.onNode(t, o),
+      pod: (t, o) => loop.onPod(t, o),
+      synced: () => {
+        log.info('every watch has listed once; reconciling');
+        loop.markSynced();
+      },
+    },
+    log.child('watch'),
+  );
+  watch.start();
+  stops.push(['watches', () => watch.stop()]);
+
+  // 5. health
+  const health = await startHealthServer(cfg.healthHost, cfg.healthPort, {
+    liveness: () => undefined,
+    readiness: () => {
+      const unsynced = watch.unsynced();
+      if (unsynced.length) return `waiting for the first list of ${unsynced.join(', ')}`;
+      const st = loop.status();
+      return st.ready ? undefined : `first reconcile not done${st.lastError ? ` (last error: ${st.lastError})` : ''}`;
+    },
+    status: () => ({ node: cfg.nodeName, datapath: report, sync: loop.status(), watches: watch.kinds.map((k) => ({ kind: k.name, synced: k.synced, restarts: k.restarts, objects: k.list().length })) }),
+  });
+  stops.push(['health', () => health.close()]);
+  log.info('health endpoint listening', { addr: `${cfg.healthHost}:${health.port}` });
+
+  // 6. resync
+  if (cfg.resyncSeconds > 0) {
+    const timer = setInterval(() => loop.resync(), cfg.resyncSeconds * 1000);
+    stops.push(['resync', () => clearInterval(timer)]);
+  }
+  await loop.whenReady();
+  log.info('ready', { services: loop.status().services });
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${new Date().toISOString()} ERROR agent start failed: ${describeError(err)}\n`);
+  process.exit(1);
+});
