@@ -54,7 +54,14 @@ class Watched<T extends KubernetesObject> implements WatchedKind<T> {
     this.name = opts.name;
     this.#log = opts.log;
     this.#onSynced = opts.onSynced;
-    this.#lw = new ListWatch<T>(opts.path, new Watch(opts.kc), opts.list, false, undefined, opts.fieldSelector);
+    // The list lands in the cache synchronously once this promise resolves; checking on the next
+    // turn announces sync without waiting for the watch request that follows it to be answered.
+    const list = async (): Promise<KubernetesListObject<T>> => {
+      const r = await opts.list();
+      setImmediate(() => this.#checkSynced());
+      return r;
+    };
+    this.#lw = new ListWatch<T>(opts.path, new Watch(opts.kc), list, false, undefined, opts.fieldSelector);
     this.#lw.on('add', (o) => opts.onEvent('add', o));
     this.#lw.on('update', (o) => opts.onEvent('update', o));
     this.#lw.on('delete', (o) => opts.onEvent('delete', o));

@@ -19,6 +19,7 @@ const USAGE = `usage: nodemesh <command>
   sandbox down                          remove every namespace, cgroup, pin, process and file it made
   sandbox status                        API server, supervisor, nodes, pods, daemons
   sandbox exec POD [-n NS] -- CMD...    run CMD in a pod's network namespace and cgroup
+  sandbox logs POD [-n NS] [-c C] [-f]  print a container's output
   sandbox kubeconfig                    print the path of the kubeconfig for kubectl
   sandbox check-isolation               follow route lookups to outside addresses from every namespace
   version
@@ -83,6 +84,18 @@ async function sandboxCommand(cfg: SandboxConfig, args: string[]): Promise<numbe
       requireRoot('nodemesh sandbox exec');
       const { execInPod } = await import('../sandbox/exec-pod.ts');
       return execInPod(cfg, pod, values.namespace ?? 'default', command);
+    }
+    case 'logs': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { namespace: { type: 'string', short: 'n', default: 'default' }, container: { type: 'string', short: 'c' }, follow: { type: 'boolean', short: 'f', default: false } } });
+      const pod = positionals[0];
+      if (!pod) throw new SandboxError('NM_ERR_SANDBOX_BAD_ARGUMENT', 'usage: nodemesh sandbox logs POD [-n NAMESPACE] [-c CONTAINER] [-f]');
+      const { podLogPath } = await import('../sandbox/exec-pod.ts');
+      const path = await podLogPath(cfg, pod, values.namespace ?? 'default', values.container);
+      const { spawn } = await import('node:child_process');
+      return new Promise((resolve) => {
+        const child = spawn('tail', [values.follow ? '-f' : '-n+1', ...(values.follow ? ['-n+1'] : []), path], { stdio: 'inherit' });
+        child.on('exit', (code) => resolve(code ?? 0));
+      });
     }
     case 'check-isolation': {
       requireRoot('nodemesh sandbox check-isolation');

@@ -3,6 +3,7 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { locateCgroupRoot } from './cgroup.ts';
 import { sandboxPaths, type SandboxConfig } from './config.ts';
@@ -12,7 +13,7 @@ import { podWrapperArgv } from './kubelet/pod-exec.ts';
 import { computePodNetNames } from './net/topology.ts';
 
 /** Where a pod lives on this machine. */
-export type PodLocation = { netns: string; cgroup: string; node: string; ip?: string };
+export type PodLocation = { netns: string; cgroup: string; node: string; ip?: string; logDir: string };
 
 /** Finds a pod's namespace and cgroup through the API server. */
 export async function locatePod(cfg: SandboxConfig, name: string, namespace: string): Promise<PodLocation> {
@@ -31,7 +32,7 @@ export async function locatePod(cfg: SandboxConfig, name: string, namespace: str
   if (!existsSync(`/run/netns/${netns}`) || !existsSync(cgroup)) {
     throw new SandboxError('NM_ERR_SANDBOX_POD_NOT_FOUND', `pod ${namespace}/${name} has no running sandbox yet (phase ${pod.status?.phase ?? 'Pending'}); wait for it to be Running`);
   }
-  return { netns, cgroup, node, ip: pod.status?.podIP };
+  return { netns, cgroup, node, ip: pod.status?.podIP, logDir: join(paths.podLogs, `${namespace}_${name}_${names.hash}`) };
 }
 
 /** Runs a command in a pod with the terminal passed through; resolves to its exit code. */
@@ -47,4 +48,20 @@ export async function execInPod(cfg: SandboxConfig, name: string, namespace: str
     child.on('error', reject);
     child.on('exit', (code, signal) => resolve(code ?? 128 + (signal ? osConstants.signals[signal] : 0)));
   });
+}
+
+/** The path of a container's output file (the sandbox keeps container output in files, not behind `kubectl logs`). */
+export async function podLogPath(cfg: SandboxConfig, name: string, namespace: string, container?: string): Promise<string> {
+  const loc = await locatePod(cfg, name, namespace);
+  let files: string[] = [];
+  try {
+    files = (await readdir(loc.logDir)).filter((f) => f.endsWith('.log'));
+  } catch {
+    // No output yet.
+  }
+  const pick = container ? `${container}.log` : files.length === 1 ? files[0] : undefined;
+  if (!pick || !files.includes(pick)) {
+    throw new SandboxError('NM_ERR_SANDBOX_BAD_ARGUMENT', `pod ${namespace}/${name} has containers ${files.map((f) => f.replace(/\.log$/, '')).join(', ') || '(no output yet)'}; pick one with -c`);
+  }
+  return join(loc.logDir, pick);
 }

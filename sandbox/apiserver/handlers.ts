@@ -19,6 +19,7 @@ import { apiVersionOf } from './registry.ts';
 import { parseFieldSelector, parseLabelSelector } from './selectors.ts';
 import type { ObjectStore } from './store.ts';
 import type { IncludeObject } from './tables.ts';
+import { decodeKubernetesProtobuf } from './protobuf.ts';
 import { toTable } from './tables.ts';
 import type { TokenAuthority, UidLookup, UserInfo } from './tokens.ts';
 import { TOKEN_ISSUER } from './tokens.ts';
@@ -90,6 +91,7 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
 
 function decodeBody(buf: Buffer, contentType: string | undefined): unknown {
   const ct = (contentType ?? '').split(';')[0]!.trim().toLowerCase();
+  if (ct === 'application/vnd.kubernetes.protobuf') return decodeKubernetesProtobuf(buf);
   if (ct.includes('protobuf') || ct.includes('cbor')) {
     throw unsupportedMediaType(`the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got ${ct})`);
   }

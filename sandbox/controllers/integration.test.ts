@@ -279,10 +279,12 @@ describe('controllers against the embedded API server', () => {
         }),
       ),
     );
-    await eventually('250 ready endpoints in 3 slices', async () => {
+    await eventually('250 ready endpoints in slices of at most 100', async () => {
       const list = await slices('many');
       assert.equal(readyAddresses(list).length, 250);
-      assert.deepEqual(list.map((s) => s.endpoints?.length ?? 0).sort((a, b) => a - b), [50, 100, 100]);
+      const sizes = list.map((s) => s.endpoints?.length ?? 0);
+      // Packing depends on the order pods turn ready (upstream does not rebalance either): 3 or 4 slices.
+      assert.ok(sizes.every((n) => n <= 100) && sizes.length >= 3 && sizes.length <= 4, `slice sizes ${sizes.join(',')}`);
       assert.ok(list.every((s) => s.ports?.[0]?.port === 9000));
     }, logs);
     const names = (await slices('many')).map((s) => s.metadata?.name).sort();

@@ -132,6 +132,8 @@ describe('sandbox end to end (root)', { timeout: 600_000 }, () => {
     assert.equal(body.version, 'v1');
     assert.equal(body.path, '/cross?x=1');
     assert.equal(body.client.split(':')[0], caller.status?.podIP);
+    const logs = ok(await nodemesh('sandbox', 'logs', 'echo-2-1'), 'sandbox logs');
+    assert.match(logs, new RegExp(`connection from ${caller.status?.podIP?.replace(/\./g, '\\.')}:\\d+`));
     // Through the in-node API forwarder too: components inside a node reach https://127.0.0.1:6443.
     const nodeNetns = `${cfg.prefix}node-1`;
     const api = await run('ip', ['netns', 'exec', nodeNetns, 'curl', '-sk', '--max-time', '5', '-o', '/dev/null', '-w', '%{http_code}', 'https://127.0.0.1:6443/version']);
@@ -381,5 +383,17 @@ spec:
     const idempotent = await nodemesh('sandbox', 'down');
     assert.equal(idempotent.code, 0);
     assert.match(idempotent.stdout, /nothing to remove/);
+  });
+
+  it('a fresh `up` works after that, and a graceful `down` leaves nothing either', async () => {
+    ok(await nodemesh('sandbox', 'up', '--nodes', '1', '--pods-per-node', '1'), 'second sandbox up');
+    const r = ok(await nodemesh('sandbox', 'exec', 'echo-1-1', '--', 'curl', '-s', '--max-time', '5', 'http://echo-1-1.default.pod.cluster.local:8080/'), 'curl self by name');
+    assert.equal((JSON.parse(r) as { pod: string }).pod, 'echo-1-1');
+    const state = await readState(paths.state);
+    const sup = state?.entries.find((e) => e.kind === 'process' && e.role === 'supervisor');
+    assert.ok(sup && sup.kind === 'process');
+    ok(await nodemesh('sandbox', 'down'), 'graceful down');
+    assert.equal(await isOurProcessAlive(sup.pid, sup.startTime), false);
+    assert.deepEqual(await findLeftovers(cfg), []);
   });
 });

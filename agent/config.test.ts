@@ -1,0 +1,34 @@
+/** Agent flags and environment. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { DEFAULT_HEALTH_PORT, parseAgentConfig, SOCKMAP_DEFAULT } from './config.ts';
+import { checkCgroupPath } from './node-datapath.ts';
+
+describe('parseAgentConfig', () => {
+  it('takes flags over environment and fills defaults', () => {
+    const c = parseAgentConfig(['--node', 'node-1', '--cgroup', '/cg/node-1'], { KUBECONFIG: '/k', NODE_NAME: 'ignored' });
+    assert.equal(c.nodeName, 'node-1');
+    assert.equal(c.kubeconfig, '/k');
+    assert.equal(c.bpffsDir, '/sys/fs/bpf/nodemesh/node-1');
+    assert.equal(c.healthPort, DEFAULT_HEALTH_PORT);
+    assert.equal(c.sockmap, SOCKMAP_DEFAULT);
+    assert.equal(parseAgentConfig([], { NODE_NAME: 'n', NODEMESH_CGROUP: '/c', NODEMESH_SOCKMAP: 'true' }).sockmap, true);
+  });
+
+  it('says what is missing or malformed', () => {
+    assert.throws(() => parseAgentConfig(['--cgroup', '/c'], {}), /NM_ERR_AGENT_CONFIG: the node name is missing/);
+    assert.throws(() => parseAgentConfig(['--node', 'n'], {}), /the cgroup is missing/);
+    assert.throws(() => parseAgentConfig(['--node', 'n', '--cgroup', '/c', '--sockmap', 'maybe'], {}), /--sockmap="maybe" is not a boolean/);
+    assert.throws(() => parseAgentConfig(['--node', 'n', '--cgroup', '/c', '--health-port', '70000'], {}), /--health-port="70000"/);
+    assert.throws(() => parseAgentConfig(['--node', 'Node_1', '--cgroup', '/c'], {}), /not a valid Node name/);
+  });
+});
+
+describe('checkCgroupPath', () => {
+  it('refuses the root of a cgroup2 mount unless allowed, and paths off cgroup2', () => {
+    assert.match(checkCgroupPath('/tmp', ['/tmp'], false) ?? '', /root of the cgroup2 mount/);
+    assert.equal(checkCgroupPath('/tmp', ['/tmp'], true), undefined);
+    assert.match(checkCgroupPath('/tmp', ['/sys/fs/cgroup/unified'], false) ?? '', /not on a cgroup2 mount/);
+    assert.match(checkCgroupPath('/nonexistent-x', ['/'], false) ?? '', /does not exist/);
+  });
+});
