@@ -21,6 +21,7 @@ async function main(): Promise<void> {
   // 1. config
   const cfg = parseAgentConfig(process.argv.slice(2), process.env);
   const log = createLogger(process.stderr, `agent/${cfg.nodeName}`, { debug: cfg.debug });
+  log.info('starting', { pid: process.pid, cgroup: cfg.cgroupPath, bpffsDir: cfg.bpffsDir, sockmap: cfg.sockmap });
   const stops: Array<[string, () => Promise<void> | void]> = [];
   let stopping = false;
   const stop = async (why: string, code: number): Promise<never> => {

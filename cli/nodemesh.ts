@@ -44,7 +44,8 @@ async function sandboxCommand(cfg: SandboxConfig, args: string[]): Promise<numbe
       } catch (err) {
         const code = (err as SandboxError).code;
         console.error(`nodemesh sandbox up: ${describeError(err)}`);
-        if (code !== 'NM_ERR_SANDBOX_ALREADY_UP' && code !== 'NM_ERR_SANDBOX_STALE_STATE' && code !== 'NM_ERR_SANDBOX_NOT_ROOT' && code !== 'NM_ERR_SANDBOX_BAD_ARGUMENT') {
+        const nothingBuilt = ['NM_ERR_SANDBOX_ALREADY_UP', 'NM_ERR_SANDBOX_STALE_STATE', 'NM_ERR_SANDBOX_NOT_ROOT', 'NM_ERR_SANDBOX_BAD_ARGUMENT', 'NM_ERR_SANDBOX_PORT_IN_USE'];
+        if (!nothingBuilt.includes(code)) {
           console.error('the sandbox is half built; `nodemesh sandbox down` removes what was made');
         }
         return 1;

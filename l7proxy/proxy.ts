@@ -5,6 +5,7 @@
 import type http from 'node:http';
 import type { Http2Server, Http2ServerRequest, Http2ServerResponse, ServerHttp2Session } from 'node:http2';
 import net, { type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { authorize } from './authz.ts';
 import { endpointKey, pickEndpoint, recordOutcome } from './balance.ts';
 import type { ProxyConfig } from './config.ts';
@@ -17,7 +18,7 @@ import { computeAdmission } from './resilience.ts';
 import { compileSnapshot, reconcileBackendStates, type BackendState, type CompiledService, type ProxySnapshot } from './snapshot.ts';
 import { createStats, silentLogger, type AccessLogEntry, type ProxyLogger, type ProxyStats } from './stats.ts';
 import { connectTcp, pipeBoth } from './tunnel.ts';
-import { UpstreamPools } from './upstream.ts';
+import { UpstreamPools, type UpstreamConnector } from './upstream.ts';
 
 /** Re-exported so the agent needs only this module to plug in `identifySource`. */
 export type { SourceIdentity } from './forward.ts';
@@ -39,6 +40,20 @@ export type ProxyOptions = {
   /** Randomness and clock, injectable for tests. */
   rand?: () => number;
   now?: () => number;
+  /**
+   * Opens upstream connections (HTTP pools and opaque TCP): the mesh tunnel to other nodes, the same-node hand-off,
+   * plain TCP with the proxy's socket mark. Absent → plain TCP from this process.
+   */
+  connectUpstream?: UpstreamConnector;
+};
+
+/** What the caller already knows about a stream handed in with `acceptStream` (an HBONE stream, a same-node hand-off). */
+export type StreamMeta = {
+  dst: OriginalDestination;
+  /** Verified source identity (from the mTLS certificate, or the node's record of a local pod); undefined = unauthenticated. */
+  source: SourceIdentity | undefined;
+  /** Address logged and sent as x-forwarded-for. */
+  remoteAddress: string;
 };
 
 /** Addresses to listen on; port 0 picks a free one (the bound ports are returned). */
@@ -53,7 +68,7 @@ export class NodeProxy {
   #log: ProxyLogger;
   #snapshot: ProxySnapshot;
   #backends = new Map<string, BackendState>();
-  #pools = new UpstreamPools();
+  #pools: UpstreamPools;
   #stats: ProxyStats = createStats();
   #listeners: net.Server[] = [];
   #h1: http.Server | undefined;
@@ -61,7 +76,7 @@ export class NodeProxy {
   #h1Ctx = new WeakMap<object, ConnContext>();
   #h2Ctx = new WeakMap<ServerHttp2Session, ConnContext>();
   #handingOver: ConnContext | undefined;
-  #sockets = new Set<Socket>();
+  #sockets = new Set<Duplex>();
   #sessions = new Set<ServerHttp2Session>();
   #nextId = 1;
   #draining = false;
@@ -70,6 +85,7 @@ export class NodeProxy {
   constructor(opts: ProxyOptions) {
     this.#opts = opts;
     this.#log = opts.logger ?? silentLogger;
+    this.#pools = new UpstreamPools(opts.connectUpstream);
     this.#snapshot = compileSnapshot(opts.config ?? EMPTY_CONFIG);
     this.#backends = reconcileBackendStates(new Map(), this.#snapshot);
     this.#deps = {
@@ -90,6 +106,28 @@ export class NodeProxy {
 
   /** Version of the config in force. */
   get configVersion(): string { return this.#snapshot.version; }
+
+  /**
+   * File descriptors of the listening sockets (outbound first), e.g. to register the outbound one in the datapath's
+   * proxy sockmap so the kernel refuses redirected connects once it closes. -1 where unknown.
+   */
+  listenerFds(): number[] {
+    return this.#listeners.map((s) => (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1);
+  }
+
+  /**
+   * Serve a stream whose destination and source are known already: an HBONE CONNECT stream from another node's
+   * proxy (source = the verified certificate) or a same-node hand-off (source = the local pod's identity). It takes
+   * the same path as an accepted connection: service by destination, protocol detection, policy, forwarding.
+   */
+  acceptStream(stream: Duplex, meta: StreamMeta): void {
+    this.#track(stream);
+    if (this.#draining) { stream.destroy(); return; }
+    this.#serve(stream, meta.dst, normalizeRemote(meta.remoteAddress), () => meta.source).catch((err: unknown) => {
+      this.#log.error('stream handling failed', { err: describeError(err) });
+      stream.destroy();
+    });
+  }
 
   /** Keys of the upstream pools (`identity|origin|...`), for inspection. */
   get upstreamPoolKeys(): string[] { return this.#pools.keys(); }
@@ -203,12 +241,16 @@ export class NodeProxy {
     await Promise.all(closing);
   }
 
-  #onConnection(socket: Socket): void {
+  #track(socket: Duplex): void {
     this.#stats.connections.accepted++;
     this.#stats.connections.active++;
     this.#sockets.add(socket);
     socket.on('close', () => { this.#stats.connections.active--; this.#sockets.delete(socket); });
     socket.on('error', () => {});
+  }
+
+  #onConnection(socket: Socket): void {
+    this.#track(socket);
     if (this.#draining) { socket.destroy(); return; }
     this.#routeConnection(socket).catch((err) => {
       this.#log.error('connection handling failed', { err: describeError(err) });
@@ -225,19 +267,23 @@ export class NodeProxy {
       socket.resetAndDestroy();
       return;
     }
+    const remoteAddress = normalizeRemote(socket.remoteAddress ?? '');
+    await this.#serve(socket, dst, remoteAddress, () => this.#opts.identifySource(remoteAddress));
+  }
+
+  async #serve(socket: Duplex, dst: OriginalDestination, remoteAddress: string, identify: () => SourceIdentity | undefined): Promise<void> {
     const dstKey = endpointKey(dst.ip, dst.port);
     const service = this.#snapshot.services.get(dstKey);
     if (!service) {
       this.#stats.connections.unknownDestination++;
       this.#log.debug('connection to an unconfigured destination refused', { dst: dstKey });
-      socket.resetAndDestroy();
+      resetStream(socket);
       return;
     }
-    const remoteAddress = normalizeRemote(socket.remoteAddress ?? '');
     let source: SourceIdentity | undefined;
-    try { source = this.#opts.identifySource(remoteAddress); } catch (err) { this.#log.warn('identifySource failed', { err: describeError(err) }); }
+    try { source = identify(); } catch (err) { this.#log.warn('identifySource failed', { err: describeError(err) }); }
     const ctx: ConnContext = { id: this.#nextId++, dstKey, dstPort: dst.port, remoteAddress, source, poisoned: false };
-    const proto = service.config.protocol === 'tcp' ? 'tcp' : await detectProtocol(socket, this.#snapshot.limits.sniffTimeoutMs);
+    const proto = service.config.protocol === 'tcp' ? 'tcp' : await detectProtocol(socket as Socket, this.#snapshot.limits.sniffTimeoutMs);
     if (socket.destroyed) return;
     if (proto === 'http1') {
       this.#stats.connections.http1++;
@@ -255,7 +301,7 @@ export class NodeProxy {
     }
   }
 
-  async #tunnelTcp(socket: Socket, ctx: ConnContext, service: CompiledService): Promise<void> {
+  async #tunnelTcp(socket: Duplex, ctx: ConnContext, service: CompiledService): Promise<void> {
     this.#stats.connections.tcp++;
     const peer = ctx.source ? { ...ctx.source, authenticated: true } : { authenticated: false };
     const verdict = authorize({ port: ctx.dstPort }, peer, service.policies);
@@ -263,36 +309,46 @@ export class NodeProxy {
       this.#stats.authz.deny++;
       this.#stats.connections.tcpDenied++;
       this.#log.info('tcp connection denied', { dst: ctx.dstKey, source: ctx.source?.spiffeId, reason: verdict.reason });
-      socket.resetAndDestroy();
+      resetStream(socket);
       return;
     }
     this.#stats.authz.allow++;
     const state = this.#backends.get(service.config.defaultBackend);
     const tp = state?.config.trafficPolicy;
-    if (!state || computeAdmission(state.inflight, tp?.circuitBreaker)) { socket.resetAndDestroy(); return; }
+    if (!state || computeAdmission(state.inflight, tp?.circuitBreaker)) { resetStream(socket); return; }
     state.inflight++;
     try {
       const tried = new Set<string>();
-      let upstream: Socket | undefined;
+      let upstream: Duplex | undefined;
       for (let i = 0; i < TCP_CONNECT_ATTEMPTS && !upstream && !socket.destroyed; i++) {
         const ep = pickEndpoint(state.endpoints, tp?.loadBalancer, { cursor: state.cursor++, hashKey: ctx.remoteAddress, rand: this.#deps.rand, nowMs: Date.now(), avoid: tried });
         if (!ep) break;
         tried.add(ep.key);
         try {
-          upstream = await connectTcp(ep.ip, ep.port, tp?.connectTimeoutMs ?? 5000);
+          const timeoutMs = tp?.connectTimeoutMs ?? 5000;
+          upstream = this.#opts.connectUpstream
+            ? await this.#opts.connectUpstream({ identity: ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`, ip: ep.ip, port: ep.port, timeoutMs })
+            : await connectTcp(ep.ip, ep.port, timeoutMs);
           recordOutcome(ep, false, state.endpoints, tp?.outlierDetection, Date.now());
         } catch {
           this.#stats.upstream.connectFailures++;
           if (recordOutcome(ep, true, state.endpoints, tp?.outlierDetection, Date.now())) this.#stats.upstream.ejections++;
         }
       }
-      if (!upstream) { if (!socket.destroyed) socket.resetAndDestroy(); return; }
+      if (!upstream) { if (!socket.destroyed) resetStream(socket); return; }
       if (socket.destroyed) { upstream.destroy(); return; }
       await pipeBoth(socket, upstream, tp?.idleTimeoutMs ?? 3600_000);
     } finally {
       state.inflight--;
     }
   }
+}
+
+/** Abort a connection loudly: RST for a TCP socket, RST_STREAM for an HTTP/2 (HBONE) stream. */
+function resetStream(s: Duplex): void {
+  const sock = s as Partial<Socket>;
+  if (typeof sock.resetAndDestroy === 'function' && s instanceof net.Socket) sock.resetAndDestroy();
+  else s.destroy();
 }
 
 /** `::ffff:10.0.0.1` → `10.0.0.1`, so identities and keys use one spelling. */

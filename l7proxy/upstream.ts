@@ -4,6 +4,7 @@
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import { ProxyError } from './errors.ts';
+import { isHboneConnectError } from './hbone/errors.ts';
 import type { HeaderList } from './route.ts';
 import { toHeaderObject } from './headers.ts';
 
@@ -58,9 +59,30 @@ export function checkResponseHead(rawHeaders: readonly (Buffer | string)[] | und
   return undefined;
 }
 
+/** What an upstream connection is for: the source identity it carries and the endpoint it reaches. */
+export type UpstreamTarget = {
+  /** SPIFFE ID of the source workload, or `anon:<source address>`. */
+  identity: string;
+  ip: string;
+  port: number;
+  timeoutMs: number;
+};
+
+/**
+ * Opens the byte stream under one upstream connection: plain TCP, an HBONE CONNECT stream to another node's proxy,
+ * or a same-node hand-off. Rejects with an error whose code says whether anything was sent (see classifyUpstreamError).
+ */
+export type UpstreamConnector = (target: UpstreamTarget) => Promise<Duplex>;
+
 /** Pools by key; `close` drains them, `prune` closes those no longer wanted. */
 export class UpstreamPools {
   #pools = new Map<string, Pool>();
+  readonly #connector: UpstreamConnector | undefined;
+
+  /** `connector` replaces undici's own TCP connect (the mesh tunnel plugs in here); absent → plain TCP. */
+  constructor(connector?: UpstreamConnector) {
+    this.#connector = connector;
+  }
 
   /** The pool for `identity` (SPIFFE ID, or `anon:<source address>`) to `origin` with `opts`. */
   get(identity: string, ip: string, port: number, opts: PoolOptions): Pool {
@@ -78,10 +100,19 @@ export class UpstreamPools {
         bodyTimeout: 0,
         pipelining: 1,
         strictContentLength: true,
+        // undici types its connector as returning a net.Socket; any Duplex works (it uses only stream methods).
+        ...(this.#connector ? { connect: this.#undiciConnect(identity, ip, port, opts.connectTimeoutMs) as unknown as Pool.Options['connect'] } : {}),
       });
       this.#pools.set(key, pool);
     }
     return pool;
+  }
+
+  #undiciConnect(identity: string, ip: string, port: number, timeoutMs: number): (o: unknown, cb: (err: Error | null, socket: Duplex | null) => void) => void {
+    const connector = this.#connector!;
+    return (_o, cb) => {
+      connector({ identity, ip, port, timeoutMs }).then((s) => cb(null, s), (err: unknown) => cb(err as Error, null));
+    };
   }
 
   /** Number of pools (tests check identity separation with it). */
@@ -186,7 +217,7 @@ export function sendUpstream(pool: Dispatcher, req: UpstreamRequest): UpstreamCa
 export function classifyUpstreamError(err: Error): ProxyError {
   if (err instanceof ProxyError) return err;
   const code = (err as Error & { code?: string }).code ?? '';
-  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH') {
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || isHboneConnectError(err)) {
     return new ProxyError('NM_ERR_PROXY_UPSTREAM_CONNECT', `upstream connect failed (${code || err.message}); is the endpoint listening?`, { cause: err });
   }
   if (code.startsWith('HPE_') || /does not match the HTTP\/1\.1 protocol|bad upgrade|bad response|content-length/i.test(err.message)) {

@@ -6,10 +6,6 @@ import { fileURLToPath } from 'node:url';
 /** The repository root, so the sandbox can start its own entry points wherever the CLI is called from. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-/** Private fabric between node namespaces; node i holds 10.200.0.(10+i). */
-export const FABRIC_PREFIX = '10.200.0.0/24';
-/** Every pod CIDR (node i gets 10.244.i.0/24) sits inside this one. */
-export const CLUSTER_POD_PREFIX = '10.244.0.0/16';
 /** ClusterIPs, allocated by the API server; reached through the eBPF datapath once it lands. */
 export const SERVICE_PREFIX = '10.96.0.0/16';
 /** Port of the per-node forwarder to the API server, inside each node namespace. */

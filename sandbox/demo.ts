@@ -103,9 +103,11 @@ export async function runDemo(cfg: SandboxConfig, out: (line: string) => void): 
   await runClientInPod(cfg, targets.map((p) => `http://${p.status?.podIP}:8080/`));
   out('== 4. traffic by name: pod DNS names from each pod\'s hosts file (<pod>.default.pod.cluster.local, <a-b-c-d>.default.pod.cluster.local)');
   await runClientInPod(cfg, targets.map((p) => `http://${p.metadata?.name}.default.pod.cluster.local:8080/`));
-  out('== 5. by service name: echo.default.svc.cluster.local resolves (hosts file) to the ClusterIP ' + `${svc.spec?.clusterIP}; it answers once the eBPF datapath`);
-  out('      (connect-time service load balancing) is in place. Until then this fails with "unreachable" inside the sandbox:');
-  await runClientInPod(cfg, ['http://echo.default.svc.cluster.local:8080/'], 1);
+  out(`== 5. by service name: echo.default.svc.cluster.local → ClusterIP ${svc.spec?.clusterIP}, balanced at connect() by the eBPF datapath`);
+  const viaService = await runClientInPod(cfg, ['http://echo.default.svc.cluster.local:8080/'], 4);
+  if (viaService !== 0) {
+    out('   (no answer: a ClusterIP is only reachable through the nodemesh agent\'s datapath on each node; `nodemesh sandbox status` shows the agents)');
+  }
   out('');
   out('next:');
   out(`   export KUBECONFIG=${paths.hostKubeconfig}    # or: export KUBECONFIG="$(bin/nodemesh sandbox kubeconfig)"`);

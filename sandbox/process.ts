@@ -34,17 +34,6 @@ export async function isOurProcessAlive(pid: number, startTime: string): Promise
   return st !== undefined && st.startTime === startTime && st.state !== 'Z';
 }
 
-/** Sends a signal to a PID only when it is still the process we started; false when it was not. */
-export async function signalOurProcess(pid: number, startTime: string, signal: NodeJS.Signals): Promise<boolean> {
-  if (!(await isOurProcessAlive(pid, startTime))) return false;
-  try {
-    process.kill(pid, signal);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Stops a process we started: SIGTERM to it (and its process group when it leads one), SIGKILL after the
  * grace period. Resolves once it is gone.

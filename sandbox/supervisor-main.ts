@@ -8,7 +8,7 @@
  *   2. API server on 127.0.0.1:<port> and on the unix socket; both kubeconfigs
  *   3. controllers (scheduler, deployments, replicasets, endpointslices)
  *   4. cluster DNS hosts files, one kubelet per node
- *   5. per-node daemons (planNodeDaemons: forwarders now; agents and proxies join the same list)
+ *   5. per-node daemons (planNodeDaemons: forwarders; planAgentDaemons: the nodemesh agents), then the kube-dns objects
  */
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -25,6 +25,7 @@ import { createStreamLogger, type Logger } from './logger.ts';
 import { computeTopology, deleteNetns, etcNetnsDir, type Topology } from './net/topology.ts';
 import { readState, StateStore, writeFileAtomic } from './state.ts';
 import { DaemonSupervisor, type DaemonSpec, type DaemonStatus } from './supervisor.ts';
+import { ensureClusterDns } from './workloads/dns.ts'; // nodemesh agent (issue 3): kube-dns Service + Deployment
 
 /** What the supervisor reports in supervisor-status.json. */
 export type SupervisorReport = {
@@ -52,6 +53,26 @@ export function planNodeDaemons(cfg: SandboxConfig, topo: Topology): DaemonSpec[
     logFile: join(cfg.stateDir, `forwarder-${n.name}.log`),
   }));
 }
+
+// --- nodemesh agent (issue 3; owner: agent/) -------------------------------------------------
+/**
+ * One nodemesh agent per node, the way a DaemonSet runs it: inside the node's network namespace (by
+ * `nsenter --net`, not `ip netns exec`, which remounts /sys and would hide bpffs and the cgroup2
+ * mount), attached to the node's cgroup subtree only, pinning under the instance's bpffs directory.
+ * Empty without a cgroup2 hierarchy: the socket programs need one.
+ */
+export function planAgentDaemons(cfg: SandboxConfig, topo: Topology, cgroupRoot: string | undefined): DaemonSpec[] {
+  if (!cgroupRoot) return [];
+  const paths = sandboxPaths(cfg);
+  return topo.nodes.map((n) => ({
+    name: `agent/${n.name}`,
+    node: n.name,
+    argv: ['nsenter', `--net=/run/netns/${n.netns}`, '--', process.execPath, join(REPO_ROOT, 'agent/main.ts'),
+      '--node', n.name, '--cgroup', join(cgroupRoot, n.name), '--bpffs-dir', join(cfg.bpfDir, n.name), '--kubeconfig', paths.nodeKubeconfig],
+    logFile: join(cfg.stateDir, `agent-${n.name}.log`),
+  }));
+}
+// --- end nodemesh agent ---------------------------------------------------------------------
 
 /** The in-node kubeconfig: the host's, with the server moved to the node-local forwarder. */
 export function computeNodeKubeconfig(hostKubeconfig: string): string {
@@ -144,6 +165,9 @@ async function main(): Promise<void> {
       kubelets.push(k);
     }
     for (const spec of planNodeDaemons(cfg, topo)) daemons.add(spec);
+    // nodemesh agent (issue 3): one per node, then the cluster DNS it serves at 10.96.0.10.
+    for (const spec of planAgentDaemons(cfg, topo, cgroupRoot)) daemons.add(spec);
+    await ensureClusterDns(kc, cfg).catch((e: unknown) => log.warn('cluster DNS objects not created', { error: describeError(e) }));
     report.ready = true;
     await writeReport();
     log.info('sandbox ready', { nodes: topo.nodes.length });

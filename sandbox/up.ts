@@ -7,6 +7,7 @@ import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, open, readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ensureBpffs } from './bpffs.ts';
 import { createCgroup, ensureCgroupRoot, locateCgroupRoot } from './cgroup.ts';
@@ -59,10 +60,26 @@ export async function assertNothingUp(cfg: SandboxConfig): Promise<void> {
   }
 }
 
+/** Fails before anything is built when the API server's port is taken. */
+export async function assertPortFree(port: number): Promise<void> {
+  const server = createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => resolve());
+    });
+  } catch (err) {
+    throw new SandboxError('NM_ERR_SANDBOX_PORT_IN_USE', `127.0.0.1:${port}, the sandbox API server's port, is taken (${(err as NodeJS.ErrnoException).code}): another API server or program listens there; stop it, or pick another port with NODEMESH_SANDBOX_API_PORT`);
+  } finally {
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+}
+
 /** Builds and starts a sandbox; resolves once nodes are Ready and the requested pods Running. */
 export async function upSandbox(cfg: SandboxConfig, o: UpOptions): Promise<{ topology: Topology; kubeconfig: string }> {
   requireRoot('nodemesh sandbox up');
   await assertNothingUp(cfg);
+  await assertPortFree(cfg.apiPort);
   const paths = sandboxPaths(cfg);
   const topology = computeTopology(cfg, o.nodes);
   if (!Number.isInteger(o.podsPerNode) || o.podsPerNode < 0 || o.podsPerNode > 50) {

@@ -259,6 +259,21 @@ describe('real kubectl against the API server', () => {
     assert.equal(await ok(['get', 'tm', 'good', '-o', 'jsonpath={.spec}']), '{}', 'apply of a custom resource removes fields (JSON merge patch)');
   });
 
+  it('imperative create (protobuf bodies): configmap, secret, namespace, serviceaccount, token; auth can-i and whoami', async () => {
+    await ok(['create', 'namespace', 'imperative']);
+    await ok(['create', 'configmap', 'cfg', '-n', 'imperative', '--from-literal=k=v']);
+    assert.equal(await ok(['get', 'cm', 'cfg', '-n', 'imperative', '-o', 'jsonpath={.data.k}']), 'v');
+    await ok(['create', 'secret', 'generic', 'sec', '-n', 'imperative', '--from-literal=pw=hunter2']);
+    assert.equal(await ok(['get', 'secret', 'sec', '-n', 'imperative', '-o', 'jsonpath={.type} {.data.pw}']), `Opaque ${Buffer.from('hunter2').toString('base64')}`);
+    await ok(['create', 'serviceaccount', 'bot', '-n', 'imperative']);
+    const token = (await ok(['create', 'token', 'bot', '-n', 'imperative', '--audience=nodemesh-ca'])).trim();
+    assert.equal(token.split('.').length, 3);
+    assert.equal((await ok(['auth', 'can-i', 'create', 'pods'])).trim(), 'yes');
+    assert.match(await ok(['auth', 'whoami']), /nodemesh-admin/);
+    const deploy = await kubectl(['create', 'deployment', 'd', '--image=nodemesh/echo']);
+    assert.match(deploy.stderr, /protobuf bodies are understood for/, 'unsupported protobuf kinds say what to do instead');
+  });
+
   it('deletes, with the garbage collector removing dependents', async () => {
     const d = JSON.parse(await ok(['get', 'deploy', 'echo', '-o', 'json'])) as { metadata: { uid: string } };
     await ok(['apply', '-f', '-'], `apiVersion: apps/v1

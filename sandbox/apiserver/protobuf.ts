@@ -169,9 +169,12 @@ function decodeMsg(buf: Buffer, schema: Msg): JsonObject {
     if (typeof f.type === 'string') {
       if (f.type === 'time') {
         const t = decodeMsg(r.bytes(), { 1: { name: 'seconds', type: 'int' }, 2: { name: 'nanos', type: 'int' } });
-        v = new Date(Number(t['seconds'] ?? 0) * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+        if (!t['seconds']) continue; // the zero Time is Go's "unset"
+        v = new Date(Number(t['seconds']) * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
       } else {
         v = scalar(r, wire, f.type);
+        // Go marshals non-pointer fields even when empty; JSON would have omitted them.
+        if (!f.repeated && (v === '' || (v === 0 && f.type === 'int'))) continue;
       }
     } else if ('map' in f.type) {
       const entry = decodeMsg(r.bytes(), { 1: { name: 'key', type: 'string' }, 2: { name: 'value', type: f.type.map as Scalar } });

@@ -25,22 +25,31 @@ describe('MemoryStore', () => {
         ['DELETED', 3],
       ],
     );
-    const replay = s.eventsAfter(1);
+    const replay = s.eventsAfter('/configmaps', 1);
     assert.ok(Array.isArray(replay));
     assert.deepEqual(
       replay.map((e) => e.rv),
       [2, 3],
     );
-    assert.deepEqual(s.eventsAfter(3), []);
-    assert.deepEqual(s.eventsAfter(4), { gap: 'future', current: 3 });
+    assert.deepEqual(s.eventsAfter('/configmaps', 3), []);
+    assert.deepEqual(s.eventsAfter('/configmaps', 4), { gap: 'future', current: 3 });
   });
 
-  it('expires revisions older than the window', () => {
+  it('expires revisions older than the window, per resource', () => {
     const s = new MemoryStore({ historyWindow: 5 });
-    for (let i = 0; i < 12; i++) s.create('/configmaps', obj('ns', `o${i}`));
-    assert.deepEqual(s.eventsAfter(2), { gap: 'expired', oldest: 8 });
-    const ok = s.eventsAfter(7);
-    assert.ok(Array.isArray(ok) && ok.length === 5);
+    s.create('/secrets', obj('ns', 'quiet')); // rv 1
+    for (let i = 0; i < 12; i++) s.create('/configmaps', obj('ns', `o${i}`)); // rv 2..13
+    assert.deepEqual(s.eventsAfter('/configmaps', 3), { gap: 'expired', oldest: 9 });
+    const ok = s.eventsAfter('/configmaps', 8);
+    assert.ok(Array.isArray(ok) && ok.length === 5 && ok[0]!.rv === 9);
+    // Churn in configmaps does not expire the history of secrets.
+    const quiet = s.eventsAfter('/secrets', 0);
+    assert.ok(Array.isArray(quiet));
+    assert.deepEqual(
+      quiet.map((e) => e.rv),
+      [1],
+    );
+    assert.deepEqual(s.eventsAfter('/secrets', 5), []);
   });
 
   it('lists sorted by namespace and name and pages by key', () => {

@@ -1,6 +1,7 @@
 /**
  * The versioned object store: objects per resource and namespace, one cluster-wide revision counter,
- * and a ring buffer of the last events so watches can resume from a resourceVersion.
+ * and per resource a ring buffer of its last events so watches can resume from a resourceVersion (as the
+ * real server's watch cache: churn in one resource does not expire the history of another).
  *
  * Objects handed in and out are never mutated afterwards (writers copy first), so a list can hand out
  * references and a watch event can share one serialisation between watchers. `ObjectStore` is the
@@ -45,8 +46,8 @@ export interface ObjectStore {
   update(resource: string, obj: JsonObject): JsonObject;
   /** Removes an object for good; returns its last state stamped with the deletion revision. */
   remove(resource: string, namespace: string, name: string): JsonObject | undefined;
-  /** Events with rv > `rv`, in order, or why they cannot be given. */
-  eventsAfter(rv: number): StoreEvent[] | ReplayGap;
+  /** Events of `resource` with rv > `rv`, in order, or why they cannot be given. */
+  eventsAfter(resource: string, rv: number): StoreEvent[] | ReplayGap;
   /** Registers a listener called synchronously after every commit; returns the unsubscribe function. */
   subscribe(listener: (ev: StoreEvent) => void): () => void;
   /** The storage keys that hold at least one object. */
@@ -79,9 +80,17 @@ interface ResourceBucket {
   size: number;
 }
 
+/** The last `window` events of one resource, oldest first once it wraps. */
+interface History {
+  events: StoreEvent[];
+  next: number; // where the next event goes once the ring is full
+  /** Highest revision whose successors are all retained: a watch from here or later can be served. */
+  floor: number;
+}
+
 /** Options of the in-memory store. */
 export interface MemoryStoreOptions {
-  /** Events kept for watch resume; a watch from an older revision gets 410 Gone. */
+  /** Events kept per resource for watch resume; a watch from an older revision gets 410 Gone. */
   historyWindow: number;
 }
 
@@ -89,13 +98,12 @@ export interface MemoryStoreOptions {
 export class MemoryStore implements ObjectStore {
   private rv = 0;
   private readonly buckets = new Map<string, ResourceBucket>();
-  private readonly ring: (StoreEvent | undefined)[];
+  private readonly history = new Map<string, History>();
   private readonly window: number;
   private readonly listeners = new Set<(ev: StoreEvent) => void>();
 
   constructor(opts: MemoryStoreOptions) {
     this.window = Math.max(1, Math.floor(opts.historyWindow));
-    this.ring = new Array<StoreEvent | undefined>(this.window);
   }
 
   currentRevision(): number {
@@ -134,12 +142,12 @@ export class MemoryStore implements ObjectStore {
     }
     let more = false;
     let remaining = 0;
-    for (const ns of namespaces) {
+    for (let n = 0; n < namespaces.length; n++) {
+      const ns = namespaces[n]!;
       if (afterNs !== undefined && ns < afterNs) continue;
       const nb = b.namespaces.get(ns)!;
       const names = this.sortedNames(nb);
-      let start = 0;
-      if (afterNs !== undefined && ns === afterNs && afterName !== undefined) start = upperBound(names, afterName);
+      const start = afterNs !== undefined && ns === afterNs && afterName !== undefined ? upperBound(names, afterName) : 0;
       for (let i = start; i < names.length; i++) {
         if (items.length >= limit) {
           more = true;
@@ -148,13 +156,11 @@ export class MemoryStore implements ObjectStore {
         }
         items.push(nb.objects.get(names[i]!)!);
       }
-      if (more && ns !== namespaces[namespaces.length - 1]) {
+      if (more) {
         // Count what is left in later namespaces for remainingItemCount.
-        const idx = namespaces.indexOf(ns);
-        for (const later of namespaces.slice(idx + 1)) remaining += b.namespaces.get(later)!.objects.size;
+        for (const later of namespaces.slice(n + 1)) remaining += b.namespaces.get(later)!.objects.size;
         break;
       }
-      if (more) break;
     }
     return { items, more, remaining };
   }
@@ -226,18 +232,28 @@ export class MemoryStore implements ObjectStore {
   }
 
   private commit(ev: StoreEvent): void {
-    this.ring[ev.rv % this.window] = ev;
+    let h = this.history.get(ev.resource);
+    if (!h) this.history.set(ev.resource, (h = { events: [], next: 0, floor: 0 }));
+    if (h.events.length < this.window) {
+      h.events.push(ev);
+    } else {
+      h.floor = h.events[h.next]!.rv; // the evicted event: watches must start at or after it
+      h.events[h.next] = ev;
+      h.next = (h.next + 1) % this.window;
+    }
     for (const l of this.listeners) l(ev);
   }
 
-  eventsAfter(rv: number): StoreEvent[] | ReplayGap {
+  eventsAfter(resource: string, rv: number): StoreEvent[] | ReplayGap {
     if (rv > this.rv) return { gap: 'future', current: this.rv };
-    const oldest = Math.max(1, this.rv - this.window + 1); // oldest revision still in the ring
-    if (rv + 1 < oldest) return { gap: 'expired', oldest };
+    const h = this.history.get(resource);
+    if (!h) return [];
+    if (rv < h.floor) return { gap: 'expired', oldest: h.floor + 1 };
     const out: StoreEvent[] = [];
-    for (let r = rv + 1; r <= this.rv; r++) {
-      const ev = this.ring[r % this.window];
-      if (ev && ev.rv === r) out.push(ev);
+    const n = h.events.length;
+    for (let i = 0; i < n; i++) {
+      const ev = h.events[(h.next + i) % n]!;
+      if (ev.rv > rv) out.push(ev);
     }
     return out;
   }

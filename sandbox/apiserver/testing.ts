@@ -21,6 +21,8 @@ export interface WatchEvent {
 /** A running server plus request helpers. */
 export interface TestServer {
   server: ApiServer;
+  /** Lines the server logged. */
+  logs: string[];
   request(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<ApiResponse>;
   watch(path: string): Promise<WatchStream>;
   close(): Promise<void>;
@@ -108,5 +110,5 @@ export async function startTestServer(opts: Partial<ApiServerOptions> = {}): Pro
         }),
     };
   };
-  return { server, request, watch, close: () => server.close() };
+  return { server, logs, request, watch, close: () => server.close() };
 }

@@ -190,7 +190,7 @@ export class WatchHub {
         w.close();
         return;
       }
-      const replay = this.store.eventsAfter(n);
+      const replay = this.store.eventsAfter(req.rt.storageKey, n);
       if (!Array.isArray(replay)) {
         // The real server answers 200 and then an ERROR event carrying a 410 Status; informers relist on it.
         const msg = replay.gap === 'expired' ? `too old resource version: ${rv} (${replay.oldest - 1})` : `too old resource version: ${rv} (${replay.current}): the server's history starts later (was it restarted?)`;
@@ -198,7 +198,7 @@ export class WatchHub {
         w.close();
         return;
       }
-      for (const ev of replay) if (ev.resource === req.rt.storageKey) this.deliver(w, ev);
+      for (const ev of replay) this.deliver(w, ev);
     }
     if (closed) return;
     let set = this.byResource.get(req.rt.storageKey);

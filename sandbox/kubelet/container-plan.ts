@@ -19,6 +19,7 @@ export type ContainerPlan = { name: string; argv: string[]; env: Record<string, 
 export const BUILTIN_IMAGES: Record<string, string> = {
   'nodemesh/echo': 'sandbox/workloads/echo.ts',
   'nodemesh/client': 'sandbox/workloads/client.ts',
+  'nodemesh/dns': 'sandbox/workloads/dns.ts', // cluster DNS (issue 3, owner: agent/)
 };
 
 /** `docker.io/nodemesh/echo:v2` → `nodemesh/echo` when it is a built-in image, else undefined. */

@@ -29,18 +29,6 @@ export class PodIpAllocator {
     throw new SandboxError('NM_ERR_SANDBOX_IPAM_EXHAUSTED', `pod CIDR ${this.cidr} has no free address for ${key}: 253 pods already hold one; delete pods or add nodes`);
   }
 
-  /** Marks an address as held by a key (adopting what already exists). False when another key holds it. */
-  reserve(key: string, address: string): boolean {
-    const host = this.hostOf(address);
-    if (host === undefined || host < 2 || host > 254) return false;
-    const owner = [...this.byKey].find(([, h]) => h === host)?.[0];
-    if (owner !== undefined) return owner === key;
-    this.release(key);
-    this.used.add(host);
-    this.byKey.set(key, host);
-    return true;
-  }
-
   /** Frees the key's address, if it holds one. */
   release(key: string): void {
     const host = this.byKey.get(key);
@@ -58,11 +46,5 @@ export class PodIpAllocator {
   /** How many addresses are held. */
   get size(): number {
     return this.byKey.size;
-  }
-
-  private hostOf(address: string): number | undefined {
-    if (!address.startsWith(this.base + '.')) return undefined;
-    const n = Number(address.slice(this.base.length + 1));
-    return Number.isInteger(n) ? n : undefined;
   }
 }

@@ -5,7 +5,7 @@
  * machine's own namespace.
  */
 import { mkdir, rm } from 'node:fs/promises';
-import { CLUSTER_POD_PREFIX, FABRIC_PREFIX, MAX_NODES, sha8, type SandboxConfig } from '../config.ts';
+import { MAX_NODES, sha8, type SandboxConfig } from '../config.ts';
 import { SandboxError } from '../errors.ts';
 import { ipIn, ip, runCommand, sysctlIn } from '../exec.ts';
 import type { StateStore } from '../state.ts';
@@ -35,7 +35,7 @@ export type PodNetNames = { netns: string; hostVeth: string; hash: string };
 /** The interface name every node and pod sees as its uplink. */
 export const UPLINK = 'eth0';
 
-/** The topology for `nodeCount` nodes. */
+/** The topology for `nodeCount` nodes: the fabric is 10.200.0.0/24 (node i at .10+i), pod CIDRs 10.244.i.0/24. */
 export function computeTopology(cfg: SandboxConfig, nodeCount: number): Topology {
   if (!Number.isInteger(nodeCount) || nodeCount < 1 || nodeCount > MAX_NODES) {
     throw new SandboxError('NM_ERR_SANDBOX_BAD_ARGUMENT', `--nodes ${nodeCount}: the sandbox builds 1 to ${MAX_NODES} nodes`);
@@ -178,6 +178,3 @@ export async function hasOurMarker(cfg: SandboxConfig, netns: string): Promise<b
   const links = JSON.parse(r.stdout) as { ifalias?: string }[];
   return links.some((l) => l.ifalias === cfg.marker);
 }
-
-/** The cluster-wide pod prefix, re-exported for route checks. */
-export const SANDBOX_PREFIXES = [FABRIC_PREFIX, CLUSTER_POD_PREFIX];

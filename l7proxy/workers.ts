@@ -1,0 +1,644 @@
+/** Runs the node proxy over several worker processes that share its listening sockets (node:cluster, SCHED_NONE). */
+// Why node:cluster with SCHED_NONE rather than SO_REUSEPORT (both verified on Node 24.21, Linux):
+// - the primary (the agent) holds ONE listening socket per port and every worker accept()s on it. When a worker
+//   dies, nothing queued is lost and the others keep accepting; with SO_REUSEPORT each worker owns a socket and
+//   the connections waiting in a dead worker's accept queue are reset.
+// - the datapath's fail-closed check (nm_pxy_sock) holds one listener per family: one shared socket stays valid
+//   while any worker lives; N reuseport sockets would need N registrations and a re-registration per restart.
+// - NodeProxy.start() listens by port; in a cluster worker that listen() is served by the primary's handle, so
+//   proxy.ts needs no change. (In a cluster worker `reusePort: true` bypasses the primary: each worker binds
+//   its own socket, and port 0 gives each worker a different port.)
+// Cost: without EPOLLEXCLUSIVE every idle worker wakes for each new connection and one wins the accept; the
+// split of connections over workers is whatever the scheduler makes of that (the bench reports it).
+//
+// Original destination: each worker opens the datapath's pinned map itself (`{ kind: 'pinned-map', pinDir }`)
+// and looks up each accepted connection with one bpf() syscall (a few µs), instead of asking the primary over
+// IPC (a round trip through the agent's event loop per connection, ~50-100 µs, and the agent on every
+// connection's path). Source identities change only with pods, so they travel with the config, versioned.
+import cluster, { type Worker } from 'node:cluster';
+import net, { type Socket } from 'node:net';
+import os from 'node:os';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { ProxyConfig } from './config.ts';
+import { ProxyConfigError, describeError } from './errors.ts';
+import { NodeProxy, type ListenOptions, type OriginalDestination, type SourceIdentity } from './proxy.ts';
+import { compileSnapshot } from './snapshot.ts';
+import { silentLogger, type ProxyLogger, type ProxyStats } from './stats.ts';
+
+/** Where a worker gets the original destination of each accepted connection. */
+export type OriginalDstSource =
+  /** Every connection was going to one destination (tests, benchmarks: no datapath). */
+  | { kind: 'fixed'; ip: string; port: number }
+  /** The datapath's maps pinned under `pinDir` (`<pinDir>/maps/nm_pxy4_odst`); each worker opens them itself. */
+  | { kind: 'pinned-map'; pinDir: string }
+  /** A module exporting `createOriginalDst(init)` (or `exportName`) → `(socket) => OriginalDestination | undefined`. */
+  | { kind: 'module'; path: string; exportName?: string; init?: unknown };
+
+/** Source identities by pod address, as the agent knows them. */
+export type IdentityTable = Record<string, SourceIdentity>;
+
+/** Codes of worker-pool errors (NM_ERR_PROXY_WORKERS_*). */
+export type WorkerPoolErrorCode =
+  | 'NM_ERR_PROXY_WORKERS_ALREADY_STARTED'
+  | 'NM_ERR_PROXY_WORKERS_NOT_STARTED'
+  | 'NM_ERR_PROXY_WORKERS_START_FAILED'
+  | 'NM_ERR_PROXY_WORKERS_APPLY_TIMEOUT'
+  | 'NM_ERR_PROXY_WORKERS_APPLY_FAILED'
+  | 'NM_ERR_PROXY_WORKERS_STOPPED'
+  | 'NM_ERR_PROXY_WORKERS_SCHEDULING';
+
+/** An error of the worker pool; the message names the worker (slot, pid) and the likely cause. */
+export class WorkerPoolError extends Error {
+  readonly code: WorkerPoolErrorCode;
+  constructor(code: WorkerPoolErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'WorkerPoolError';
+    this.code = code;
+  }
+}
+
+/** What happened to a worker, for the host's logs and metrics (and tests waiting for a restart). */
+export type WorkerPoolEvent =
+  | { type: 'worker-listening'; slot: number; pid: number; generation: number }
+  | { type: 'worker-exit'; slot: number; pid: number; code: number | null; signal: string | null; restartInMs: number | undefined }
+  | { type: 'worker-killed'; slot: number; pid: number; reason: string };
+
+/** Options of the pool; everything but `originalDst` has a default. */
+export type WorkerPoolOptions = {
+  /** Worker processes; default `os.availableParallelism()`. */
+  workers?: number;
+  originalDst: OriginalDstSource;
+  /** Config to start with; without one workers refuse every connection until `applyConfig`. */
+  config?: ProxyConfig;
+  identities?: IdentityTable;
+  /** Lines from the workers arrive here with `worker` (pid) and `slot` added. */
+  logger?: ProxyLogger;
+  /** Forward the workers' debug lines too (one IPC message each); default false. */
+  debugLogs?: boolean;
+  onEvent?: (event: WorkerPoolEvent) => void;
+  /** `kernel`: workers accept on the shared socket (default). `round-robin`: the primary accepts and hands each
+   *  connection over IPC (even split, but the primary is on every new connection's path). Process-wide in Node:
+   *  the first pool to start decides. */
+  scheduling?: 'kernel' | 'round-robin';
+  /** How long `applyConfig` waits for every serving worker's acknowledgement; default 10000. */
+  applyTimeoutMs?: number;
+  /** A worker must be listening this soon after its fork, else it is killed and restarted; default 15000. */
+  startTimeoutMs?: number;
+  /** Ping period, and the silence after which a worker counts as hung and is killed; defaults 1000 / 5000. */
+  heartbeatMs?: number;
+  heartbeatTimeoutMs?: number;
+  /** Restart backoff after a crash: first delay, cap; a worker that lived `stableMs` resets it. Defaults 100 / 5000 / 10000. */
+  restartMinMs?: number;
+  restartMaxMs?: number;
+  stableMs?: number;
+  /** Node flags for the workers (the primary's own execArgv is not inherited: `node --test` flags would be). */
+  execArgv?: string[];
+};
+
+/** One worker's view, from `status()`. */
+export type WorkerStatus = { slot: number; pid: number | undefined; state: SlotState; restarts: number; generation: number };
+
+/** Counters of one worker and the sum over all, from `stats()`. */
+export type PoolStats = {
+  workers: { slot: number; pid: number; generation: number; configVersion: string; stats: ProxyStats }[];
+  total: ProxyStats | undefined;
+};
+
+type SlotState = 'starting' | 'serving' | 'stopping' | 'down';
+
+type Slot = {
+  index: number;
+  worker: Worker | undefined;
+  state: SlotState;
+  restarts: number;
+  /** Highest config generation the worker acknowledged (or started with). */
+  generation: number;
+  initSent: boolean;
+  forkedAt: number;
+  lastPong: number;
+  backoffMs: number;
+  startTimer: NodeJS.Timeout | undefined;
+  restartTimer: NodeJS.Timeout | undefined;
+  /** The worker's last refusal of a config push, cleared by its next good ack. */
+  applyError: string | undefined;
+};
+
+type ApplyWaiter = { generation: number; resolve: () => void; reject: (err: Error) => void; timer: NodeJS.Timeout };
+
+// Messages over the cluster IPC channel (structured clone: `serialization: 'advanced'`).
+type ToWorker =
+  | { t: 'init'; generation: number; config: ProxyConfig | undefined; identities: IdentityTable; listen: ListenOptions; originalDst: OriginalDstSource; debugLogs: boolean }
+  | { t: 'config'; generation: number; config: ProxyConfig; identities: IdentityTable }
+  | { t: 'ping'; seq: number }
+  | { t: 'stats'; seq: number }
+  | { t: 'stop'; drain: boolean; timeoutMs: number };
+type FromWorker =
+  | { t: 'ready' }
+  | { t: 'listening'; generation: number; outboundPort: number; inboundPort: number | undefined }
+  | { t: 'start-failed'; error: string }
+  | { t: 'ack'; generation: number; error?: string }
+  | { t: 'pong'; seq: number }
+  | { t: 'stats'; seq: number; generation: number; configVersion: string; stats: ProxyStats }
+  | { t: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; msg: string; fields?: Record<string, unknown> }
+  | { t: 'stopped' };
+
+const WORKER_ENV = 'NODEMESH_PROXY_WORKER';
+const THIS_FILE = fileURLToPath(import.meta.url);
+
+/**
+ * Next restart delay after a worker exit: doubled from the previous one (from `minMs`), capped at `maxMs`; a worker
+ * that had been up for `stableMs` or longer crashed "for the first time" again and restarts after `minMs`.
+ */
+export function computeRestartDelayMs(prevMs: number, livedMs: number, opts: { minMs: number; maxMs: number; stableMs: number }): number {
+  if (livedMs >= opts.stableMs || prevMs <= 0) return opts.minMs;
+  return Math.min(opts.maxMs, Math.max(opts.minMs, prevMs * 2));
+}
+
+/** Sum of counter trees of the same shape (numbers add, records merge key by key); undefined for none. */
+export function computeStatsSum<T>(items: readonly T[]): T | undefined {
+  if (items.length === 0) return undefined;
+  const add = (a: unknown, b: unknown): unknown => {
+    if (typeof a === 'number' && typeof b === 'number') return a + b;
+    if (a === undefined) return structuredClone(b);
+    if (b === undefined) return a;
+    if (typeof a === 'object' && a !== null && typeof b === 'object' && b !== null) {
+      const out: Record<string, unknown> = { ...(a as Record<string, unknown>) };
+      for (const [k, v] of Object.entries(b as Record<string, unknown>)) out[k] = add(out[k], v);
+      return out;
+    }
+    return a;
+  };
+  let sum: unknown = structuredClone(items[0]);
+  for (const it of items.slice(1)) sum = add(sum, it);
+  return sum as T;
+}
+
+/** Which serving workers still lack `generation` (slot and pid, for the timeout message). */
+export function computeLaggards(slots: readonly { index: number; state: SlotState; generation: number; pid: number | undefined }[], generation: number): { slot: number; pid: number | undefined }[] {
+  return slots.filter((s) => s.state === 'serving' && s.generation < generation).map((s) => ({ slot: s.index, pid: s.pid }));
+}
+
+/**
+ * The proxy over several processes. `start` forks the workers and resolves once all listen; `applyConfig` validates
+ * here first (an invalid config never reaches a worker), then pushes it with a new generation number and resolves
+ * when every serving worker has acknowledged it; a worker started or restarted later boots with the latest one.
+ * A dead or hung worker is restarted with backoff while the others keep accepting on the shared sockets.
+ */
+export class ProxyWorkerPool {
+  #opts: WorkerPoolOptions;
+  #log: ProxyLogger;
+  #slots: Slot[] = [];
+  #config: ProxyConfig | undefined;
+  #identities: IdentityTable;
+  #generation = 0;
+  #waiters: ApplyWaiter[] = [];
+  #listen: ListenOptions | undefined;
+  /** Ports the shared sockets are bound to, once the first worker listens. */
+  #ports: { outboundPort: number; inboundPort: number | undefined } | undefined;
+  /** The ports workers pass to listen(): the cluster finds the shared handle by (host, port as requested, index). */
+  #listenSpec: ListenOptions | undefined;
+  #running = false;
+  #stopping = false;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #seq = 0;
+  #pendingStats = new Map<number, (m: Extract<FromWorker, { t: 'stats' }>) => void>();
+  #listeningWaiters = new Set<() => void>();
+
+  constructor(opts: WorkerPoolOptions) {
+    this.#opts = opts;
+    this.#log = opts.logger ?? silentLogger;
+    this.#config = opts.config;
+    this.#identities = opts.identities ?? {};
+    if (opts.config) compileOrThrow(opts.config);
+  }
+
+  /** Config generation last pushed (0 = the one given at construction). */
+  get generation(): number { return this.#generation; }
+
+  /** Bound ports (after `start`). */
+  get ports(): { outboundPort: number; inboundPort: number | undefined } | undefined { return this.#ports; }
+
+  /** Every slot: its current worker, state, restarts and acknowledged config generation. */
+  status(): WorkerStatus[] {
+    return this.#slots.map((s) => ({ slot: s.index, pid: s.worker?.process.pid, state: s.state, restarts: s.restarts, generation: s.generation }));
+  }
+
+  /** Fork the workers; resolves with the bound ports once every worker is listening. */
+  async start(listen: ListenOptions): Promise<{ outboundPort: number; inboundPort: number | undefined }> {
+    if (this.#running) throw new WorkerPoolError('NM_ERR_PROXY_WORKERS_ALREADY_STARTED', 'proxy worker pool already started; stop it first');
+    const count = this.#opts.workers ?? os.availableParallelism();
+    if (!Number.isInteger(count) || count < 1) throw new WorkerPoolError('NM_ERR_PROXY_WORKERS_START_FAILED', `workers: ${count} is not a positive integer`);
+    setupCluster(this.#opts.scheduling ?? 'kernel', this.#opts.execArgv ?? []);
+    this.#running = true;
+    this.#stopping = false;
+    this.#listen = listen;
+    this.#listenSpec = listen;
+    this.#ports = undefined;
+    this.#slots = Array.from({ length: count }, (_, index) => ({
+      index, worker: undefined, state: 'down' as SlotState, restarts: 0, generation: 0, initSent: false, forkedAt: 0, lastPong: 0,
+      backoffMs: 0, startTimer: undefined, restartTimer: undefined, applyError: undefined,
+    }));
+    try {
+      // The first worker alone: with port 0 it picks the port, and a bind error shows up once, not N times.
+      this.#fork(this.#slots[0]!);
+      await this.#waitListening([0]);
+      for (const s of this.#slots.slice(1)) this.#fork(s);
+      await this.#waitListening(this.#slots.map((s) => s.index));
+    } catch (err) {
+      await this.stop({ drain: false });
+      throw err;
+    }
+    const hb = this.#opts.heartbeatMs ?? 1000;
+    this.#heartbeat = setInterval(() => this.#tick(), hb);
+    this.#heartbeat.unref();
+    return this.#ports!;
+  }
+
+  /**
+   * Validate, then push to every worker with a new generation; resolves when every serving worker has it. Throws
+   * ProxyConfigError (nothing pushed) for an invalid config, WorkerPoolError on a timeout or a worker's refusal.
+   * `identities`, when given, replace the table in the same push.
+   */
+  async applyConfig(config: ProxyConfig, identities?: IdentityTable): Promise<{ generation: number; workers: number }> {
+    if (!this.#running || this.#stopping) throw new WorkerPoolError('NM_ERR_PROXY_WORKERS_NOT_STARTED', 'proxy worker pool is not running; call start() first');
+    compileOrThrow(config);
+    const generation = ++this.#generation;
+    this.#config = config;
+    if (identities) this.#identities = identities;
+    const msg: ToWorker = { t: 'config', generation, config, identities: this.#identities };
+    for (const s of this.#slots) if (s.worker && s.initSent && s.state !== 'stopping') this.#send(s, msg);
+    const timeoutMs = this.#opts.applyTimeoutMs ?? 10_000;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+        const late = computeLaggards(this.status().map((s) => ({ index: s.slot, state: s.state, generation: s.generation, pid: s.pid })), generation);
+        reject(new WorkerPoolError('NM_ERR_PROXY_WORKERS_APPLY_TIMEOUT',
+          `config generation ${generation} (version ${config.version}) not acknowledged within ${timeoutMs} ms by ${late.map((l) => `worker ${l.slot} (pid ${l.pid})`).join(', ')}; is the worker's event loop blocked?`));
+      }, timeoutMs);
+      const waiter: ApplyWaiter = { generation, resolve, reject, timer };
+      this.#waiters.push(waiter);
+      this.#checkWaiters();
+    });
+    return { generation, workers: this.#slots.filter((s) => s.state === 'serving').length };
+  }
+
+  /** Counters of every serving worker and their sum (workers that do not answer within `timeoutMs` are left out). */
+  async stats(timeoutMs = 2000): Promise<PoolStats> {
+    const serving = this.#slots.filter((s) => s.state === 'serving' && s.worker);
+    const answers = await Promise.all(serving.map((s) => new Promise<PoolStats['workers'][number] | undefined>((resolve) => {
+      const seq = ++this.#seq;
+      const timer = setTimeout(() => { this.#pendingStats.delete(seq); resolve(undefined); }, timeoutMs);
+      this.#pendingStats.set(seq, (m) => {
+        clearTimeout(timer);
+        resolve({ slot: s.index, pid: s.worker?.process.pid ?? 0, generation: m.generation, configVersion: m.configVersion, stats: m.stats });
+      });
+      this.#send(s, { t: 'stats', seq });
+    })));
+    const workers = answers.filter((a) => a !== undefined);
+    return { workers, total: computeStatsSum(workers.map((w) => w.stats)) };
+  }
+
+  /**
+   * Stop restarting, then stop every worker: with `drain` each closes its listeners and lets in-flight requests
+   * finish (up to `timeoutMs`); workers still alive `timeoutMs` + 2 s later are killed.
+   */
+  async stop(opts: { drain?: boolean; timeoutMs?: number } = {}): Promise<void> {
+    if (!this.#running) return;
+    this.#stopping = true;
+    const drain = opts.drain ?? true;
+    const timeoutMs = opts.timeoutMs ?? 10_000;
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#heartbeat = undefined;
+    for (const w of this.#waiters) { clearTimeout(w.timer); w.reject(new WorkerPoolError('NM_ERR_PROXY_WORKERS_STOPPED', `proxy worker pool stopped before config generation ${w.generation} reached every worker`)); }
+    this.#waiters = [];
+    const exits: Promise<void>[] = [];
+    for (const s of this.#slots) {
+      if (s.restartTimer) clearTimeout(s.restartTimer);
+      if (s.startTimer) clearTimeout(s.startTimer);
+      s.restartTimer = undefined;
+      s.startTimer = undefined;
+      const w = s.worker;
+      if (!w) continue;
+      s.state = 'stopping';
+      exits.push(new Promise<void>((resolve) => {
+        if (w.process.exitCode !== null || w.process.signalCode !== null) { resolve(); return; }
+        const kill = setTimeout(() => { w.process.kill('SIGKILL'); }, drain ? timeoutMs + 2000 : 2000);
+        w.process.once('exit', () => { clearTimeout(kill); resolve(); });
+      }));
+      // A worker that has not had its init yet has nothing to drain.
+      if (s.initSent) this.#send(s, { t: 'stop', drain, timeoutMs }); else w.process.kill('SIGKILL');
+    }
+    await Promise.all(exits);
+    for (const s of this.#slots) { s.worker = undefined; s.state = 'down'; }
+    this.#running = false;
+  }
+
+  #fork(slot: Slot): void {
+    // While another worker holds the shared socket, listen exactly as it did (the cluster matches the request);
+    // with none left, the socket is gone and the ports already handed out are the ones to bind again.
+    if (this.#ports && !this.#slots.some((s) => s !== slot && s.state === 'serving')) {
+      this.#listenSpec = { ...this.#listen!, outboundPort: this.#ports.outboundPort, ...(this.#ports.inboundPort !== undefined ? { inboundPort: this.#ports.inboundPort } : {}) };
+    }
+    const worker = cluster.fork({ [WORKER_ENV]: '1' });
+    slot.worker = worker;
+    slot.state = 'starting';
+    slot.initSent = false;
+    slot.forkedAt = Date.now();
+    slot.lastPong = Date.now();
+    slot.applyError = undefined;
+    const startTimeoutMs = this.#opts.startTimeoutMs ?? 15_000;
+    slot.startTimer = setTimeout(() => {
+      slot.startTimer = undefined;
+      if (slot.worker === worker && slot.state === 'starting') this.#kill(slot, `not listening ${startTimeoutMs} ms after fork`);
+    }, startTimeoutMs);
+    worker.on('message', (m: FromWorker) => this.#onMessage(slot, worker, m));
+    worker.on('error', (err: Error) => this.#log.warn('proxy worker IPC error', { slot: slot.index, pid: worker.process.pid, err: describeError(err) }));
+    worker.process.once('exit', (code, signal) => this.#onExit(slot, worker, code, signal));
+  }
+
+  #onMessage(slot: Slot, worker: Worker, m: FromWorker): void {
+    if (slot.worker !== worker) return;
+    const pid = worker.process.pid ?? 0;
+    switch (m.t) {
+      case 'ready':
+        slot.initSent = true;
+        slot.generation = this.#generation;
+        this.#send(slot, { t: 'init', generation: this.#generation, config: this.#config, identities: this.#identities, listen: this.#listenSpec!, originalDst: this.#opts.originalDst, debugLogs: this.#opts.debugLogs ?? false });
+        return;
+      case 'listening': {
+        if (slot.startTimer) clearTimeout(slot.startTimer);
+        slot.startTimer = undefined;
+        if (this.#ports && (m.outboundPort !== this.#ports.outboundPort || m.inboundPort !== this.#ports.inboundPort)) {
+          // Only when every worker died at once while this one was starting: its socket is not the one handed out.
+          this.#kill(slot, `listening on ${m.outboundPort}/${m.inboundPort}, not on the pool's ${this.#ports.outboundPort}/${this.#ports.inboundPort}`);
+          return;
+        }
+        this.#ports ??= { outboundPort: m.outboundPort, inboundPort: m.inboundPort };
+        slot.state = 'serving';
+        slot.generation = Math.max(slot.generation, m.generation);
+        slot.lastPong = Date.now();
+        this.#opts.onEvent?.({ type: 'worker-listening', slot: slot.index, pid, generation: slot.generation });
+        for (const w of [...this.#listeningWaiters]) w();
+        this.#checkWaiters();
+        return;
+      }
+      case 'start-failed':
+        this.#log.error('proxy worker failed to start', { slot: slot.index, pid, err: m.error });
+        this.#startError = new WorkerPoolError('NM_ERR_PROXY_WORKERS_START_FAILED', `proxy worker ${slot.index} (pid ${pid}) failed to start: ${m.error}`);
+        for (const w of [...this.#listeningWaiters]) w();
+        return;
+      case 'ack':
+        if (m.error) {
+          slot.applyError = m.error;
+          this.#log.error('proxy worker refused a config the primary accepted', { slot: slot.index, pid, generation: m.generation, err: m.error });
+          for (const w of this.#waiters.filter((x) => x.generation <= m.generation)) {
+            clearTimeout(w.timer);
+            w.reject(new WorkerPoolError('NM_ERR_PROXY_WORKERS_APPLY_FAILED', `proxy worker ${slot.index} (pid ${pid}) refused config generation ${m.generation}: ${m.error}`));
+          }
+          this.#waiters = this.#waiters.filter((x) => x.generation > m.generation);
+          return;
+        }
+        slot.applyError = undefined;
+        slot.generation = Math.max(slot.generation, m.generation);
+        this.#checkWaiters();
+        return;
+      case 'pong':
+        slot.lastPong = Date.now();
+        return;
+      case 'stats':
+        this.#pendingStats.get(m.seq)?.(m);
+        this.#pendingStats.delete(m.seq);
+        return;
+      case 'log': {
+        const fields = { ...m.fields, slot: slot.index, worker: pid };
+        this.#log[m.level](m.msg, fields);
+        return;
+      }
+      case 'stopped':
+        return;
+    }
+  }
+
+  #startError: WorkerPoolError | undefined;
+
+  #onExit(slot: Slot, worker: Worker, code: number | null, signal: string | null): void {
+    if (slot.worker !== worker) return;
+    const pid = worker.process.pid ?? 0;
+    if (slot.startTimer) clearTimeout(slot.startTimer);
+    slot.startTimer = undefined;
+    slot.worker = undefined;
+    const wasStopping = this.#stopping || slot.state === 'stopping';
+    slot.state = 'down';
+    for (const w of [...this.#listeningWaiters]) w();
+    if (wasStopping) return;
+    const lived = Date.now() - slot.forkedAt;
+    slot.backoffMs = computeRestartDelayMs(slot.backoffMs, lived, {
+      minMs: this.#opts.restartMinMs ?? 100, maxMs: this.#opts.restartMaxMs ?? 5000, stableMs: this.#opts.stableMs ?? 10_000,
+    });
+    const restartInMs = this.#ports ? slot.backoffMs : undefined;
+    this.#log.warn('proxy worker exited; the others keep serving', { slot: slot.index, pid, code, signal, restartInMs });
+    this.#opts.onEvent?.({ type: 'worker-exit', slot: slot.index, pid, code, signal, restartInMs });
+    this.#checkWaiters();
+    // Before the pool ever listened, a dying worker is a failed start, reported by start(), not a crash loop.
+    if (restartInMs === undefined) return;
+    slot.restartTimer = setTimeout(() => {
+      slot.restartTimer = undefined;
+      if (!this.#running || this.#stopping) return;
+      slot.restarts++;
+      this.#fork(slot);
+    }, restartInMs);
+  }
+
+  #kill(slot: Slot, reason: string): void {
+    const w = slot.worker;
+    if (!w) return;
+    const pid = w.process.pid ?? 0;
+    this.#log.error('proxy worker killed', { slot: slot.index, pid, reason });
+    this.#opts.onEvent?.({ type: 'worker-killed', slot: slot.index, pid, reason });
+    w.process.kill('SIGKILL');
+  }
+
+  #tick(): void {
+    const now = Date.now();
+    const limit = this.#opts.heartbeatTimeoutMs ?? 5000;
+    for (const s of this.#slots) {
+      if (s.state !== 'serving' || !s.worker) continue;
+      if (now - s.lastPong > limit) { this.#kill(s, `no heartbeat answer for ${now - s.lastPong} ms (event loop blocked or process stopped)`); continue; }
+      this.#send(s, { t: 'ping', seq: ++this.#seq });
+    }
+  }
+
+  #send(slot: Slot, msg: ToWorker): void {
+    const w = slot.worker;
+    if (!w || !w.isConnected()) return;
+    try {
+      w.send(msg, undefined, (err: Error | null) => {
+        if (err) this.#log.warn('proxy worker IPC send failed', { slot: slot.index, pid: w.process.pid, msg: msg.t, err: describeError(err) });
+      });
+    } catch (err) {
+      this.#log.warn('proxy worker IPC send failed', { slot: slot.index, pid: w.process.pid, msg: msg.t, err: describeError(err) });
+    }
+  }
+
+  #checkWaiters(): void {
+    if (this.#waiters.length === 0) return;
+    const serving = this.#slots.filter((s) => s.state === 'serving');
+    const min = serving.length === 0 ? Infinity : Math.min(...serving.map((s) => s.generation));
+    const done = this.#waiters.filter((w) => w.generation <= min);
+    this.#waiters = this.#waiters.filter((w) => w.generation > min);
+    for (const w of done) { clearTimeout(w.timer); w.resolve(); }
+  }
+
+  /** Resolves once every slot in `indices` serves; rejects when a start fails or a worker dies before listening. */
+  #waitListening(indices: number[]): Promise<void> {
+    this.#startError = undefined;
+    return new Promise<void>((resolve, reject) => {
+      const check = (): void => {
+        const slots = indices.map((i) => this.#slots[i]!);
+        if (this.#startError) { done(); reject(this.#startError); return; }
+        const dead = slots.find((s) => s.state === 'down');
+        if (dead) { done(); reject(new WorkerPoolError('NM_ERR_PROXY_WORKERS_START_FAILED', `proxy worker ${dead.index} exited before listening (see the log for its error; is the port taken or the worker module broken?)`)); return; }
+        if (slots.every((s) => s.state === 'serving')) { done(); resolve(); }
+      };
+      const done = (): void => { this.#listeningWaiters.delete(check); };
+      this.#listeningWaiters.add(check);
+      check();
+    });
+  }
+}
+
+function compileOrThrow(config: ProxyConfig): void {
+  try {
+    compileSnapshot(config);
+  } catch (err) {
+    if (err instanceof ProxyConfigError) throw err;
+    throw new ProxyConfigError([{ path: '', message: describeError(err) }]);
+  }
+}
+
+let clusterScheduling: 'kernel' | 'round-robin' | undefined;
+
+function setupCluster(scheduling: 'kernel' | 'round-robin', execArgv: string[]): void {
+  if (!cluster.isPrimary) throw new WorkerPoolError('NM_ERR_PROXY_WORKERS_START_FAILED', 'a proxy worker pool can only run in a primary process, not inside a cluster worker');
+  if (clusterScheduling === undefined) {
+    // Node freezes the policy at the first setupPrimary/fork of the process.
+    cluster.schedulingPolicy = scheduling === 'kernel' ? cluster.SCHED_NONE : cluster.SCHED_RR;
+    clusterScheduling = scheduling;
+  } else if (clusterScheduling !== scheduling) {
+    throw new WorkerPoolError('NM_ERR_PROXY_WORKERS_SCHEDULING', `scheduling '${scheduling}' requested, but this process already runs proxy workers with '${clusterScheduling}' (Node fixes it per process)`);
+  }
+  cluster.setupPrimary({ exec: THIS_FILE, args: [], execArgv, serialization: 'advanced', silent: false });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Worker side: this same file, run by cluster.fork() with NODEMESH_PROXY_WORKER=1.
+
+type LookupFn = (socket: Socket) => OriginalDestination | undefined;
+
+/** `::ffff:10.0.0.1` → `10.0.0.1` (the datapath keys IPv4 clients by their IPv4 address). */
+function plainAddress(addr: string): string {
+  return addr.startsWith('::ffff:') && net.isIPv4(addr.slice(7)) ? addr.slice(7) : addr;
+}
+
+async function loadOriginalDst(src: OriginalDstSource): Promise<{ lookup: LookupFn; close: () => void }> {
+  switch (src.kind) {
+    case 'fixed': {
+      const dst = { ip: src.ip, port: src.port };
+      return { lookup: () => dst, close: () => {} };
+    }
+    case 'pinned-map': {
+      // Loaded only here, so workers without a datapath never load libbpf.
+      const bpf = await import('../bpf/index.ts');
+      const maps = new bpf.PinnedMaps(src.pinDir, ['nm_pxy4_odst']);
+      return {
+        lookup: (socket) => {
+          const addr = plainAddress(socket.remoteAddress ?? '');
+          if (!net.isIPv4(addr)) return undefined;
+          const o = bpf.lookupOriginalDst(maps, { addr, port: socket.remotePort ?? 0 }, true);
+          return o ? { ip: o.addr, port: o.port } : undefined;
+        },
+        close: () => maps.close(),
+      };
+    }
+    case 'module': {
+      const mod = (await import(pathToFileURL(src.path).href)) as Record<string, unknown>;
+      const name = src.exportName ?? 'createOriginalDst';
+      const factory = mod[name];
+      if (typeof factory !== 'function') throw new Error(`originalDst module ${src.path} has no function export '${name}'`);
+      const lookup = (await (factory as (init: unknown) => unknown)(src.init)) as LookupFn;
+      if (typeof lookup !== 'function') throw new Error(`originalDst module ${src.path}: ${name}(init) did not return a function`);
+      return { lookup, close: () => {} };
+    }
+  }
+}
+
+async function runWorker(): Promise<void> {
+  const send = (m: FromWorker): void => { if (process.connected) process.send!(m); };
+  let proxy: NodeProxy | undefined;
+  let identities = new Map<string, SourceIdentity>();
+  let generation = 0;
+  let closeLookup: () => void = () => {};
+  let debugLogs = false;
+  const logger: ProxyLogger = {
+    debug: (msg, fields) => { if (debugLogs) send({ t: 'log', level: 'debug', msg, ...(fields ? { fields } : {}) }); },
+    info: (msg, fields) => send({ t: 'log', level: 'info', msg, ...(fields ? { fields } : {}) }),
+    warn: (msg, fields) => send({ t: 'log', level: 'warn', msg, ...(fields ? { fields } : {}) }),
+    error: (msg, fields) => send({ t: 'log', level: 'error', msg, ...(fields ? { fields } : {}) }),
+  };
+  const onInit = async (m: Extract<ToWorker, { t: 'init' }>): Promise<void> => {
+    generation = m.generation;
+    debugLogs = m.debugLogs;
+    identities = new Map(Object.entries(m.identities));
+    const { lookup, close } = await loadOriginalDst(m.originalDst);
+    closeLookup = close;
+    proxy = new NodeProxy({ ...(m.config ? { config: m.config } : {}), originalDst: lookup, identifySource: (addr) => identities.get(addr), logger });
+    const ports = await proxy.start(m.listen);
+    send({ t: 'listening', generation, outboundPort: ports.outboundPort, inboundPort: ports.inboundPort });
+  };
+  process.on('message', (m: ToWorker) => {
+    switch (m.t) {
+      case 'init':
+        onInit(m).catch((err: unknown) => {
+          send({ t: 'start-failed', error: describeError(err) });
+          // Exit through the IPC close: the primary sees the exit and reports the start failure.
+          cluster.worker?.disconnect();
+        });
+        return;
+      case 'config':
+        try {
+          proxy?.applyConfig(m.config);
+          identities = new Map(Object.entries(m.identities));
+          generation = Math.max(generation, m.generation);
+          send({ t: 'ack', generation: m.generation });
+        } catch (err) {
+          send({ t: 'ack', generation: m.generation, error: describeError(err) });
+        }
+        return;
+      case 'ping':
+        send({ t: 'pong', seq: m.seq });
+        return;
+      case 'stats':
+        if (proxy) send({ t: 'stats', seq: m.seq, generation, configVersion: proxy.configVersion, stats: proxy.stats });
+        return;
+      case 'stop':
+        (proxy ? proxy.stop({ drain: m.drain, timeoutMs: m.timeoutMs }) : Promise.resolve())
+          .catch((err: unknown) => logger.error('proxy stop failed', { err: describeError(err) }))
+          .finally(() => {
+            closeLookup();
+            send({ t: 'stopped' });
+            // Closing the channel lets the process end once nothing else holds it open.
+            cluster.worker?.disconnect();
+          });
+        return;
+    }
+  });
+  send({ t: 'ready' });
+}
+
+if (cluster.isWorker && process.env[WORKER_ENV] === '1') {
+  runWorker().catch((err: unknown) => {
+    process.stderr.write(`proxy worker ${process.pid}: ${describeError(err)}\n`);
+    process.exitCode = 1;
+    cluster.worker?.disconnect();
+  });
+}
