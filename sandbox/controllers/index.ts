@@ -1,6 +1,6 @@
 /**
- * The sandbox's control-plane controllers: scheduler, Deployment, ReplicaSet, EndpointSlice and a
- * garbage collector, talking to the API server through a kubeconfig like any controller would.
+ * The sandbox's control-plane controllers: scheduler, Deployment, ReplicaSet, EndpointSlice (and, on
+ * request, a garbage collector), talking to the API server through a kubeconfig like any controller would.
  * Started in order (informers, wait for their first lists, then workers) and stopped in reverse.
  */
 import { ControllerError, ControllerErrorCode } from './errors.ts';
@@ -24,6 +24,12 @@ export interface StartControllersOptions {
   logger?: (line: string) => void;
   /** How long to wait for the informers' first lists before giving up (ms; default 60 s). */
   syncTimeoutMs?: number;
+  /**
+   * Also run this folder's garbage collector for ReplicaSets and Pods whose owner is gone. Off by
+   * default: the sandbox API server collects garbage itself, as kube-controller-manager does in a
+   * real cluster; two collectors would only race.
+   */
+  garbageCollector?: boolean;
 }
 
 /** Running controllers; stop() ends the workers, then the watches. */
@@ -46,8 +52,8 @@ export async function startControllers(opts: StartControllersOptions): Promise<R
     { reconciler: new ReplicaSetController(deps(queues.replicaSet)), queue: queues.replicaSet, workers: 4 },
     { reconciler: new DeploymentController(deps(queues.deployment)), queue: queues.deployment, workers: 4 },
     { reconciler: new EndpointSliceController(deps(queues.endpointSlice)), queue: queues.endpointSlice, workers: 4 },
-    { reconciler: new GarbageCollector(deps(queues.gc)), queue: queues.gc, workers: 2 },
   ];
+  if (opts.garbageCollector) controllers.push({ reconciler: new GarbageCollector(deps(queues.gc)), queue: queues.gc, workers: 2 });
 
   const all = allInformers(informers);
   const stopInformers = async (): Promise<void> => {

@@ -1,0 +1,50 @@
+/**
+ * Runs the nodemesh proxy for a benchmark: a ProxyWorkerPool with N workers on loopback, every connection's original
+ * destination fixed to one service that forwards to `--upstream`. Prints one JSON line when listening; serves its
+ * pool's counters as JSON on `--control` (GET /stats); stops the pool on SIGTERM.
+ */
+import http from 'node:http';
+import { parseArgs } from 'node:util';
+import type { ProxyConfig } from '../../l7proxy/config.ts';
+import { ProxyWorkerPool } from '../../l7proxy/workers.ts';
+
+const SERVICE = { ip: '10.96.0.10', port: 80 };
+
+/** One HTTP service at SERVICE sending everything to the upstream, no routes, no policy (the plain forwarding cost). */
+export function planBenchConfig(upstreamPort: number): ProxyConfig {
+  return {
+    version: 'bench',
+    services: [{ name: 'bench/upstream', addresses: [SERVICE], protocol: 'http', defaultBackend: 'bench/upstream:80' }],
+    backends: [{ name: 'bench/upstream:80', endpoints: [{ ip: '127.0.0.1', port: upstreamPort, ready: true }] }],
+  };
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({ options: { port: { type: 'string' }, upstream: { type: 'string' }, workers: { type: 'string', default: '1' }, control: { type: 'string' } } });
+  if (!values.port || !values.upstream || !values.control) {
+    console.error('usage: node bench/lib/nodemesh-proxy.ts --port P --upstream U --control C [--workers N]');
+    process.exit(2);
+  }
+  const logger = {
+    debug: () => {},
+    info: (m: string, f?: Record<string, unknown>) => console.error('info', m, JSON.stringify(f ?? {})),
+    warn: (m: string, f?: Record<string, unknown>) => console.error('warn', m, JSON.stringify(f ?? {})),
+    error: (m: string, f?: Record<string, unknown>) => console.error('error', m, JSON.stringify(f ?? {})),
+  };
+  const pool = new ProxyWorkerPool({ workers: Number(values.workers), originalDst: { kind: 'fixed', ...SERVICE }, config: planBenchConfig(Number(values.upstream)), logger });
+  const ports = await pool.start({ outboundPort: Number(values.port), host: '127.0.0.1' });
+  const control = http.createServer((req, res) => {
+    pool.stats().then((s) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ workers: s.workers.map((w) => ({ slot: w.slot, pid: w.pid, accepted: w.stats.connections.accepted, requests: w.stats.requests.total, byCode: w.stats.requests.byCode })), status: pool.status() }));
+    }, (err: unknown) => { res.writeHead(500); res.end(String(err)); });
+  });
+  await new Promise<void>((r) => control.listen(Number(values.control), '127.0.0.1', r));
+  console.log(JSON.stringify({ ready: true, ...ports, pids: pool.status().map((s) => s.pid) }));
+  const stop = (): void => {
+    control.close();
+    pool.stop({ drain: false }).then(() => process.exit(0), () => process.exit(1));
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
