@@ -161,6 +161,30 @@ export const nmLb6KeyCodec: Codec<NmLb6Key> = structCodec('struct nm_lb6_key', 2
   ['proto', 18, u8],
 ]);
 
+/** struct nm_pod4_key (8 bytes). */
+export interface NmPod4Key {
+  addr: string; // nm_ip4_t at 0
+  port: number; // nm_port_t at 4
+}
+
+/** Codec of struct nm_pod4_key; padding (pad) is written as zero. */
+export const nmPod4KeyCodec: Codec<NmPod4Key> = structCodec('struct nm_pod4_key', 8, [
+  ['addr', 0, ip4],
+  ['port', 4, port],
+]);
+
+/** struct nm_pod4_policy (8 bytes). */
+export interface NmPod4Policy {
+  allow_src: string; // nm_ip4_t at 0
+  flags: number; // __u32 at 4
+}
+
+/** Codec of struct nm_pod4_policy; padding (none) is written as zero. */
+export const nmPod4PolicyCodec: Codec<NmPod4Policy> = structCodec('struct nm_pod4_policy', 8, [
+  ['allow_src', 0, ip4],
+  ['flags', 4, u32],
+]);
+
 /** struct nm_pxy4_key (8 bytes). */
 export interface NmPxy4Key {
   addr: string; // nm_ip4_t at 0
@@ -353,6 +377,26 @@ export const mapSpecs = {
     flags: 1,
     objects: ['sock-lb'],
   } as MapSpec<NmLb6Key, NmLbFe>,
+  /** percpu_array __u32 -> __u64; in pod-ingress. */
+  nm_pod_count: {
+    name: 'nm_pod_count',
+    type: 'percpu_array',
+    key: u32,
+    value: u64,
+    maxEntries: 2,
+    flags: 0,
+    objects: ['pod-ingress'],
+  } as MapSpec<number, bigint>,
+  /** hash struct nm_pod4_key -> struct nm_pod4_policy; in pod-ingress. */
+  nm_pod4_ingress: {
+    name: 'nm_pod4_ingress',
+    type: 'hash',
+    key: nmPod4KeyCodec,
+    value: nmPod4PolicyCodec,
+    maxEntries: 65536,
+    flags: 1,
+    objects: ['pod-ingress'],
+  } as MapSpec<NmPod4Key, NmPod4Policy>,
   /** sockmap __u32 -> __u64; in sock-lb, sock-ops. */
   nm_pxy_sock: {
     name: 'nm_pxy_sock',
@@ -426,6 +470,8 @@ export interface MapTypes {
   nm_lb_svc: { key: number; value: NmLbSvc; perCpu: false };
   nm_lb4_fe: { key: NmLb4Key; value: NmLbFe; perCpu: false };
   nm_lb6_fe: { key: NmLb6Key; value: NmLbFe; perCpu: false };
+  nm_pod_count: { key: number; value: bigint; perCpu: true };
+  nm_pod4_ingress: { key: NmPod4Key; value: NmPod4Policy; perCpu: false };
   nm_pxy_sock: { key: number; value: bigint; perCpu: false };
   nm_pxy4_odst: { key: NmPxy4Key; value: NmSock4Orig; perCpu: false };
   nm_pxy6_odst: { key: NmPxy6Key; value: NmSock6Orig; perCpu: false };
@@ -476,6 +522,18 @@ export const nmFeKind = {
   NM_FE_NODE_PORT: 2,
   NM_FE_EXTERNAL_IP: 3,
   NM_FE_LB_IP: 4,
+} as const;
+
+/** enum nm_pod_count. */
+export const nmPodCount = {
+  NM_POD_CNT_ALLOWED: 0,
+  NM_POD_CNT_DROPPED: 1,
+  NM_POD_CNT_MAX: 2,
+} as const;
+
+/** enum nm_pod_flags. */
+export const nmPodFlags = {
+  NM_POD_F_STRICT: 1,
 } as const;
 
 /** enum nm_sock_flags. */

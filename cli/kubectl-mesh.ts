@@ -1,8 +1,7 @@
-// kubectl-mesh: the `kubectl mesh` plugin. Not built yet: the observability issue fills it in.
-const args = process.argv.slice(2);
-if (args[0] === 'version' || args[0] === '--version') {
-  console.log('kubectl-mesh 0.1.0 (nodemesh)');
-  process.exit(0);
-}
-console.error(`kubectl mesh ${args.join(' ')}: not built yet. The plugin's subcommands (status, check, routes, explain, stat, connectivity test) arrive with the observability work; see README.md.`);
-process.exit(2);
+// kubectl-mesh: the `kubectl mesh` plugin (bin/kubectl-mesh on PATH). Subcommands live in cli/mesh/.
+import { runPlugin } from './mesh/run.ts';
+
+const r = await runPlugin(process.argv.slice(2), process.env);
+if (r.stdout) process.stdout.write(r.stdout);
+if (r.stderr) process.stderr.write(r.stderr);
+process.exitCode = r.code;

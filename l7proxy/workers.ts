@@ -24,6 +24,7 @@ import { ProxyConfigError, describeError } from './errors.ts';
 import { NodeProxy, type ListenOptions, type OriginalDestination, type SourceIdentity } from './proxy.ts';
 import { compileSnapshot } from './snapshot.ts';
 import { silentLogger, type ProxyLogger, type ProxyStats } from './stats.ts';
+import type { UpstreamConnector } from './upstream.ts';
 
 /** Where a worker gets the original destination of each accepted connection. */
 export type OriginalDstSource =
@@ -36,6 +37,24 @@ export type OriginalDstSource =
 
 /** Source identities by pod address, as the agent knows them. */
 export type IdentityTable = Record<string, SourceIdentity>;
+
+/**
+ * A module each worker loads to extend its proxy (the agent's mesh plumbing: the HBONE tunnel, certificates, the
+ * inbound side). It exports `createProxyPlugin(init, logger)` (or `exportName`) returning a ProxyWorkerPlugin.
+ */
+export type WorkerPluginSource = { path: string; exportName?: string; init?: unknown };
+
+/** What a worker plugin adds to the worker's proxy. */
+export type ProxyWorkerPlugin = {
+  /** Opens upstream connections for the worker's proxy (see ProxyOptions.connectUpstream). */
+  connectUpstream?: UpstreamConnector;
+  /** Plugin data pushed with a config (`applyConfig(config, identities, pluginData)`), before the config applies. */
+  update?(data: unknown): void | Promise<void>;
+  /** The worker's proxy is listening. */
+  started?(proxy: NodeProxy): void | Promise<void>;
+  /** The worker is stopping (after its proxy stopped). */
+  stop?(): void | Promise<void>;
+};
 
 /** Codes of worker-pool errors (NM_ERR_PROXY_WORKERS_*). */
 export type WorkerPoolErrorCode =
@@ -76,6 +95,10 @@ export type WorkerPoolOptions = {
   /** Forward the workers' debug lines too (one IPC message each); default false. */
   debugLogs?: boolean;
   onEvent?: (event: WorkerPoolEvent) => void;
+  /** Loaded by every worker before its proxy starts; its data travels with each config push. */
+  plugin?: WorkerPluginSource;
+  /** Plugin data to start with. */
+  pluginData?: unknown;
   /** `kernel`: workers accept on the shared socket (default). `round-robin`: the primary accepts and hands each
    *  connection over IPC (even split, but the primary is on every new connection's path). Process-wide in Node:
    *  the first pool to start decides. */
@@ -127,8 +150,8 @@ type ApplyWaiter = { generation: number; resolve: () => void; reject: (err: Erro
 
 // Messages over the cluster IPC channel (structured clone: `serialization: 'advanced'`).
 type ToWorker =
-  | { t: 'init'; generation: number; config: ProxyConfig | undefined; identities: IdentityTable; listen: ListenOptions; originalDst: OriginalDstSource; debugLogs: boolean }
-  | { t: 'config'; generation: number; config: ProxyConfig; identities: IdentityTable }
+  | { t: 'init'; generation: number; config: ProxyConfig | undefined; identities: IdentityTable; listen: ListenOptions; originalDst: OriginalDstSource; debugLogs: boolean; plugin?: WorkerPluginSource; pluginData?: unknown }
+  | { t: 'config'; generation: number; config: ProxyConfig; identities: IdentityTable; pluginData?: unknown }
   | { t: 'ping'; seq: number }
   | { t: 'stats'; seq: number }
   | { t: 'stop'; drain: boolean; timeoutMs: number };
@@ -190,6 +213,7 @@ export class ProxyWorkerPool {
   #slots: Slot[] = [];
   #config: ProxyConfig | undefined;
   #identities: IdentityTable;
+  #pluginData: unknown;
   #generation = 0;
   #waiters: ApplyWaiter[] = [];
   #listen: ListenOptions | undefined;
@@ -209,6 +233,7 @@ export class ProxyWorkerPool {
     this.#log = opts.logger ?? silentLogger;
     this.#config = opts.config;
     this.#identities = opts.identities ?? {};
+    this.#pluginData = opts.pluginData;
     if (opts.config) compileOrThrow(opts.config);
   }
 
@@ -259,13 +284,14 @@ export class ProxyWorkerPool {
    * ProxyConfigError (nothing pushed) for an invalid config, WorkerPoolError on a timeout or a worker's refusal.
    * `identities`, when given, replace the table in the same push.
    */
-  async applyConfig(config: ProxyConfig, identities?: IdentityTable): Promise<{ generation: number; workers: number }> {
+  async applyConfig(config: ProxyConfig, identities?: IdentityTable, pluginData?: unknown): Promise<{ generation: number; workers: number }> {
     if (!this.#running || this.#stopping) throw new WorkerPoolError('NM_ERR_PROXY_WORKERS_NOT_STARTED', 'proxy worker pool is not running; call start() first');
     compileOrThrow(config);
     const generation = ++this.#generation;
     this.#config = config;
     if (identities) this.#identities = identities;
-    const msg: ToWorker = { t: 'config', generation, config, identities: this.#identities };
+    if (pluginData !== undefined) this.#pluginData = pluginData;
+    const msg: ToWorker = { t: 'config', generation, config, identities: this.#identities, ...(pluginData !== undefined ? { pluginData } : {}) };
     for (const s of this.#slots) if (s.worker && s.initSent && s.state !== 'stopping') this.#send(s, msg);
     const timeoutMs = this.#opts.applyTimeoutMs ?? 10_000;
     await new Promise<void>((resolve, reject) => {
@@ -363,7 +389,10 @@ export class ProxyWorkerPool {
       case 'ready':
         slot.initSent = true;
         slot.generation = this.#generation;
-        this.#send(slot, { t: 'init', generation: this.#generation, config: this.#config, identities: this.#identities, listen: this.#listenSpec!, originalDst: this.#opts.originalDst, debugLogs: this.#opts.debugLogs ?? false });
+        this.#send(slot, {
+          t: 'init', generation: this.#generation, config: this.#config, identities: this.#identities, listen: this.#listenSpec!, originalDst: this.#opts.originalDst, debugLogs: this.#opts.debugLogs ?? false,
+          ...(this.#opts.plugin ? { plugin: this.#opts.plugin, pluginData: this.#pluginData } : {}),
+        });
         return;
       case 'listening': {
         if (slot.startTimer) clearTimeout(slot.startTimer);
@@ -572,9 +601,20 @@ async function loadOriginalDst(src: OriginalDstSource): Promise<{ lookup: Lookup
   }
 }
 
+async function loadPlugin(src: WorkerPluginSource, logger: ProxyLogger): Promise<ProxyWorkerPlugin> {
+  const mod = (await import(pathToFileURL(src.path).href)) as Record<string, unknown>;
+  const name = src.exportName ?? 'createProxyPlugin';
+  const factory = mod[name];
+  if (typeof factory !== 'function') throw new Error(`proxy worker plugin ${src.path} has no function export '${name}'`);
+  return (await (factory as (init: unknown, logger: ProxyLogger) => unknown)(src.init, logger)) as ProxyWorkerPlugin;
+}
+
 async function runWorker(): Promise<void> {
   const send = (m: FromWorker): void => { if (process.connected) process.send!(m); };
   let proxy: NodeProxy | undefined;
+  let plugin: ProxyWorkerPlugin | undefined;
+  // Config pushes run one after another: a plugin update may be async and must land before its config.
+  let queue: Promise<void> = Promise.resolve();
   let identities = new Map<string, SourceIdentity>();
   let generation = 0;
   let closeLookup: () => void = () => {};
@@ -591,8 +631,16 @@ async function runWorker(): Promise<void> {
     identities = new Map(Object.entries(m.identities));
     const { lookup, close } = await loadOriginalDst(m.originalDst);
     closeLookup = close;
-    proxy = new NodeProxy({ ...(m.config ? { config: m.config } : {}), originalDst: lookup, identifySource: (addr) => identities.get(addr), logger });
+    if (m.plugin) {
+      plugin = await loadPlugin(m.plugin, logger);
+      if (m.pluginData !== undefined) await plugin.update?.(m.pluginData);
+    }
+    proxy = new NodeProxy({
+      ...(m.config ? { config: m.config } : {}), originalDst: lookup, identifySource: (addr) => identities.get(addr), logger,
+      ...(plugin?.connectUpstream ? { connectUpstream: plugin.connectUpstream } : {}),
+    });
     const ports = await proxy.start(m.listen);
+    await plugin?.started?.(proxy);
     send({ t: 'listening', generation, outboundPort: ports.outboundPort, inboundPort: ports.inboundPort });
   };
   process.on('message', (m: ToWorker) => {
@@ -605,14 +653,17 @@ async function runWorker(): Promise<void> {
         });
         return;
       case 'config':
-        try {
-          proxy?.applyConfig(m.config);
-          identities = new Map(Object.entries(m.identities));
-          generation = Math.max(generation, m.generation);
-          send({ t: 'ack', generation: m.generation });
-        } catch (err) {
-          send({ t: 'ack', generation: m.generation, error: describeError(err) });
-        }
+        queue = queue.then(async () => {
+          try {
+            if (m.pluginData !== undefined) await plugin?.update?.(m.pluginData);
+            proxy?.applyConfig(m.config);
+            identities = new Map(Object.entries(m.identities));
+            generation = Math.max(generation, m.generation);
+            send({ t: 'ack', generation: m.generation });
+          } catch (err) {
+            send({ t: 'ack', generation: m.generation, error: describeError(err) });
+          }
+        });
         return;
       case 'ping':
         send({ t: 'pong', seq: m.seq });
@@ -622,6 +673,7 @@ async function runWorker(): Promise<void> {
         return;
       case 'stop':
         (proxy ? proxy.stop({ drain: m.drain, timeoutMs: m.timeoutMs }) : Promise.resolve())
+          .then(() => plugin?.stop?.())
           .catch((err: unknown) => logger.error('proxy stop failed', { err: describeError(err) }))
           .finally(() => {
             closeLookup();

@@ -16,7 +16,7 @@ export function startApiServerComponent(opts: Omit<ApiServerOptions, 'logger'>, 
   return startApiServer({ ...opts, logger: (line) => log.info(line) });
 }
 
-/** Starts the scheduler, the deployment/replicaset controllers, the endpointslice controller and the GC. */
+/** Starts the scheduler, the deployment/replicaset controllers and the endpointslice controller (the API server collects garbage itself). */
 export function startControllersComponent(kubeconfigPath: string, log: Logger): Promise<ControllersHandle> {
   return startControllers({ kubeconfigPath, logger: (line) => log.info(line) });
 }

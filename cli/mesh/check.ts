@@ -175,7 +175,8 @@ export function computeChecks(f: CheckFacts): CheckResult[] {
     } else {
       if (notReady.length === 0 && unknown.length === 0) add({ group: 'nodemesh-agents', name: 'agents are ready', status: 'pass', detail: `${f.agents.length} agent(s)` });
       for (const a of notReady) add({ group: 'nodemesh-agents', name: `agent on ${a.node} is ready`, status: 'fail', detail: a.status?.reason ?? a.status?.sync?.lastError ?? 'not ready', hint: `kubectl -n ${DEFAULT_MESH_NAMESPACE} logs -l app.kubernetes.io/name=nodemesh-agent --field-selector spec.nodeName=${a.node}` });
-      for (const a of unknown) add({ group: 'nodemesh-agents', name: `agent on ${a.node} answers`, status: 'warn', detail: a.error });
+      // No endpoint known is a gap in what we can see (skip); an endpoint that does not answer is a warning.
+      for (const a of unknown) add({ group: 'nodemesh-agents', name: `agent on ${a.node} answers`, status: a.url ? 'warn' : 'skip', detail: a.error });
       for (const a of f.agents) {
         const k = a.status?.kernel;
         if (!k) continue;

@@ -7,7 +7,7 @@ import { AuthorizationPolicyResource, HTTPRouteResource, MeshTLSPolicyResource, 
 import { CliError } from './errors.ts';
 import type { ClusterReader, KubeObject, ResourceRef } from './kube.ts';
 import { groupNodeStates, parseSourceTag, policyConditions, routeParentConditions } from './mesh-objects.ts';
-import { formatJson, formatTable, type OutputFormat } from './output.ts';
+import { formatJson, formatTable, indent, type OutputFormat } from './output.ts';
 import { runRoutes } from './routes.ts';
 
 type KindInfo = { kind: string; res?: ResourceRef; namespaced: boolean };
@@ -96,12 +96,12 @@ export function formatExplainView(v: ExplainView, format: OutputFormat): string 
   let out = `${v.kind} ${v.namespace ? `${v.namespace}/` : ''}${v.name}${v.generation !== undefined ? ` (generation ${v.generation})` : ''}\n`;
   for (const g of v.conditionGroups) {
     out += `\n${g.title[0]!.toUpperCase()}${g.title.slice(1)}:\n`;
-    out += g.conditions.length === 0 ? '  <none>\n' : formatTable(['type', 'status', 'reason', 'observed', 'message'], conditionRows(g.conditions)).replace(/^/gm, '  ');
+    out += g.conditions.length === 0 ? '  <none>\n' : indent(formatTable(['type', 'status', 'reason', 'observed', 'message'], conditionRows(g.conditions)));
   }
   if (v.staleStatus) out += `\nWarning: ${v.staleStatus}\n`;
   if (v.kind !== 'NodeState') {
     out += '\nProgrammed on:\n';
-    out += v.programmed.length === 0 ? '  <none>\n' : formatTable(['node', 'entry', 'generation'], v.programmed.map((p) => [p.node, p.entry, p.current ? String(p.generation) : `${p.generation} (stale)`])).replace(/^/gm, '  ');
+    out += v.programmed.length === 0 ? '  <none>\n' : indent(formatTable(['node', 'entry', 'generation'], v.programmed.map((p) => [p.node, p.entry, p.current ? String(p.generation) : `${p.generation} (stale)`])));
   }
   for (const n of v.notes) out += `\nNote: ${n}\n`;
   return out;

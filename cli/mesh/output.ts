@@ -36,3 +36,8 @@ export function toMillis(v: unknown): number | undefined {
   }
   return undefined;
 }
+
+/** Indents every non-empty line by `by` (tables nested under a heading). */
+export function indent(text: string, by = '  '): string {
+  return text.replace(/^(?=.)/gm, by);
+}

@@ -5,7 +5,7 @@
 import { AuthorizationPolicyResource, HTTPRouteResource, NodeStateResource, TrafficPolicyResource, type HTTPRouteMatch, type HTTPRouteRule, type ParentReference } from '../../crds/index.ts';
 import type { ClusterReader, KubeObject } from './kube.ts';
 import { formatConditionCell, formatParentRef, groupNodeStates, policyConditions, routeParentConditions, summarizeConditions } from './mesh-objects.ts';
-import { formatJson, formatTable, type OutputFormat } from './output.ts';
+import { formatJson, formatTable, indent, type OutputFormat } from './output.ts';
 
 /** One rule of a route, as shown. */
 export type RuleView = { index: number; name?: string; matches: string[]; backends: { namespace: string; name: string; port?: number; weight: number }[] };
@@ -121,11 +121,11 @@ export function formatRoutesView(v: RoutesView, format: OutputFormat): string {
   }
   if (v.policies) {
     out += '\nPolicies:\n';
-    out += v.policies.length === 0 ? '  <none>\n' : formatTable(['kind', 'namespace', 'name', 'accepted'], v.policies.map((p) => [p.kind, p.namespace, p.name, p.accepted]));
+    out += v.policies.length === 0 ? '  <none>\n' : indent(formatTable(['kind', 'namespace', 'name', 'accepted'], v.policies.map((p) => [p.kind, p.namespace, p.name, p.accepted])));
   }
   if (v.nodes) {
     out += '\nProgrammed on nodes:\n';
-    out += v.nodes.length === 0 ? '  <none> (no NodeState lists this Service: it stays L4, or the operator has not written it yet)\n' : formatTable(['node', 'port', 'mode', 'mtls', 'routes', 'trafficpolicy'], v.nodes.map((n) => [n.node, String(n.port), n.mode, n.mtlsMode, n.routes.join(',') || '<service>', n.trafficPolicy ? 'yes' : 'no']));
+    out += v.nodes.length === 0 ? '  <none> (no NodeState lists this Service: it stays L4, or the operator has not written it yet)\n' : indent(formatTable(['node', 'port', 'mode', 'mtls', 'routes', 'trafficpolicy'], v.nodes.map((n) => [n.node, String(n.port), n.mode, n.mtlsMode, n.routes.join(',') || '<service>', n.trafficPolicy ? 'yes' : 'no'])));
   }
   return out;
 }

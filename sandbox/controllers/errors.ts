@@ -13,6 +13,7 @@ export const ControllerErrorCode = {
   /** The API server lacks a resource or subresource a real one serves. */
   unsupported: 'NM_ERR_CTRL_UNSUPPORTED',
 } as const;
+/** One of the codes above. */
 export type ControllerErrorCode = (typeof ControllerErrorCode)[keyof typeof ControllerErrorCode];
 
 /** An error raised by a controller: a stable code plus a message naming the object and the likely cause. */

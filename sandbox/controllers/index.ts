@@ -1,19 +1,20 @@
 /**
- * The sandbox's control-plane controllers: scheduler, Deployment, ReplicaSet, EndpointSlice (and, on
- * request, a garbage collector), talking to the API server through a kubeconfig like any controller would.
+ * The sandbox's control-plane controllers: scheduler, Deployment, ReplicaSet and EndpointSlice, talking
+ * to the API server through a kubeconfig like any controller would. Garbage collection (dependents of a
+ * deleted owner) is the API server's, as kube-controller-manager's collector is in a real cluster.
  * Started in order (informers, wait for their first lists, then workers) and stopped in reverse.
  */
 import { ControllerError, ControllerErrorCode } from './errors.ts';
 import { runWorkers, type Reconciler } from './controller-runner.ts';
 import { DeploymentController } from './deployment-controller.ts';
 import { EndpointSliceController } from './endpoint-slice-controller.ts';
-import { GarbageCollector } from './garbage-collector.ts';
 import { allInformers, makeInformers } from './informers.ts';
 import { coreHasResource, describeApiError, makeKubeClients } from './kube-api.ts';
 import { ReplicaSetController } from './replica-set-controller.ts';
 import { SchedulerController } from './scheduler-controller.ts';
 import { WorkQueue } from './work-queue.ts';
 
+/** Errors startControllers may throw, with their codes. */
 export { ControllerError, ControllerErrorCode } from './errors.ts';
 
 /** Options of startControllers. */
@@ -24,12 +25,6 @@ export interface StartControllersOptions {
   logger?: (line: string) => void;
   /** How long to wait for the informers' first lists before giving up (ms; default 60 s). */
   syncTimeoutMs?: number;
-  /**
-   * Also run this folder's garbage collector for ReplicaSets and Pods whose owner is gone. Off by
-   * default: the sandbox API server collects garbage itself, as kube-controller-manager does in a
-   * real cluster; two collectors would only race.
-   */
-  garbageCollector?: boolean;
 }
 
 /** Running controllers; stop() ends the workers, then the watches. */
@@ -44,7 +39,7 @@ export async function startControllers(opts: StartControllersOptions): Promise<R
   const informers = makeInformers(clients, (line) => log(`controllers: ${line}`));
   const deps = (queue: WorkQueue): { informers: typeof informers; clients: typeof clients; queue: WorkQueue; log: (line: string) => void } => ({ informers, clients, queue, log });
 
-  const queues = { scheduler: new WorkQueue(), replicaSet: new WorkQueue(), deployment: new WorkQueue(), endpointSlice: new WorkQueue(), gc: new WorkQueue() };
+  const queues = { scheduler: new WorkQueue(), replicaSet: new WorkQueue(), deployment: new WorkQueue(), endpointSlice: new WorkQueue() };
   const scheduler = new SchedulerController(deps(queues.scheduler));
   // Workers per controller: the scheduler runs one at a time, as its assumptions need.
   const controllers: Array<{ reconciler: Reconciler; queue: WorkQueue; workers: number }> = [
@@ -53,7 +48,6 @@ export async function startControllers(opts: StartControllersOptions): Promise<R
     { reconciler: new DeploymentController(deps(queues.deployment)), queue: queues.deployment, workers: 4 },
     { reconciler: new EndpointSliceController(deps(queues.endpointSlice)), queue: queues.endpointSlice, workers: 4 },
   ];
-  if (opts.garbageCollector) controllers.push({ reconciler: new GarbageCollector(deps(queues.gc)), queue: queues.gc, workers: 2 });
 
   const all = allInformers(informers);
   const stopInformers = async (): Promise<void> => {

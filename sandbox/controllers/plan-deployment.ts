@@ -9,9 +9,11 @@ import { matchLabelSelector } from './label-selector.ts';
 import { controllerRefOf, isPodTerminal, isTerminating, toMillis } from './object-meta.ts';
 import { computePodTemplateHash, podTemplateHashLabel, templatesEqualIgnoringHash } from './pod-template-hash.ts';
 
-/** Annotations the Deployment controller maintains on ReplicaSets (and the revision on the Deployment). */
+/** The rollout revision, on ReplicaSets and on their Deployment (what `kubectl rollout history` lists). */
 export const revisionAnnotation = 'deployment.kubernetes.io/revision';
+/** spec.replicas of the Deployment when it last sized this ReplicaSet: a difference means a scaling event. */
 export const desiredReplicasAnnotation = 'deployment.kubernetes.io/desired-replicas';
+/** replicas + maxSurge at that time: the base of proportional scaling. */
 export const maxReplicasAnnotation = 'deployment.kubernetes.io/max-replicas';
 
 // Deployment annotations that are the controller's or kubectl's own and never copied onto ReplicaSets.

@@ -1,0 +1,121 @@
+/**
+ * The plugin's command line: flags as kubectl passes them (after `mesh`: kubectl refuses flags before a
+ * plugin name), dispatch to a subcommand, and the text plus exit status to print. No process access here
+ * beyond the environment passed in, so tests can run it in-process.
+ */
+import { parseArgs } from 'node:util';
+import { parseAgentEndpoints } from './agent-status.ts';
+import { runCheck } from './check.ts';
+import { CliError } from './errors.ts';
+import { runExplain } from './explain.ts';
+import { contextNamespace, createClusterReader, loadKubeConfig, type ClusterReader } from './kube.ts';
+import type { OutputFormat } from './output.ts';
+import { runRoutes } from './routes.ts';
+import { runStatus } from './status.ts';
+
+/** The plugin's version (printed by `kubectl mesh version`). */
+export const PLUGIN_VERSION = '0.1.0';
+
+export const USAGE = `kubectl mesh: inspect and check the nodemesh service mesh.
+
+Usage:
+  kubectl mesh status                    operator and per-node state (NodeState sets, agents)
+  kubectl mesh check                     graded checks: CRDs, operator Lease, NodeStates, CA validity, agents
+  kubectl mesh routes [SERVICE]          HTTPRoutes (parents, matches, weighted backends, conditions);
+                                         with SERVICE: also its policies and what each node programmed
+  kubectl mesh explain KIND/NAME         conditions with reasons and where the object is programmed
+                                         (KIND: httproute, trafficpolicy, authorizationpolicy, meshtlspolicy, svc, nodestate)
+  kubectl mesh version
+
+Flags (after the subcommand or before it, never before "mesh"):
+  -n, --namespace NS        namespace (default: the context's, else "default")
+  -A, --all-namespaces      list across namespaces (routes)
+  -o, --output json|table   output format (default table)
+      --kubeconfig PATH     kubeconfig (default $KUBECONFIG, else ~/.kube/config)
+      --context NAME        kubeconfig context
+      --agent-endpoints L   node=url,... where agents serve /statusz (default $NODEMESH_AGENT_ENDPOINTS,
+                            else the Node annotation nodemesh.io/agent-status-url)
+`;
+
+/** What running the plugin produced. */
+export type RunResult = { stdout: string; stderr: string; code: number };
+
+/** Runs `kubectl mesh ARGS`; `makeReader` replaces the API client in tests. */
+export async function runPlugin(argv: readonly string[], env: Readonly<Record<string, string | undefined>>, makeReader?: (o: { kubeconfig?: string; context?: string }) => { reader: ClusterReader; namespace: string }): Promise<RunResult> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        namespace: { type: 'string', short: 'n' },
+        'all-namespaces': { type: 'boolean', short: 'A', default: false },
+        output: { type: 'string', short: 'o', default: 'table' },
+        kubeconfig: { type: 'string' },
+        context: { type: 'string' },
+        'agent-endpoints': { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+        // Flags `explain FROM-POD URL` will take; accepted now so the syntax is stable.
+        method: { type: 'string', short: 'X' },
+        header: { type: 'string', short: 'H', multiple: true },
+      },
+    });
+  } catch (e) {
+    return { stdout: '', stderr: `error: ${(e as Error).message}\n\n${USAGE}`, code: 2 };
+  }
+  const { values, positionals } = parsed;
+  const [cmd, ...rest] = positionals;
+  if (values.help || cmd === undefined || cmd === 'help') return { stdout: USAGE, stderr: '', code: cmd === undefined && !values.help ? 2 : 0 };
+  if (cmd === 'version') return { stdout: `kubectl-mesh ${PLUGIN_VERSION} (nodemesh)\n`, stderr: '', code: 0 };
+  const output = values.output;
+  if (output !== 'table' && output !== 'json' && output !== 'wide') return { stdout: '', stderr: `error: -o ${output}: supported formats are json and table\n`, code: 2 };
+  const format: OutputFormat = output;
+  try {
+    const agentEndpoints = parseAgentEndpoints(values['agent-endpoints'] ?? env.NODEMESH_AGENT_ENDPOINTS);
+    const open = (): { reader: ClusterReader; namespace: string } => {
+      const o = { ...(values.kubeconfig ? { kubeconfig: values.kubeconfig } : {}), ...(values.context ? { context: values.context } : {}) };
+      if (makeReader) return makeReader(o);
+      const kc = loadKubeConfig(o);
+      return { reader: createClusterReader(kc), namespace: contextNamespace(kc) };
+    };
+    const arity = (max: number, usage: string): void => {
+      if (rest.length > max) throw new CliError('NM_ERR_CLI_USAGE', `${cmd}: unexpected argument "${rest[max]}"; usage: kubectl mesh ${usage}`);
+    };
+    switch (cmd) {
+      case 'status': {
+        arity(0, 'status');
+        const { reader } = open();
+        return { stdout: await runStatus(reader, { format, agentEndpoints }), stderr: '', code: 0 };
+      }
+      case 'check': {
+        arity(0, 'check');
+        const { reader } = open();
+        const r = await runCheck(reader, { format, agentEndpoints });
+        return { stdout: r.text, stderr: '', code: r.ok ? 0 : 1 };
+      }
+      case 'routes': {
+        arity(1, 'routes [SERVICE] [-n NS | -A]');
+        const { reader, namespace } = open();
+        if (rest[0] && values['all-namespaces']) throw new CliError('NM_ERR_CLI_USAGE', 'routes SERVICE names one namespace\'s Service: use -n, not -A');
+        const ns = values['all-namespaces'] ? undefined : (values.namespace ?? namespace);
+        return { stdout: await runRoutes(reader, { namespace: ns, ...(rest[0] ? { service: rest[0] } : {}), format }), stderr: '', code: 0 };
+      }
+      case 'explain': {
+        if (rest.length === 2) throw new CliError('NM_ERR_CLI_NOT_AVAILABLE', 'explain FROM-POD URL (why a request would be routed or denied) needs the agents\' explain endpoint, which is not there yet; explain KIND/NAME works now');
+        arity(1, 'explain KIND/NAME [-n NS]');
+        if (!rest[0]) throw new CliError('NM_ERR_CLI_USAGE', 'explain: which object? usage: kubectl mesh explain KIND/NAME (e.g. httproute/reviews)');
+        const { reader, namespace } = open();
+        return { stdout: await runExplain(reader, { target: rest[0], namespace: values.namespace ?? namespace, format }), stderr: '', code: 0 };
+      }
+      case 'stat':
+      case 'connectivity':
+        throw new CliError('NM_ERR_CLI_NOT_AVAILABLE', `${cmd} needs the agents' metrics and the sandbox's test pods, which are not wired yet`);
+      default:
+        throw new CliError('NM_ERR_CLI_USAGE', `unknown command "${cmd}"`);
+    }
+  } catch (e) {
+    if (e instanceof CliError) return { stdout: '', stderr: `error: ${e.message}\n${e.code === 'NM_ERR_CLI_USAGE' ? `\n${USAGE}` : ''}`, code: e.exitCode };
+    return { stdout: '', stderr: `error: ${(e as Error).message}\n`, code: 1 };
+  }
+}
