@@ -4,6 +4,7 @@
  *   2. datapath     load, or adopt what an earlier agent pinned; attach to the node's cgroup only (node-datapath.ts)
  *   3. sync loop    planner + reconciler over the pinned maps; ids taken from them (sync-loop.ts)
  *   4. watches      Services, EndpointSlices, Nodes, this node's Pods; the loop writes nothing before all listed once (informers.ts)
+ *   4b. mesh        NodeState → node proxy, mesh flows, STRICT pod guards, certificates (proxy/mesh-node.ts; issue 5)
  *   5. health       /healthz, /readyz, /statusz in the node's network namespace (health.ts)
  *   6. resync       full re-plan and map re-read every --resync-seconds
  * Stopping never detaches or unpins anything: the datapath keeps serving while no agent runs.
@@ -15,6 +16,7 @@ import { startHealthServer } from './health.ts';
 import { ClusterWatch } from './informers.ts';
 import { createLogger } from './logger.ts';
 import { openNodeDatapath } from './node-datapath.ts';
+import { MeshNode } from './proxy/mesh-node.ts'; // issue 5 (owner: agent/proxy/)
 import { SyncLoop } from './sync-loop.ts';
 
 async function main(): Promise<void> {
@@ -85,6 +87,14 @@ async function main(): Promise<void> {
   watch.start();
   stops.push(['watches', () => watch.stop()]);
 
+  // 4b. mesh (issue 5; owner: agent/proxy/): the node proxy and everything the NodeState asks of this node
+  const mesh = new MeshNode({
+    kc, nodeName: cfg.nodeName, maps: datapath, pinDir: cfg.bpffsDir, sockmap: cfg.sockmap,
+    cluster: () => loop.snapshot(), setMeshPorts: (ports) => loop.setMeshPorts(ports), log: log.child('mesh'),
+  });
+  mesh.start();
+  stops.push(['mesh', () => mesh.stop()]);
+
   // 5. health
   const health = await startHealthServer(cfg.healthHost, cfg.healthPort, {
     liveness: () => undefined,
@@ -94,7 +104,7 @@ async function main(): Promise<void> {
       const st = loop.status();
       return st.ready ? undefined : `first reconcile not done${st.lastError ? ` (last error: ${st.lastError})` : ''}`;
     },
-    status: () => ({ node: cfg.nodeName, datapath: report, sync: loop.status(), watches: watch.kinds.map((k) => ({ kind: k.name, synced: k.synced, restarts: k.restarts, objects: k.list().length })) }),
+    status: () => ({ node: cfg.nodeName, datapath: report, sync: loop.status(), watches: watch.kinds.map((k) => ({ kind: k.name, synced: k.synced, restarts: k.restarts, objects: k.list().length })), mesh: mesh.status() }),
   });
   stops.push(['health', () => health.close()]);
   log.info('health endpoint listening', { addr: `${cfg.healthHost}:${health.port}` });

@@ -24,6 +24,8 @@ export interface ClusterState {
   nodes: readonly V1Node[];
   /** Pods bound to this node (spec.nodeName), to place endpoints whose slice lacks nodeName. */
   localPods: readonly V1Pod[];
+  /** Mesh flows (issue 5, from the NodeState): `<ns>/<service>:<port>` of the TCP ports sent to the node proxy. */
+  meshPorts?: ReadonlySet<string>;
 }
 
 /** What planning one service needs besides the service and its slices. */
@@ -33,6 +35,8 @@ export interface PlanContext {
   nodeAddresses: readonly string[];
   /** Addresses of the pods on this node. */
   localPodIps: ReadonlySet<string>;
+  /** Mesh flows (issue 5): `<ns>/<service>:<port>` of the TCP ports sent to the node proxy. */
+  meshPorts?: ReadonlySet<string>;
 }
 
 /** One planned service port of one IP family. */
@@ -91,7 +95,7 @@ export function computePlanContext(state: ClusterState): PlanContext {
   for (const p of state.localPods) {
     for (const ip of p.status?.podIPs ?? (p.status?.podIP ? [{ ip: p.status.podIP }] : [])) if (ip.ip) localPodIps.add(canonicalAddress(ip.ip));
   }
-  return { nodeName: state.nodeName, nodeAddresses: computeNodeAddresses(state.nodes), localPodIps };
+  return { nodeName: state.nodeName, nodeAddresses: computeNodeAddresses(state.nodes), localPodIps, ...(state.meshPorts ? { meshPorts: state.meshPorts } : {}) };
 }
 
 interface Endpoint {
@@ -208,10 +212,34 @@ export function planServicePorts(svc: V1Service, slices: readonly V1EndpointSlic
       if (affinity > 0) s.affinityTimeoutSec = affinity;
       if (local) s.trafficPolicyLocal = true;
       out.push({ key, service: name, spec: s });
+      // --- mesh flows (issue 5; owner: agent/proxy/) ---
+      if (proto === 'TCP' && ctx.meshPorts?.has(`${name}:${port.port}`)) {
+        s.l7 = true;
+        out.push(...planMeshPodFrontends(key, name, endpoints, ids));
+      }
+      // --- end mesh flows ---
     }
   }
   return out;
 }
+
+// --- mesh flows (issue 5; owner: agent/proxy/) ---
+/**
+ * A meshed pod dialled directly is a mesh flow too: each endpoint address of a mesh service port becomes a
+ * frontend of its own (the pod's ip:port) sent to the node proxy, with the pod itself as its only backend (used
+ * only by the proxy's own connects, which the datapath never redirects).
+ */
+function planMeshPodFrontends(key: string, name: string, endpoints: readonly Endpoint[], ids: ServiceIds): PlannedServicePort[] {
+  const out: PlannedServicePort[] = [];
+  for (const e of endpoints) {
+    const podKey = `${key}/pod/${e.addr}:${e.port}`;
+    const id = ids.serviceId(podKey, [frontendKey(e.addr, e.port, PROTO_NUM.TCP)]);
+    ids.retainBackends(id, new Set([backendKey(id, e.addr, e.port)]));
+    out.push({ key: podKey, service: name, spec: { id, proto: 'TCP', l7: true, frontends: [{ addr: e.addr, port: e.port, kind: 'ClusterIP' }], backends: [{ id: ids.backendId(id, e.addr, e.port), addr: e.addr, port: e.port, ready: true, ...(e.local ? { local: true } : {}) }] } });
+  }
+  return out;
+}
+// --- end mesh flows ---
 
 /** EndpointSlices grouped by the `<ns>/<service>` they belong to. */
 export function groupSlices(slices: readonly V1EndpointSlice[]): Map<string, V1EndpointSlice[]> {

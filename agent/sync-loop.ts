@@ -48,6 +48,7 @@ export class SyncLoop {
   readonly #sliceOwner = new Map<string, string>();
   readonly #nodes = new Map<string, V1Node>();
   readonly #pods = new Map<string, V1Pod>();
+  #meshPorts: ReadonlySet<string> = new Set(); // issue 5: mesh flows from the NodeState (agent/proxy/)
   readonly #planned = new Map<string, PlannedServicePort[]>();
   readonly #dirty = new Set<string>();
   #ctx: PlanContext;
@@ -96,7 +97,7 @@ export class SyncLoop {
   snapshot(): ClusterState {
     const slices: V1EndpointSlice[] = [];
     for (const m of this.#slices.values()) slices.push(...m.values());
-    return { nodeName: this.#nodeName, services: [...this.#services.values()], endpointSlices: slices, nodes: [...this.#nodes.values()], localPods: [...this.#pods.values()] };
+    return { nodeName: this.#nodeName, services: [...this.#services.values()], endpointSlices: slices, nodes: [...this.#nodes.values()], localPods: [...this.#pods.values()], meshPorts: this.#meshPorts };
   }
 
   #touch(key: string): void {
@@ -163,6 +164,18 @@ export class SyncLoop {
       }
     }
   }
+
+  // --- mesh flows (issue 5; owner: agent/proxy/) ---
+  /** The service ports the NodeState sends to the node proxy (`<ns>/<service>:<port>`); re-plans those that changed. */
+  setMeshPorts(ports: ReadonlySet<string>): void {
+    const before = this.#meshPorts;
+    this.#meshPorts = ports;
+    this.#ctx = { ...this.#ctx, meshPorts: ports };
+    for (const p of new Set([...before, ...ports])) {
+      if (before.has(p) !== ports.has(p)) this.#touch(p.slice(0, p.lastIndexOf(':')));
+    }
+  }
+  // --- end mesh flows ---
 
   /** Every watch has listed once: from now on passes run, and the first plans everything. */
   markSynced(): void {

@@ -23,7 +23,8 @@ export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/nodemesh';
 export const DEFAULT_OBJECT_DIR = join(dirname(fileURLToPath(import.meta.url)), 'build');
 
 /** Objects the datapath loads, in order (the first creates and pins the shared maps). */
-export const DATAPATH_OBJECTS = ['sock-lb', 'sock-ops', 'sk-msg'] as const;
+// pod-ingress is loaded too so its maps are pinned with the others; its tc program is attached by the agent per pod.
+export const DATAPATH_OBJECTS = ['sock-lb', 'sock-ops', 'sk-msg', 'pod-ingress'] as const;
 
 /** Cgroup programs: attached to the node's cgroup2 subtree. */
 export const CGROUP_PROGRAMS = [

@@ -157,9 +157,16 @@ export class NodeProxy {
     }
   }
 
-  /** Start listening; resolves with the bound ports. */
-  async start(opts: ListenOptions): Promise<{ outboundPort: number; inboundPort: number | undefined }> {
-    if (this.#listeners.length > 0) throw new ProxyError('NM_ERR_PROXY_ALREADY_STARTED', 'proxy already started; stop it first');
+  /**
+   * Serve only streams handed in with `acceptStream`, without listening (the destination side of the mesh tunnel:
+   * HBONE streams and same-node hand-offs arrive that way). `stop` ends it like a listening proxy.
+   */
+  serveStreams(): void {
+    if (this.#h1) throw new ProxyError('NM_ERR_PROXY_ALREADY_STARTED', 'proxy already started; stop it first');
+    this.#startServers();
+  }
+
+  #startServers(): void {
     this.#draining = false;
     const limits = this.#snapshot.limits;
     this.#h1 = createHttp1Server(limits, {
@@ -193,6 +200,12 @@ export class NodeProxy {
       },
       rapidReset: () => { this.#stats.http2.rapidResetGoaways++; this.#log.warn('HTTP/2 rapid reset: GOAWAY sent'); },
     });
+  }
+
+  /** Start listening; resolves with the bound ports. */
+  async start(opts: ListenOptions): Promise<{ outboundPort: number; inboundPort: number | undefined }> {
+    if (this.#listeners.length > 0) throw new ProxyError('NM_ERR_PROXY_ALREADY_STARTED', 'proxy already started; stop it first');
+    this.#startServers();
     const listen = async (port: number): Promise<number> => {
       const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.#onConnection(socket));
       await new Promise<void>((resolve, reject) => {

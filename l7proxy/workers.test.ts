@@ -13,6 +13,8 @@ import { request, SERVICE_IP, SERVICE_PORT, simpleConfig, startEcho } from './te
 import { ProxyWorkerPool, WorkerPoolError, computeLaggards, computeRestartDelayMs, computeStatsSum, type WorkerPoolEvent, type WorkerPoolOptions } from './workers.ts';
 
 const FIXED = { kind: 'fixed' as const, ip: SERVICE_IP, port: SERVICE_PORT };
+// Node fixes the cluster scheduling per process: the default runs here; NODEMESH_TEST_SCHEDULING=kernel runs the rest.
+const SCHEDULING = process.env.NODEMESH_TEST_SCHEDULING === 'kernel' ? 'kernel' as const : 'round-robin' as const;
 
 test('computeRestartDelayMs: doubles from min, caps at max, resets after a stable run', () => {
   const o = { minMs: 100, maxMs: 1000, stableMs: 10_000 };
@@ -49,7 +51,7 @@ async function startPool(opts: Partial<WorkerPoolOptions> & Pick<WorkerPoolOptio
   const events: WorkerPoolEvent[] = [];
   const listeners = new Set<(e: WorkerPoolEvent) => void>();
   const pool = new ProxyWorkerPool({
-    workers: 2, originalDst: FIXED, restartMinMs: 100, heartbeatMs: 200, heartbeatTimeoutMs: 1500, applyTimeoutMs: 5000,
+    workers: 2, originalDst: FIXED, restartMinMs: 100, heartbeatMs: 200, heartbeatTimeoutMs: 1500, applyTimeoutMs: 5000, scheduling: SCHEDULING,
     onEvent: (e) => { events.push(e); for (const l of listeners) l(e); },
     ...opts,
   });
@@ -93,6 +95,7 @@ test('two workers share one port and serve; stats are summed over workers', asyn
     assert.equal(stats.workers.length, 2);
     assert.equal(stats.total?.requests.total, 40);
     assert.equal(stats.total?.connections.accepted, 40);
+    if (SCHEDULING === 'round-robin') assert.ok(stats.workers.every((w) => w.stats.connections.accepted >= 10), `round-robin spreads connections: ${stats.workers.map((w) => w.stats.connections.accepted).join('/')}`);
   } finally { await pool.stop({ drain: false }); await echo.close(); }
 });
 
@@ -189,7 +192,7 @@ test('a worker that cannot start fails start() with the cause, and no worker is 
   const blocker = net.createServer();
   await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
   const taken = (blocker.address() as net.AddressInfo).port;
-  const pool = new ProxyWorkerPool({ workers: 2, originalDst: FIXED });
+  const pool = new ProxyWorkerPool({ workers: 2, originalDst: FIXED, scheduling: SCHEDULING });
   try {
     await assert.rejects(pool.start({ outboundPort: taken, host: '127.0.0.1' }), (err: unknown) => err instanceof WorkerPoolError && err.code === 'NM_ERR_PROXY_WORKERS_START_FAILED' && /EADDRINUSE|another proxy/.test(err.message));
     assert.ok(pool.status().every((s) => s.pid === undefined));

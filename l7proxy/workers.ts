@@ -1,20 +1,26 @@
-/** Runs the node proxy over several worker processes that share its listening sockets (node:cluster, SCHED_NONE). */
-// Why node:cluster with SCHED_NONE rather than SO_REUSEPORT (both verified on Node 24.21, Linux):
-// - the primary (the agent) holds ONE listening socket per port and every worker accept()s on it. When a worker
-//   dies, nothing queued is lost and the others keep accepting; with SO_REUSEPORT each worker owns a socket and
-//   the connections waiting in a dead worker's accept queue are reset.
+/** Runs the node proxy over several worker processes that share its listening sockets (node:cluster). */
+// Why node:cluster rather than SO_REUSEPORT (both verified on Node 24.21, Linux):
+// - the primary holds ONE listening socket per port for all workers. When a worker dies, nothing waiting to be
+//   accepted is lost and the others keep serving; with SO_REUSEPORT each worker owns a socket and the connections
+//   queued on a dead worker's socket are reset.
 // - the datapath's fail-closed check (nm_pxy_sock) holds one listener per family: one shared socket stays valid
 //   while any worker lives; N reuseport sockets would need N registrations and a re-registration per restart.
 // - NodeProxy.start() listens by port; in a cluster worker that listen() is served by the primary's handle, so
 //   proxy.ts needs no change. (In a cluster worker `reusePort: true` bypasses the primary: each worker binds
 //   its own socket, and port 0 gives each worker a different port.)
-// Cost: without EPOLLEXCLUSIVE every idle worker wakes for each new connection and one wins the accept; the
-// split of connections over workers is whatever the scheduler makes of that (the bench reports it).
+// Scheduling, measured with `npm run bench:l7` (2 CPUs, 64 connections opened at once): with `kernel` (SCHED_NONE,
+// every worker accept()s on the shared socket) the split over 2 workers was [35, 30], [64, 1], [44, 21]: whichever
+// worker the scheduler runs first drains the whole backlog, and a keep-alive connection stays where it landed.
+// `round-robin` (SCHED_RR: the primary accepts and hands each connection to the next worker over IPC) gave
+// [30, 35], [28, 37], [30, 35] at the same throughput, so it is the default. Its cost is the primary on every new
+// connection's path (one accept + one fd passed per connection): run the pool in a small dedicated process, not in
+// the agent's event loop, when the agent has long synchronous work (map reconciles).
 //
 // Original destination: each worker opens the datapath's pinned map itself (`{ kind: 'pinned-map', pinDir }`)
 // and looks up each accepted connection with one bpf() syscall (a few µs), instead of asking the primary over
-// IPC (a round trip through the agent's event loop per connection, ~50-100 µs, and the agent on every
-// connection's path). Source identities change only with pods, so they travel with the config, versioned.
+// IPC (a round trip through the primary's event loop per connection, ~50-100 µs, which also serializes every
+// worker's accepts on one process). Source identities change only with pods, so they travel with the config,
+// versioned, and every lookup is a local Map read.
 import cluster, { type Worker } from 'node:cluster';
 import net, { type Socket } from 'node:net';
 import os from 'node:os';
@@ -99,9 +105,9 @@ export type WorkerPoolOptions = {
   plugin?: WorkerPluginSource;
   /** Plugin data to start with. */
   pluginData?: unknown;
-  /** `kernel`: workers accept on the shared socket (default). `round-robin`: the primary accepts and hands each
-   *  connection over IPC (even split, but the primary is on every new connection's path). Process-wide in Node:
-   *  the first pool to start decides. */
+  /** `round-robin` (default): the primary accepts and hands each connection to the next worker over IPC (even
+   *  split; the primary is on every new connection's path). `kernel`: every worker accepts on the shared socket
+   *  (no hop, uneven split). Process-wide in Node: the first pool to start decides. */
   scheduling?: 'kernel' | 'round-robin';
   /** How long `applyConfig` waits for every serving worker's acknowledgement; default 10000. */
   applyTimeoutMs?: number;
@@ -123,7 +129,7 @@ export type WorkerStatus = { slot: number; pid: number | undefined; state: SlotS
 
 /** Counters of one worker and the sum over all, from `stats()`. */
 export type PoolStats = {
-  workers: { slot: number; pid: number; generation: number; configVersion: string; stats: ProxyStats }[];
+  workers: { slot: number; pid: number; generation: number; configVersion: string; stats: ProxyStats; memory: NodeJS.MemoryUsage }[];
   total: ProxyStats | undefined;
 };
 
@@ -161,7 +167,7 @@ type FromWorker =
   | { t: 'start-failed'; error: string }
   | { t: 'ack'; generation: number; error?: string }
   | { t: 'pong'; seq: number }
-  | { t: 'stats'; seq: number; generation: number; configVersion: string; stats: ProxyStats }
+  | { t: 'stats'; seq: number; generation: number; configVersion: string; stats: ProxyStats; memory: NodeJS.MemoryUsage }
   | { t: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; msg: string; fields?: Record<string, unknown> }
   | { t: 'stopped' };
 
@@ -253,7 +259,7 @@ export class ProxyWorkerPool {
     if (this.#running) throw new WorkerPoolError('NM_ERR_PROXY_WORKERS_ALREADY_STARTED', 'proxy worker pool already started; stop it first');
     const count = this.#opts.workers ?? os.availableParallelism();
     if (!Number.isInteger(count) || count < 1) throw new WorkerPoolError('NM_ERR_PROXY_WORKERS_START_FAILED', `workers: ${count} is not a positive integer`);
-    setupCluster(this.#opts.scheduling ?? 'kernel', this.#opts.execArgv ?? []);
+    setupCluster(this.#opts.scheduling ?? 'round-robin', this.#opts.execArgv ?? []);
     this.#running = true;
     this.#stopping = false;
     this.#listen = listen;
@@ -308,7 +314,7 @@ export class ProxyWorkerPool {
     return { generation, workers: this.#slots.filter((s) => s.state === 'serving').length };
   }
 
-  /** Counters of every serving worker and their sum (workers that do not answer within `timeoutMs` are left out). */
+  /** Counters and memory of every serving worker, and the counters' sum (workers silent for `timeoutMs` are left out). */
   async stats(timeoutMs = 2000): Promise<PoolStats> {
     const serving = this.#slots.filter((s) => s.state === 'serving' && s.worker);
     const answers = await Promise.all(serving.map((s) => new Promise<PoolStats['workers'][number] | undefined>((resolve) => {
@@ -316,7 +322,7 @@ export class ProxyWorkerPool {
       const timer = setTimeout(() => { this.#pendingStats.delete(seq); resolve(undefined); }, timeoutMs);
       this.#pendingStats.set(seq, (m) => {
         clearTimeout(timer);
-        resolve({ slot: s.index, pid: s.worker?.process.pid ?? 0, generation: m.generation, configVersion: m.configVersion, stats: m.stats });
+        resolve({ slot: s.index, pid: s.worker?.process.pid ?? 0, generation: m.generation, configVersion: m.configVersion, stats: m.stats, memory: m.memory });
       });
       this.#send(s, { t: 'stats', seq });
     })));
@@ -669,7 +675,7 @@ async function runWorker(): Promise<void> {
         send({ t: 'pong', seq: m.seq });
         return;
       case 'stats':
-        if (proxy) send({ t: 'stats', seq: m.seq, generation, configVersion: proxy.configVersion, stats: proxy.stats });
+        if (proxy) send({ t: 'stats', seq: m.seq, generation, configVersion: proxy.configVersion, stats: proxy.stats, memory: process.memoryUsage() });
         return;
       case 'stop':
         (proxy ? proxy.stop({ drain: m.drain, timeoutMs: m.timeoutMs }) : Promise.resolve())

@@ -90,7 +90,6 @@ export class LeaderElector {
   /** Start time of the last successful acquire/renew request. */
   #lastRenewAt: number | undefined;
   #reportedHolder: string | undefined = undefined;
-  #ticking: Promise<void> | undefined;
 
   constructor(opts: LeaderElectorOptions) {
     this.identity = opts.identity;
@@ -148,7 +147,8 @@ export class LeaderElector {
     const wasLeader = this.isLeader();
     this.#state = 'stopped';
     this.#o.clock.clearTimeout(this.#timer);
-    await this.#ticking?.catch(() => {});
+    // An attempt in flight sees the stopped state after its request and does nothing more; it is not awaited
+    // because a hung request only ends at its deadline.
     if (wasLeader) {
       this.#cb.onStoppedLeading?.();
       if (opts.release ?? true) await this.#release();
@@ -159,8 +159,9 @@ export class LeaderElector {
   #schedule(ms: number): void {
     if (this.#state === 'stopped') return;
     this.#timer = this.#o.clock.setTimeout(() => {
-      this.#ticking = this.#tick().finally(() => {
-        this.#ticking = undefined;
+      this.#tick().catch((err: unknown) => {
+        this.#o.log.error('leader election step failed', { lease: this.#api.description, error: describeError(err) });
+        this.#schedule(this.#o.retryPeriodMs);
       });
     }, ms);
   }
@@ -169,7 +170,7 @@ export class LeaderElector {
     if (this.#state === 'stopped') return;
     const started = this.#o.clock.now();
     const ok = await this.#attempt(started);
-    if (this.#state === 'stopped') return;
+    if (this.#isStopped()) return;
     const now = this.#o.clock.now();
     if (this.#state === 'leader') {
       if (ok) {
@@ -193,6 +194,11 @@ export class LeaderElector {
       }
     }
     this.#reportHolder();
+  }
+
+  /** Re-reads the state after an await (stop() may have run meanwhile). */
+  #isStopped(): boolean {
+    return this.#state === 'stopped';
   }
 
   #jittered(): number {

@@ -7,8 +7,9 @@ cd "$NODEMESH_ROOT"
 
 # Debian packages the datapath, the sandbox and the tests use.
 # clang/llvm/libbpf-dev/bpftool build and inspect BPF; libbpf1 is loaded by the binding;
-# iproute2/nftables/iptables build the sandbox; curl/tcpdump/procps are used by tests and the demo.
-PACKAGES=(clang llvm clang-format libbpf-dev libbpf1 bpftool iproute2 nftables iptables curl tcpdump procps util-linux ca-certificates)
+# iproute2/nftables/iptables build the sandbox; curl/tcpdump/procps are used by tests and the demo;
+# nginx-light/haproxy/wrk are the peers and the load generator of `npm run bench:l7`.
+PACKAGES=(clang llvm clang-format libbpf-dev libbpf1 bpftool iproute2 nftables iptables curl tcpdump procps util-linux ca-certificates nginx-light haproxy wrk)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -21,7 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
     mkdir -p "$(dirname "$stamp")" && touch "$stamp"
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_log=$(mktemp)
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$apt_log" 2>&1 \
+    || { cat "$apt_log"; rm -f "$apt_log"; log "apt-get install failed"; exit 1; }
+  rm -f "$apt_log"
 fi
 command -v kubectl >/dev/null || log "warning: kubectl is not on PATH; the sandbox works, but the kubectl tests and demo steps need it"
 

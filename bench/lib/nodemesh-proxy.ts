@@ -20,9 +20,9 @@ export function planBenchConfig(upstreamPort: number): ProxyConfig {
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({ options: { port: { type: 'string' }, upstream: { type: 'string' }, workers: { type: 'string', default: '1' }, control: { type: 'string' } } });
+  const { values } = parseArgs({ options: { port: { type: 'string' }, upstream: { type: 'string' }, workers: { type: 'string', default: '1' }, control: { type: 'string' }, scheduling: { type: 'string', default: 'round-robin' } } });
   if (!values.port || !values.upstream || !values.control) {
-    console.error('usage: node bench/lib/nodemesh-proxy.ts --port P --upstream U --control C [--workers N]');
+    console.error('usage: node bench/lib/nodemesh-proxy.ts --port P --upstream U --control C [--workers N] [--scheduling kernel|round-robin]');
     process.exit(2);
   }
   const logger = {
@@ -31,12 +31,12 @@ if (import.meta.main) {
     warn: (m: string, f?: Record<string, unknown>) => console.error('warn', m, JSON.stringify(f ?? {})),
     error: (m: string, f?: Record<string, unknown>) => console.error('error', m, JSON.stringify(f ?? {})),
   };
-  const pool = new ProxyWorkerPool({ workers: Number(values.workers), originalDst: { kind: 'fixed', ...SERVICE }, config: planBenchConfig(Number(values.upstream)), logger });
+  const pool = new ProxyWorkerPool({ workers: Number(values.workers), originalDst: { kind: 'fixed', ...SERVICE }, config: planBenchConfig(Number(values.upstream)), logger, scheduling: values.scheduling === 'round-robin' ? 'round-robin' : 'kernel' });
   const ports = await pool.start({ outboundPort: Number(values.port), host: '127.0.0.1' });
   const control = http.createServer((req, res) => {
     pool.stats().then((s) => {
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ workers: s.workers.map((w) => ({ slot: w.slot, pid: w.pid, accepted: w.stats.connections.accepted, requests: w.stats.requests.total, byCode: w.stats.requests.byCode })), status: pool.status() }));
+      res.end(JSON.stringify({ workers: s.workers.map((w) => ({ slot: w.slot, pid: w.pid, accepted: w.stats.connections.accepted, requests: w.stats.requests.total, byCode: w.stats.requests.byCode, rssMb: Math.round(w.memory.rss / 2 ** 20), heapUsedMb: Math.round(w.memory.heapUsed / 2 ** 20), heapTotalMb: Math.round(w.memory.heapTotal / 2 ** 20) })), status: pool.status() }));
     }, (err: unknown) => { res.writeHead(500); res.end(String(err)); });
   });
   await new Promise<void>((r) => control.listen(Number(values.control), '127.0.0.1', r));

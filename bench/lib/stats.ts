@@ -25,7 +25,8 @@ export function computeShuffled<T>(items: readonly T[], rand: () => number): T[]
 /** The p-th percentile (0..100) of ascending-sorted values, nearest-rank; NaN for none. */
 export function computePercentile(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return NaN;
-  const rank = Math.ceil((p / 100) * sorted.length);
+  // The epsilon keeps 99.9 % of 1000 at rank 999 (0.999 * 1000 is 999.0000000000001 in floating point).
+  const rank = Math.ceil((p / 100) * sorted.length - 1e-9);
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
 }
 

@@ -26,9 +26,9 @@ export function writeWrkScript(dir: string): string {
   return file;
 }
 
-/** `wrk -t1 -c<connections> -d<seconds>` against `url`, pinned to `cpus`. */
+/** `wrk -t1 -c<connections> -d<seconds>` against `url`, pinned to `cpus` (wrk takes whole seconds: rounded, at least 1). */
 export async function runWrk(url: string, opts: { connections: number; seconds: number; cpus?: string; script: string }): Promise<WrkResult> {
-  const out = await runCommand('wrk', ['-t1', `-c${opts.connections}`, `-d${opts.seconds}s`, '--timeout', '5s', '-s', opts.script, url], { ...(opts.cpus ? { cpus: opts.cpus } : {}), timeoutMs: (opts.seconds + 15) * 1000 });
+  const out = await runCommand('wrk', ['-t1', `-c${opts.connections}`, `-d${Math.max(1, Math.round(opts.seconds))}s`, '--timeout', '5s', '-s', opts.script, url], { ...(opts.cpus ? { cpus: opts.cpus } : {}), timeoutMs: (opts.seconds + 15) * 1000 });
   const line = out.split('\n').find((l) => l.startsWith('{'));
   if (!line) throw new Error(`wrk printed no JSON summary for ${url}: ${out.slice(0, 300)}`);
   const j = JSON.parse(line) as { requests: number; duration_us: number; errors: WrkResult['errors']; lat: WrkResult['latencyUs'] };

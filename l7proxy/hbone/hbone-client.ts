@@ -5,13 +5,15 @@
 // handshake per node, not per request. A rotated certificate opens a new connection; the old one drains.
 import { createHash } from 'node:crypto';
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
-import net from 'node:net';
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { PeerRejectedError, tlsOptionsFor, type MeshTlsIdentity } from '../identity/mesh-tls.ts';
 import type { TrustBundle } from '../identity/trust-bundle.ts';
 import type { VerifyCounters } from '../identity/verify-reasons.ts';
 import { silentLogger, type ProxyLogger } from '../stats.ts';
 import { HboneError } from './errors.ts';
+import { adaptTunnelStream } from './stream-adapter.ts';
 import { formatAuthority, HBONE_PORT, type HboneTarget } from './hbone-server.ts';
 
 /** A workload certificate the connector presents, with the SPIFFE ID it carries. */
@@ -68,7 +70,7 @@ export class HboneConnector {
   sessionKeys(): string[] { return [...this.#entries.keys()]; }
 
   /** A byte stream to `target` through its node proxy; rejects with an HboneError saying which step failed. */
-  async open(req: HboneOpenRequest): Promise<ClientHttp2Stream> {
+  async open(req: HboneOpenRequest): Promise<Duplex> {
     if (this.#closed) throw new HboneError('NM_ERR_HBONE_CLOSED', 'HBONE connector is closed');
     const timeoutMs = req.timeoutMs ?? this.#opts.connectTimeoutMs ?? 5000;
     const deadline = Date.now() + timeoutMs;
@@ -84,7 +86,7 @@ export class HboneConnector {
     }
     entry.streams++;
     stream.once('close', () => { entry.streams--; });
-    return await new Promise<ClientHttp2Stream>((resolve, reject) => {
+    return await new Promise<Duplex>((resolve, reject) => {
       let settled = false;
       const fail = (err: Error): void => {
         if (settled) return;
@@ -111,7 +113,7 @@ export class HboneConnector {
           return;
         }
         this.stats.streams++;
-        resolve(stream);
+        resolve(adaptTunnelStream(stream));
       });
     });
   }

@@ -5,6 +5,7 @@
 // which runs the destination's policy on it; the peer identity comes only from the verified certificate.
 import http2, { type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import tls, { type TLSSocket } from 'node:tls';
 import { guardMeshServer, tlsOptionsFor, type MeshTlsIdentity } from '../identity/mesh-tls.ts';
 import type { TrustBundle } from '../identity/trust-bundle.ts';
@@ -12,6 +13,7 @@ import type { VerifiedPeer } from '../identity/verify-peer-chain.ts';
 import type { VerifyCounters } from '../identity/verify-reasons.ts';
 import { silentLogger, type ProxyLogger } from '../stats.ts';
 import { HboneError } from './errors.ts';
+import { adaptTunnelStream } from './stream-adapter.ts';
 
 /** Istio's HBONE port; we use it for the same role. */
 export const HBONE_PORT = 15008;
@@ -46,8 +48,8 @@ export type HboneServerOptions = {
    * this node, 503: not ready). Refusing here lets the source try another endpoint, as nothing reached a pod.
    */
   admit(target: HboneTarget, peer: VerifiedPeer): number;
-  /** An accepted stream; the caller owns it from now on (read, write, destroy). */
-  onStream(stream: ServerHttp2Stream, info: HboneStreamInfo): void;
+  /** An accepted stream (a plain Duplex over the CONNECT stream); the caller owns it from now on. */
+  onStream(stream: Duplex, info: HboneStreamInfo): void;
   /** Concurrent CONNECT streams per connection; default 1000. */
   maxConcurrentStreams?: number;
 };
@@ -190,7 +192,7 @@ export class HboneServer {
     if (status !== 200) { this.#answer(stream, status, `status_${status}`); return; }
     this.stats.streams++;
     stream.respond({ ':status': 200 });
-    this.#opts.onStream(stream, { target, peer: who.peer, remoteAddress: who.remoteAddress });
+    this.#opts.onStream(adaptTunnelStream(stream), { target, peer: who.peer, remoteAddress: who.remoteAddress });
   }
 
   #answer(stream: ServerHttp2Stream, status: number, reason: string): void {

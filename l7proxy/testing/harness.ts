@@ -22,7 +22,7 @@ export type EchoServer = {
  * Start an echo backend. Behaviour by request: `x-echo-status: N` answers N, `x-echo-delay: ms` waits first,
  * `x-echo-name` is echoed back as the `x-served-by` header; the body is JSON of what was received.
  */
-export async function startEcho(name = 'echo', opts: { handler?: (req: IncomingMessage, res: ServerResponse, rec: EchoRecord) => boolean } = {}): Promise<EchoServer> {
+export async function startEcho(name = 'echo', opts: { handler?: (req: IncomingMessage, res: ServerResponse, rec: EchoRecord) => boolean; host?: string } = {}): Promise<EchoServer> {
   const chunks: Buffer[] = [];
   const requests: EchoRecord[] = [];
   const connections: number[] = [];
@@ -58,7 +58,7 @@ export async function startEcho(name = 'echo', opts: { handler?: (req: IncomingM
     // Added after the hand-off so Node un-consumes the handle and both the parser and this tap see every byte.
     socket.on('data', (d: Buffer) => chunks.push(d));
   });
-  await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+  await new Promise<void>((r) => tcp.listen(0, opts.host ?? '127.0.0.1', r));
   port = (tcp.address() as net.AddressInfo).port;
   return {
     port, requests, connections,

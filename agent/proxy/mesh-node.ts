@@ -1,0 +1,253 @@
+/**
+ * The mesh side of the agent (issue 5), as one module main.ts starts and stops:
+ *   NodeStateWatch (this node's shards) + the L4 watches' cache (Services, EndpointSlices, Nodes)
+ *     → planProxy (pure) → ProxySupervisor.apply (outbound + inbound config, endpoint transports, certificates)
+ *                        → SyncLoop.setMeshPorts (connect4 sends those service ports and their pods to the proxy)
+ *                        → PodIngressGuard (STRICT pod ports: only the node proxy may connect, in the kernel)
+ *                        → CertManager.setIdentities (one SVID per service account of this node's pods)
+ * The datapath is told where the proxy listens with the fail-closed check on: until a proxy registers its
+ * listener, mesh flows are refused; L4 flows never notice.
+ */
+import { readFileSync } from 'node:fs';
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { getNetnsCookie, writeDatapathConfig, type MapSet } from '../../bpf/index.ts';
+import { DEFAULT_MESH_NAMESPACE } from '../../crds/index.ts';
+import { createCaClient } from '../ca-client.ts';
+import { CertManager } from '../certs/cert-manager.ts';
+import { describeError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { NodeStateWatch } from '../nodestate-watch.ts';
+import type { ClusterState } from '../plan-datapath.ts';
+import { computeNodeIps, planProxy, type MergedNodeState, type ProxyPlan } from './plan-proxy.ts';
+import { PodIngressGuard } from './pod-ingress.ts';
+import { ProxySupervisor, type ProxyStatus } from './proxy-supervisor.ts';
+import type { MeshPluginData, PemIdentity } from './worker-plugin.ts';
+
+/** Ports of the node proxy (Istio's conventions). */
+export const OUTBOUND_PORT = 15001;
+export const INBOUND_PORT = 15008;
+/** ConfigMap the operator publishes the trust bundle in (key ca.crt). */
+export const TRUST_BUNDLE_CONFIGMAP = 'nodemesh-trust-bundle';
+
+/** What the mesh side needs from the agent. */
+export interface MeshNodeOptions {
+  kc: KubeConfig;
+  nodeName: string;
+  /** The node's datapath maps (nm_dp_cfg is written here) and its pin directory. */
+  maps: MapSet;
+  pinDir: string;
+  /** Same-node socket redirection setting, kept when nm_dp_cfg is rewritten. */
+  sockmap: boolean;
+  /** The L4 watches' cache (the SyncLoop's snapshot). */
+  cluster: () => ClusterState;
+  /** Hands mesh service ports to the datapath planner (SyncLoop.setMeshPorts). */
+  setMeshPorts: (ports: ReadonlySet<string>) => void;
+  log: Logger;
+  /** Proxy worker processes; default 2. */
+  workers?: number;
+  /**
+   * The CA: signing service URL and the file holding this node's agent token (re-read per request: bound tokens
+   * expire). Default from NODEMESH_CA_URL / NODEMESH_CA_TOKEN_FILE; without them, no certificates: only same-node
+   * mesh flows work (cross-node ones are refused, never sent in plaintext).
+   */
+  ca?: { url: string; tokenFile: string };
+  /** Where the proxy's pid file lives; default /run/nodemesh. */
+  runDir?: string;
+  meshNamespace?: string;
+}
+
+/** The mesh side's health, for /statusz. */
+export interface MeshNodeStatus {
+  host: string | undefined;
+  nodeState: ReturnType<NodeStateWatch['status']>;
+  planned: string | undefined;
+  problems: string[];
+  proxy: ProxyStatus | undefined;
+  podIngress: { ports: number; problems: string[] };
+  certificates: ReturnType<CertManager['status']> | 'no CA configured';
+  trustBundle: 'none' | 'loaded';
+}
+
+/** The agent's mesh side for one node. */
+export class MeshNode {
+  readonly #o: MeshNodeOptions;
+  readonly #log: Logger;
+  readonly #watch: NodeStateWatch;
+  #certs: CertManager | undefined;
+  #proxy: ProxySupervisor | undefined;
+  #guard: PodIngressGuard | undefined;
+  #host: string | undefined;
+  #state: MergedNodeState | undefined;
+  #bundlePem: string | undefined;
+  #plan: ProxyPlan | undefined;
+  #lastPushed = '';
+  #clusterPrint = '';
+  #timer: NodeJS.Timeout | undefined;
+  #scheduled = false;
+  #running: Promise<void> = Promise.resolve();
+  #stopped = false;
+  #podIngress = { ports: 0, problems: [] as string[] };
+
+  constructor(o: MeshNodeOptions) {
+    this.#o = o;
+    this.#log = o.log;
+    this.#watch = new NodeStateWatch({ kc: o.kc, nodeName: o.nodeName, log: o.log.child('nodestate'), onState: (s) => { this.#state = s; this.#schedule(); } });
+    const url = o.ca?.url ?? process.env.NODEMESH_CA_URL;
+    const tokenFile = o.ca?.tokenFile ?? process.env.NODEMESH_CA_TOKEN_FILE;
+    this.#ca = url && tokenFile ? { url, tokenFile } : undefined;
+    if (!this.#ca) this.#log.warn('no CA configured (NODEMESH_CA_URL, NODEMESH_CA_TOKEN_FILE): no workload certificates, so mesh flows between nodes are refused (never sent in plaintext)');
+  }
+
+  readonly #ca: { url: string; tokenFile: string } | undefined;
+
+  /** The certificate manager, made once the trust domain is known (from the NodeState). */
+  #certManager(trustDomain: string): CertManager | undefined {
+    if (this.#certs || !this.#ca) return this.#certs;
+    const { url, tokenFile } = this.#ca;
+    const requestCertificate = createCaClient({
+      url,
+      nodeName: this.#o.nodeName,
+      token: () => readFileSync(tokenFile, 'utf8').trim(),
+      caPem: () => this.#bundlePem ?? '',
+    });
+    this.#certs = new CertManager({ trustDomain, requestCertificate, logger: this.#log.child('certs') });
+    this.#certs.onRotate(() => this.#schedule());
+    this.#certs.onExpire(() => this.#schedule());
+    return this.#certs;
+  }
+
+  /** Starts watching; the proxy starts once this node's address is known (from its Node object). */
+  start(): void {
+    this.#watch.start();
+    // The L4 cache has no change hook for us: a cheap fingerprint, checked often, re-plans on endpoint changes.
+    this.#timer = setInterval(() => {
+      const print = this.#fingerprint();
+      if (print !== this.#clusterPrint) { this.#clusterPrint = print; this.#schedule(); }
+    }, 250);
+    this.#timer.unref();
+    this.#pollBundle();
+  }
+
+  /** The mesh side's state. */
+  status(): MeshNodeStatus {
+    return {
+      host: this.#host,
+      nodeState: this.#watch.status(),
+      planned: this.#plan?.version,
+      problems: this.#plan?.problems.slice(0, 20) ?? [],
+      proxy: this.#proxy?.status(),
+      podIngress: this.#podIngress,
+      certificates: this.#certs?.status() ?? 'no CA configured',
+      trustBundle: this.#bundlePem ? 'loaded' : 'none',
+    };
+  }
+
+  /** Stops watching and the proxy (the datapath keeps refusing mesh flows: fail closed). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearInterval(this.#timer);
+    await this.#watch.stop();
+    await this.#running;
+    await this.#proxy?.stop();
+    await this.#certs?.stop();
+    this.#guard?.close();
+  }
+
+  #fingerprint(): string {
+    const c = this.#o.cluster();
+    const rv = (xs: readonly { metadata?: { resourceVersion?: string; name?: string } }[]): string => xs.map((x) => `${x.metadata?.name}@${x.metadata?.resourceVersion ?? ''}`).join(',');
+    return `${rv(c.services)}|${rv(c.endpointSlices)}|${rv(c.nodes)}`;
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#stopped) return;
+    this.#scheduled = true;
+    // A burst (shards, endpoint slices, rotations) makes one pass.
+    setTimeout(() => {
+      this.#scheduled = false;
+      this.#running = this.#running.then(() => this.#pass()).catch((err: unknown) => this.#log.error('mesh pass failed', { error: describeError(err) }));
+    }, 50);
+  }
+
+  async #pass(): Promise<void> {
+    if (this.#stopped || !this.#state) return;
+    const cluster = this.#o.cluster();
+    const host = computeNodeIps(cluster.nodes).get(this.#o.nodeName);
+    if (!host) { this.#log.info('waiting for this node\'s InternalIP before starting the proxy'); return; }
+    if (!this.#proxy) await this.#startProxy(host);
+    const plan = planProxy({ nodeName: this.#o.nodeName, state: this.#state, services: cluster.services, endpointSlices: cluster.endpointSlices, nodes: cluster.nodes });
+    this.#plan = plan;
+    this.#o.setMeshPorts(new Set(plan.meshPorts));
+    this.#certManager(plan.trustDomain)?.setIdentities(plan.workloadIdentities);
+    try {
+      const r = await this.#guard!.reconcile(plan.podIngress);
+      this.#podIngress = { ports: plan.podIngress.length, problems: r.problems };
+    } catch (err) {
+      this.#podIngress = { ports: plan.podIngress.length, problems: [describeError(err)] };
+      this.#log.error('STRICT pod ports not guarded', { error: describeError(err) });
+    }
+    const pluginData = this.#pluginData(plan);
+    const key = JSON.stringify([plan.outbound, plan.identities, pluginData]);
+    if (key === this.#lastPushed) return;
+    try {
+      await this.#proxy!.apply({ version: plan.version, config: plan.outbound, identities: plan.identities, pluginData });
+      this.#lastPushed = key;
+      this.#log.info('proxy config applied', { version: plan.version, services: plan.outbound.services.length, inbound: plan.inbound.services.length, certificates: Object.keys(pluginData.certs.workloads).length, problems: plan.problems.length });
+    } catch (err) {
+      this.#log.error('proxy config not applied; the proxy keeps its previous one', { error: describeError(err) });
+    }
+    for (const p of plan.problems) this.#log.warn('proxy plan problem', { problem: p });
+  }
+
+  async #startProxy(host: string): Promise<void> {
+    this.#host = host;
+    this.#guard = new PodIngressGuard({ pinDir: this.#o.pinDir, allowSrc: host, log: this.#log.child('pod-ingress') });
+    this.#proxy = new ProxySupervisor({
+      nodeName: this.#o.nodeName, host, outboundPort: OUTBOUND_PORT, inboundPort: INBOUND_PORT, workers: this.#o.workers ?? 2,
+      pinDir: this.#o.pinDir, trustDomain: this.#state?.trustDomain ?? 'cluster.local', runDir: this.#o.runDir ?? '/run/nodemesh', log: this.#log.child('proxy'),
+    });
+    await this.#proxy.start();
+    // Mesh flows now go to the proxy, and only while its listener is registered (fail closed).
+    writeDatapathConfig(this.#o.maps, { sockmap: this.#o.sockmap, hostNetnsCookie: getNetnsCookie(), proxy: { ip4: host, port: OUTBOUND_PORT }, proxyCheck: true });
+    this.#log.info('node proxy configured in the datapath', { outbound: `${host}:${OUTBOUND_PORT}`, hbone: `${host}:${INBOUND_PORT}` });
+  }
+
+  #pluginData(plan: ProxyPlan): MeshPluginData {
+    const workloads: Record<string, PemIdentity> = {};
+    for (const id of plan.workloadIdentities) {
+      const c = this.#certs?.current(id);
+      if (c) workloads[c.spiffeId] = { certChainPem: c.certChainPem, keyPem: c.keyPem };
+    }
+    // The HBONE listener presents one of this node's workload SVIDs: only node agents get certificates, and only
+    // for their own pods, so holding one proves a node of this mesh (the CA has no separate node identity).
+    const first = Object.keys(workloads).sort()[0];
+    return {
+      version: plan.version,
+      inbound: plan.inbound,
+      endpoints: plan.endpoints,
+      identities: plan.identities,
+      certs: { ...(this.#bundlePem ? { bundlePem: this.#bundlePem } : {}), ...(first ? { proxy: workloads[first] } : {}), workloads },
+    };
+  }
+
+  /** The trust bundle from the operator's ConfigMap, re-read every 5 s (rotations add roots before use). */
+  #pollBundle(): void {
+    const core = this.#o.kc.makeApiClient(CoreV1Api);
+    const read = async (): Promise<void> => {
+      try {
+        const cm = await core.readNamespacedConfigMap({ namespace: this.#o.meshNamespace ?? DEFAULT_MESH_NAMESPACE, name: TRUST_BUNDLE_CONFIGMAP });
+        const pem = cm.data?.['ca.crt'];
+        if (pem && pem !== this.#bundlePem) {
+          this.#bundlePem = pem;
+          this.#log.info('trust bundle loaded', { bytes: pem.length });
+          this.#schedule();
+        }
+      } catch (err) {
+        if (!this.#bundlePem) this.#log.debug('trust bundle not readable yet', { error: describeError(err) });
+      }
+    };
+    void read();
+    const t = setInterval(() => { if (!this.#stopped) void read(); }, 5_000);
+    t.unref();
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * Pod-side enforcement of mTLS STRICT: writes the guarded (pod address, port) pairs into nm_pod4_ingress (only the
+ * node proxy's address may connect to them) and attaches the tc guard (bpf/pod-ingress.c) on the host-side veth
+ * of every guarded pod, egress (towards the pod). The map is pinned with the node's other maps, and a tc filter
+ * outlives the agent, so enforcement holds while the agent restarts; a restarted agent re-attaches in place.
+ */
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { BpfObject, DEFAULT_OBJECT_DIR, attachTc, mapSpecs, nmPodFlags, type MapLike, type NmPod4Key, type NmPod4Policy } from '../../bpf/index.ts';
+import { describeError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { PodIngressEntry } from './plan-proxy.ts';
+
+const run = promisify(execFile);
+
+/** tc handle and priority of our filter ('NM'), so re-attaching replaces it in place and never stacks a second one. */
+export const POD_GUARD_TC = { handle: 0x4e4d, priority: 1 } as const;
+
+/** What one reconcile did. */
+export interface PodIngressResult {
+  written: number;
+  deleted: number;
+  /** Interfaces the guard was attached to (or confirmed on) this time. */
+  attached: string[];
+  problems: string[];
+}
+
+/** The desired map content: every STRICT pod port, guarded for `allowSrc`. */
+export function planPodIngress(entries: readonly PodIngressEntry[], allowSrc: string): Array<[NmPod4Key, NmPod4Policy]> {
+  const seen = new Set<string>();
+  const out: Array<[NmPod4Key, NmPod4Policy]> = [];
+  for (const e of entries) {
+    if (e.ip.includes(':')) continue; // IPv6 pods: no guard program yet (connect6 & co. come with IPv6)
+    const k = `${e.ip}:${e.port}`;
+    if (seen.has(k)) continue;
+    seen.add(k);
+    out.push([{ addr: e.ip, port: e.port }, { allow_src: allowSrc, flags: nmPodFlags.NM_POD_F_STRICT }]);
+  }
+  return out.sort((a, b) => (`${a[0].addr}:${a[0].port}` < `${b[0].addr}:${b[0].port}` ? -1 : 1));
+}
+
+/** The host-side interface of a pod address in this network namespace (its /32 route), with its ifindex. */
+export async function findPodInterface(podIp: string): Promise<{ dev: string; ifindex: number } | undefined> {
+  const { stdout } = await run('ip', ['-j', 'route', 'get', podIp]);
+  const route = (JSON.parse(stdout) as Array<{ dev?: string; gateway?: string; type?: string }>)[0];
+  // A pod of this node is reached directly on its veth; a gateway or loopback means it is not ours.
+  if (!route?.dev || route.gateway || route.dev === 'lo' || route.type === 'local') return undefined;
+  const link = (JSON.parse((await run('ip', ['-j', 'link', 'show', 'dev', route.dev])).stdout) as Array<{ ifindex?: number }>)[0];
+  return link?.ifindex ? { dev: route.dev, ifindex: link.ifindex } : undefined;
+}
+
+/** Keeps nm_pod4_ingress and the tc guards in step with the plan. */
+export class PodIngressGuard {
+  readonly #pinDir: string;
+  readonly #objectDir: string;
+  readonly #allowSrc: string;
+  readonly #log: Logger;
+  #obj: BpfObject | undefined;
+  #map: MapLike<NmPod4Key, NmPod4Policy> | undefined;
+  #progFd = -1;
+
+  constructor(o: { pinDir: string; allowSrc: string; log: Logger; objectDir?: string }) {
+    this.#pinDir = o.pinDir;
+    this.#objectDir = o.objectDir ?? DEFAULT_OBJECT_DIR;
+    this.#allowSrc = o.allowSrc;
+    this.#log = o.log;
+  }
+
+  /** Loads the guard program, reusing the pinned map (the datapath pinned it). */
+  open(): void {
+    if (this.#obj) return;
+    this.#obj = BpfObject.load(join(this.#objectDir, 'pod-ingress.bpf.o'), { mapPinDir: join(this.#pinDir, 'maps') });
+    this.#progFd = this.#obj.program('nm_pod_ingress').fd;
+    this.#map = this.#obj.map(mapSpecs.nm_pod4_ingress) as unknown as MapLike<NmPod4Key, NmPod4Policy>;
+  }
+
+  /** Writes the guarded ports (stale ones deleted) and makes sure each guarded pod's veth runs the guard. */
+  async reconcile(entries: readonly PodIngressEntry[]): Promise<PodIngressResult> {
+    this.open();
+    const map = this.#map!;
+    const desired = planPodIngress(entries, this.#allowSrc);
+    const want = new Map(desired.map(([k, v]) => [`${k.addr}:${k.port}`, [k, v] as const]));
+    const have = new Map([...map.entries()].map(([k, v]) => [`${k.addr}:${k.port}`, [k, v] as const]));
+    const problems: string[] = [];
+    const attached: string[] = [];
+    // Attach first, then list the ports: the program passes everything not listed, so the order never blocks a
+    // pod that is not guarded yet.
+    for (const ip of new Set(desired.map(([k]) => k.addr))) {
+      try {
+        const itf = await findPodInterface(ip);
+        if (!itf) { problems.push(`pod ${ip}: no host-side interface in this network namespace (not a pod of this node?); its STRICT ports are not guarded`); continue; }
+        // Same handle and priority every time: the kernel replaces our filter in place, never a second one.
+        attachTc({ name: 'nm_pod_ingress', fd: this.#progFd }, itf.ifindex, 'egress', POD_GUARD_TC.handle, POD_GUARD_TC.priority);
+        attached.push(itf.dev);
+      } catch (err) {
+        problems.push(`pod ${ip}: attaching the STRICT guard failed: ${describeError(err)}`);
+      }
+    }
+    const writes = [...want.values()].filter(([k, v]) => { const h = have.get(`${k.addr}:${k.port}`); return !h || h[1].allow_src !== v.allow_src || h[1].flags !== v.flags; });
+    if (writes.length) map.setMany(writes.map(([k, v]) => [k, v]));
+    const stale = [...have.values()].filter(([k]) => !want.has(`${k.addr}:${k.port}`)).map(([k]) => k);
+    if (stale.length) map.deleteMany(stale);
+    if (writes.length || stale.length) this.#log.info('STRICT pod ports guarded', { ports: desired.length, written: writes.length, deleted: stale.length, interfaces: attached.join(',') });
+    for (const p of problems) this.#log.warn('pod ingress guard', { problem: p });
+    return { written: writes.length, deleted: stale.length, attached, problems };
+  }
+
+  /** Releases our fds; the pinned map and the attached filters stay. */
+  close(): void {
+    this.#obj?.close();
+    this.#obj = undefined;
+    this.#map = undefined;
+  }
+}

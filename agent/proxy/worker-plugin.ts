@@ -1,0 +1,235 @@
+/**
+ * The mesh plumbing every proxy worker loads (a ProxyWorkerPool plugin): the outbound side's upstream connector
+ * (HBONE to other nodes, the same-node hand-off, plain TCP), the inbound side (HBONE listener → a stream-only
+ * NodeProxy running this node's pods' policy → plain TCP to the pod from the node proxy address), certificates,
+ * and the registration of the outbound listener in the datapath's proxy sockmap (fail closed).
+ */
+// Per endpoint, as plan-proxy decided:
+//   hbone → CONNECT <pod ip:port> over mTLS to <node ip>:15008, presenting the source workload's certificate;
+//   local → an in-process stream pair handed to the inbound side with the source's identity (no TLS, same policy);
+//   plain → TCP (not a mesh destination).
+import net from 'node:net';
+import { duplexPair, type Duplex } from 'node:stream';
+import type { ProxyConfig } from '../../l7proxy/config.ts';
+import { HboneError } from '../../l7proxy/hbone/errors.ts';
+import { HboneConnector } from '../../l7proxy/hbone/hbone-client.ts';
+import { HboneServer } from '../../l7proxy/hbone/hbone-server.ts';
+import type { MeshTlsIdentity } from '../../l7proxy/identity/mesh-tls.ts';
+import { parseTrustBundle, type TrustBundle } from '../../l7proxy/identity/trust-bundle.ts';
+import { createVerifyCounters } from '../../l7proxy/identity/verify-reasons.ts';
+import { NodeProxy, type SourceIdentity } from '../../l7proxy/proxy.ts';
+import type { ProxyLogger } from '../../l7proxy/stats.ts';
+import type { UpstreamTarget } from '../../l7proxy/upstream.ts';
+import type { ProxyWorkerPlugin } from '../../l7proxy/workers.ts';
+import type { EndpointRoute } from './plan-proxy.ts';
+
+/** Fixed settings of the plugin, given once by the proxy process. */
+export type MeshPluginInit = {
+  nodeName: string;
+  /** The node proxy's address: HBONE listens here, and connections to local pods leave from it (STRICT pods admit only it). */
+  host: string;
+  /** HBONE port (15008). */
+  inboundPort: number;
+  trustDomain: string;
+  /**
+   * SPIFFE ID every node proxy presents on its HBONE listener. Absent: any SVID of the trust domain (a node proxy
+   * presents one of its pods' SVIDs; only node agents get certificates, for their own pods, so holding one
+   * proves a node of this mesh).
+   */
+  proxySpiffeId?: string;
+  /** This node's bpffs directory: the outbound listener goes into its nm_pxy_sock. Absent → no registration (tests). */
+  pinDir?: string;
+  connectTimeoutMs?: number;
+};
+
+/** PEM material of one identity. */
+export type PemIdentity = { certChainPem: string; keyPem: string };
+
+/** What travels with every config push. */
+export type MeshPluginData = {
+  version: string;
+  inbound: ProxyConfig;
+  endpoints: Record<string, EndpointRoute>;
+  /** Local pod address → workload (also gives the SourceIdentity of a SPIFFE ID for the same-node hand-off). */
+  identities: Record<string, SourceIdentity>;
+  certs: {
+    /** Roots + intermediates (MeshCa bundle); absent → no mTLS yet (HBONE refused both ways). */
+    bundlePem?: string;
+    /** The node proxy's own certificate (HBONE listener). */
+    proxy?: PemIdentity;
+    /** Workload certificates by SPIFFE ID (presented by the outbound side). */
+    workloads: Record<string, PemIdentity>;
+  };
+};
+
+/** Counters of the plugin, for logs and tests. */
+export type MeshPluginStats = { hboneOpened: number; hboneFailed: number; local: number; plain: number; noIdentity: number };
+
+const key = (ip: string, port: number): string => (net.isIPv6(ip) ? `[${ip}]:${port}` : `${ip}:${port}`);
+
+/** Plain TCP with a connect deadline, optionally from a given local address. */
+function connectPlain(ip: string, port: number, timeoutMs: number, localAddress: string | undefined): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: ip, port, allowHalfOpen: true, ...(localAddress ? { localAddress } : {}) });
+    const timer = setTimeout(() => { s.destroy(); reject(Object.assign(new Error(`connect to ${ip}:${port} timed out after ${timeoutMs} ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' })); }, timeoutMs);
+    s.once('connect', () => { clearTimeout(timer); s.off('error', onError); resolve(s); });
+    const onError = (err: Error): void => { clearTimeout(timer); reject(err); };
+    s.once('error', onError);
+  });
+}
+
+/** The plugin, as a class so tests can drive one in-process (the worker uses `createProxyPlugin`). */
+export class MeshPlugin implements ProxyWorkerPlugin {
+  readonly #init: MeshPluginInit;
+  readonly #log: ProxyLogger;
+  readonly #inbound: NodeProxy;
+  readonly #connector: HboneConnector;
+  #data: MeshPluginData | undefined;
+  #bundle: TrustBundle | undefined;
+  #bundlePem: string | undefined;
+  #server: HboneServer | undefined;
+  #serverCert: string | undefined;
+  #bySpiffe = new Map<string, SourceIdentity>();
+  #inboundAddrs = new Set<string>();
+  #closed = false;
+  readonly counters = createVerifyCounters();
+  readonly stats: MeshPluginStats = { hboneOpened: 0, hboneFailed: 0, local: 0, plain: 0, noIdentity: 0 };
+
+  constructor(init: MeshPluginInit, logger: ProxyLogger) {
+    this.#init = init;
+    this.#log = logger;
+    // The destination side: policy of this node's pods, then plain TCP from the node proxy address.
+    this.#inbound = new NodeProxy({
+      originalDst: () => undefined,
+      identifySource: () => undefined,
+      logger,
+      connectUpstream: (t) => connectPlain(t.ip, t.port, t.timeoutMs, init.host),
+    });
+    this.#inbound.serveStreams();
+    this.#connector = new HboneConnector({
+      trustDomain: init.trustDomain,
+      bundle: () => this.#requireBundle(),
+      ...(init.proxySpiffeId ? { serverSpiffeId: init.proxySpiffeId } : {}),
+      counters: this.counters,
+      logger,
+      connectTimeoutMs: init.connectTimeoutMs ?? 5000,
+    });
+  }
+
+  /** The inbound side (tests read its stats). */
+  get inbound(): NodeProxy { return this.#inbound; }
+
+  /** Bound HBONE port once listening. */
+  get hbonePort(): number | undefined { return this.#server?.port; }
+
+  /** Opens the upstream connection of the outbound side for `t`. */
+  readonly connectUpstream = async (t: UpstreamTarget): Promise<Duplex> => {
+    const route = this.#data?.endpoints[key(t.ip, t.port)] ?? { via: 'plain' as const };
+    if (route.via === 'local') {
+      if (!this.#inboundAddrs.has(key(t.ip, t.port))) {
+        throw Object.assign(new Error(`local endpoint ${key(t.ip, t.port)} is not an inbound destination of this node`), { code: 'ECONNREFUSED' });
+      }
+      this.stats.local++;
+      const [mine, theirs] = duplexPair();
+      const source = t.identity.startsWith('anon:') ? undefined : this.#bySpiffe.get(t.identity);
+      const remoteAddress = t.identity.startsWith('anon:') ? t.identity.slice(5) : this.#init.host;
+      this.#inbound.acceptStream(theirs, { dst: { ip: t.ip, port: t.port }, source, remoteAddress });
+      return mine;
+    }
+    if (route.via === 'hbone') {
+      const spiffeId = t.identity.startsWith('anon:') ? undefined : t.identity;
+      const cert = spiffeId ? this.#data?.certs.workloads[spiffeId] : undefined;
+      if (!spiffeId || !cert) {
+        this.stats.noIdentity++;
+        throw new HboneError('NM_ERR_HBONE_NO_IDENTITY', spiffeId
+          ? `no certificate for ${spiffeId} yet (CA unreachable, or the pod just started): mTLS to ${key(t.ip, t.port)} refused rather than sent in plaintext`
+          : `source ${t.identity.slice(5)} is not a workload of this node: no identity to present to ${key(t.ip, t.port)}`);
+      }
+      try {
+        const s = await this.#connector.open({ identity: { ...cert, spiffeId }, node: { ip: route.nodeIp, port: this.#init.inboundPort }, target: { ip: t.ip, port: t.port }, timeoutMs: t.timeoutMs });
+        this.stats.hboneOpened++;
+        return s;
+      } catch (err) {
+        this.stats.hboneFailed++;
+        throw err;
+      }
+    }
+    this.stats.plain++;
+    return connectPlain(t.ip, t.port, t.timeoutMs, undefined);
+  };
+
+  /** New plan and certificates: inbound config first (so a destination is never half-known), then the rest. */
+  async update(raw: unknown): Promise<void> {
+    const data = raw as MeshPluginData;
+    if (data.certs.bundlePem && data.certs.bundlePem !== this.#bundlePem) {
+      this.#bundle = parseTrustBundle(data.certs.bundlePem);
+      this.#bundlePem = data.certs.bundlePem;
+    }
+    this.#inbound.applyConfig(data.inbound);
+    this.#inboundAddrs = new Set(data.inbound.services.flatMap((s) => s.addresses.map((a) => key(a.ip, a.port))));
+    this.#bySpiffe = new Map(Object.values(data.identities).map((id) => [id.spiffeId, id]));
+    this.#data = data;
+    this.#connector.retainIdentities(new Set(Object.keys(data.certs.workloads)));
+    await this.#ensureServer();
+  }
+
+  /** Registers the outbound listener in the datapath (fail closed) once this worker listens. */
+  async started(proxy: NodeProxy): Promise<void> {
+    if (!this.#init.pinDir) return;
+    const fd = proxy.listenerFds()[0] ?? -1;
+    if (fd < 0) throw new Error('the outbound listener has no file descriptor to register in nm_pxy_sock');
+    const bpf = await import('../../bpf/index.ts');
+    const maps = new bpf.PinnedMaps(this.#init.pinDir, ['nm_pxy_sock']);
+    try {
+      // Every worker shares one listening socket: registering it again is the same socket, so this is idempotent.
+      bpf.registerProxyListener(maps, 4, fd);
+    } finally {
+      maps.close();
+    }
+    this.#log.info('outbound listener registered in nm_pxy_sock', { pinDir: this.#init.pinDir });
+  }
+
+  async stop(): Promise<void> {
+    this.#closed = true;
+    await Promise.all([this.#server?.close(1000), this.#connector.close(1000), this.#inbound.stop({ drain: true, timeoutMs: 1000 })]);
+  }
+
+  #requireBundle(): TrustBundle {
+    if (!this.#bundle) throw new HboneError('NM_ERR_HBONE_NO_IDENTITY', 'no trust bundle yet: mTLS not possible');
+    return this.#bundle;
+  }
+
+  async #ensureServer(): Promise<void> {
+    const proxyCert = this.#data?.certs.proxy;
+    if (this.#closed || !proxyCert || !this.#bundle) return;
+    const identity: MeshTlsIdentity = proxyCert;
+    if (this.#server) {
+      if (this.#serverCert !== proxyCert.certChainPem) { this.#server.setIdentity(identity); this.#serverCert = proxyCert.certChainPem; }
+      return;
+    }
+    this.#serverCert = proxyCert.certChainPem;
+    this.#server = await HboneServer.start({
+      host: this.#init.host,
+      port: this.#init.inboundPort,
+      trustDomain: this.#init.trustDomain,
+      identity,
+      bundle: () => this.#requireBundle(),
+      counters: this.counters,
+      logger: this.#log,
+      admit: (t) => (this.#inboundAddrs.has(key(t.ip, t.port)) ? 200 : 404),
+      onStream: (stream, info) => {
+        this.#inbound.acceptStream(stream, {
+          dst: info.target,
+          source: { spiffeId: info.peer.spiffeId, namespace: info.peer.namespace, serviceAccount: info.peer.serviceAccount },
+          remoteAddress: info.remoteAddress,
+        });
+      },
+    });
+    this.#log.info('HBONE listener up', { addr: `${this.#init.host}:${this.#server.port}` });
+  }
+}
+
+/** The ProxyWorkerPool plugin factory (`plugin: { path: this file, init }`). */
+export function createProxyPlugin(init: unknown, logger: ProxyLogger): ProxyWorkerPlugin {
+  return new MeshPlugin(init as MeshPluginInit, logger);
+}
