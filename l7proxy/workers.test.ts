@@ -3,7 +3,7 @@
 // sources. Pure helpers (restart backoff, stats sum, laggards) first.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -186,6 +186,25 @@ test('originalDst from a module: the worker loads it by path with its init value
     const stats = await pool.stats();
     assert.equal(stats.total?.connections.noOriginalDst, 1);
   } finally { await pool.stop({ drain: false }); await echo.close(); await rm(dir, { recursive: true, force: true }); }
+});
+
+test('a config pushed while a worker is still starting is applied after its init, not lost', async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'nmb7-workers-'));
+  const one = await startEcho('one'); const two = await startEcho('two');
+  const mod = path.join(dir, 'slow.mjs');
+  const marker = path.join(dir, 'init-started');
+  // The worker has its init (and the old config) when this runs; it then takes 800 ms to finish starting.
+  await writeFile(mod, "import { writeFileSync } from 'node:fs';\nexport async function createOriginalDst(init) { writeFileSync(init.marker, 'x'); await new Promise((r) => setTimeout(r, 800)); return () => ({ ip: init.ip, port: init.port }); }\n");
+  const pool = new ProxyWorkerPool({ workers: 1, scheduling: SCHEDULING, config: simpleConfig([one.port]), originalDst: { kind: 'module', path: mod, init: { ip: SERVICE_IP, port: SERVICE_PORT, marker } } });
+  try {
+    const starting = pool.start({ outboundPort: 0, host: '127.0.0.1' });
+    for (let i = 0; i < 200 && !(await stat(marker).then(() => true, () => false)); i++) await new Promise((r) => setTimeout(r, 25));
+    const applying = pool.applyConfig({ ...simpleConfig([two.port]), version: 'v2' });
+    const { outboundPort } = await starting;
+    await applying;
+    assert.deepEqual((await burst(outboundPort, 5)).names, Array(5).fill('two'));
+    assert.deepEqual((await pool.stats()).workers.map((w) => w.configVersion), ['v2']);
+  } finally { await pool.stop({ drain: false }); await one.close(); await two.close(); await rm(dir, { recursive: true, force: true }); }
 });
 
 test('a worker that cannot start fails start() with the cause, and no worker is left behind', async () => {

@@ -8,8 +8,9 @@
 // - NodeProxy.start() listens by port; in a cluster worker that listen() is served by the primary's handle, so
 //   proxy.ts needs no change. (In a cluster worker `reusePort: true` bypasses the primary: each worker binds
 //   its own socket, and port 0 gives each worker a different port.)
-// Scheduling, measured with `npm run bench:l7` (2 CPUs, 64 connections opened at once): with `kernel` (SCHED_NONE,
-// every worker accept()s on the shared socket) the split over 2 workers was [35, 30], [64, 1], [44, 21]: whichever
+// Scheduling, measured with `npm run bench:l7` (2 busy CPUs, 64 connections opened at once; bench/results/
+// l7-2026-11-21T12-51-20.json): with `kernel` (SCHED_NONE, every worker accept()s on the shared socket) the split over
+// 2 workers was [35, 30], [64, 1], [44, 21] (and [4, 61] .. [62, 3] by hand): whichever
 // worker the scheduler runs first drains the whole backlog, and a keep-alive connection stays where it landed.
 // `round-robin` (SCHED_RR: the primary accepts and hands each connection to the next worker over IPC) gave
 // [30, 35], [28, 37], [30, 35] at the same throughput, so it is the default. Its cost is the primary on every new
@@ -652,7 +653,8 @@ async function runWorker(): Promise<void> {
   process.on('message', (m: ToWorker) => {
     switch (m.t) {
       case 'init':
-        onInit(m).catch((err: unknown) => {
+        // In the queue: a config pushed while the worker is still loading lands on the proxy init builds, after it.
+        queue = queue.then(() => onInit(m)).catch((err: unknown) => {
           send({ t: 'start-failed', error: describeError(err) });
           // Exit through the IPC close: the primary sees the exit and reports the start failure.
           cluster.worker?.disconnect();
@@ -660,6 +662,8 @@ async function runWorker(): Promise<void> {
         return;
       case 'config':
         queue = queue.then(async () => {
+          // No proxy: the start failed and the worker is going away; the primary stops waiting for it on its exit.
+          if (!proxy) return;
           try {
             if (m.pluginData !== undefined) await plugin?.update?.(m.pluginData);
             proxy?.applyConfig(m.config);

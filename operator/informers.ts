@@ -153,9 +153,9 @@ export class ResilientInformer<T extends KubernetesObject> {
     return this.#retryAt !== undefined;
   }
 
-  /** When the current back-off wait began with an error (ms since epoch). */
-  get lastErrorAt(): number | undefined {
-    return this.#lastErrorAt;
+  /** First error of the current unhealthy period (ms since epoch), undefined while healthy. */
+  get unhealthySince(): number | undefined {
+    return this.#unhealthySince;
   }
 
   /** For /status. */
@@ -277,6 +277,7 @@ export class InformerGroup {
   readonly #probeIntervalMs: number;
   #probeTimer: unknown;
   #lastProbeFailureAt = 0;
+  readonly #wokenAt = new Map<ResilientInformer<KubernetesObject>, number>();
   #probing = false;
   #stopped = false;
   /** Probes sent (for tests and /status: must stay one per interval during an outage). */
@@ -337,12 +338,16 @@ export class InformerGroup {
     this.probes++;
     try {
       await withTimeout(this.#kc.makeApiClient(VersionApi).getCode(), Math.max(1_000, this.#probeIntervalMs), 'probe /version');
-      // Wake only informers that failed before the API server was seen down: an informer failing for its own
-      // reason (forbidden, a broken CRD) keeps its back-off instead of being retried on every probe.
-      const woken = waiting.filter((i) => (i.lastErrorAt ?? 0) <= this.#lastProbeFailureAt);
+      // Wake informers whose failing period saw the API server down (a probe failed since they turned
+      // unhealthy), once per outage: an informer failing for its own reason (forbidden, a broken CRD) keeps its
+      // back-off instead of being retried on every probe.
+      const woken = waiting.filter((i) => this.#lastProbeFailureAt >= (i.unhealthySince ?? Infinity) && this.#lastProbeFailureAt > (this.#wokenAt.get(i) ?? 0));
       if (woken.length > 0) {
         this.#log.info('API server answers again; restarting informers now', { informers: woken.map((i) => i.name) });
-        for (const i of woken) i.wake();
+        for (const i of woken) {
+          this.#wokenAt.set(i, this.#clock.now());
+          i.wake();
+        }
       }
     } catch (err) {
       this.#lastProbeFailureAt = this.#clock.now();

@@ -183,3 +183,23 @@ test('a restarted replica with the same identity takes its lease back at once', 
 test('settings that would let two leaders overlap are refused', () => {
   assert.throws(() => new LeaderElector({ identity: 'a', api: client(new FakeLeaseStore()), leaseDurationMs: 10_000, renewDeadlineMs: 10_000 }), /leaseDuration .* > renewDeadline/);
 });
+
+test('release survives a renewal landing first (409 → re-read → release)', async () => {
+  const clock = new FakeRuntimeClock();
+  const store = new FakeLeaseStore();
+  const c = client(store);
+  const a = elector('a', c, clock, []);
+  a.start();
+  await run(clock, 3_000, [a]);
+  const update = c.update.bind(c);
+  let bumped = false;
+  c.update = async (r, rv) => {
+    if (!bumped) {
+      bumped = true;
+      store.rv++; // the in-flight renewal was stored meanwhile
+    }
+    return update(r, rv);
+  };
+  await a.stop();
+  assert.equal(store.record?.holderIdentity, '');
+});

@@ -10,7 +10,7 @@
  * take over (leaseDuration after it saw that renewal), so two replicas never both write.
  */
 import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
-import { isNotFound } from './backoff.ts';
+import { isConflict, isNotFound } from './backoff.ts';
 import { systemRuntimeClock, type RuntimeClock } from './clock.ts';
 import { describeError, silentOperatorLogger, type OperatorLogger } from './logger.ts';
 
@@ -276,18 +276,24 @@ export class LeaderElector {
   }
 
   async #release(): Promise<void> {
-    try {
-      const current = await this.#bounded(this.#api.get(), this.#o.retryPeriodMs, 'read');
-      if (!current || current.record.holderIdentity !== this.identity) return;
-      const now = this.#o.clock.now();
-      await this.#bounded(
-        this.#api.update({ holderIdentity: '', leaseDurationSeconds: 1, acquireTime: microTime(now), renewTime: microTime(now), leaseTransitions: current.record.leaseTransitions }, current.resourceVersion),
-        this.#o.retryPeriodMs,
-        'release',
-      );
-      this.#o.log.info('released the lease', { lease: this.#api.description });
-    } catch (err) {
-      this.#o.log.warn('could not release the lease; others take over after it expires', { lease: this.#api.description, error: describeError(err) });
+    // A renewal still in flight may land first and make our update conflict: re-read and try again.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const current = await this.#bounded(this.#api.get(), this.#o.retryPeriodMs, 'read');
+        if (!current || current.record.holderIdentity !== this.identity) return;
+        const now = this.#o.clock.now();
+        await this.#bounded(
+          this.#api.update({ holderIdentity: '', leaseDurationSeconds: 1, acquireTime: microTime(now), renewTime: microTime(now), leaseTransitions: current.record.leaseTransitions }, current.resourceVersion),
+          this.#o.retryPeriodMs,
+          'release',
+        );
+        this.#o.log.info('released the lease', { lease: this.#api.description });
+        return;
+      } catch (err) {
+        if (isConflict(err) && attempt < 2) continue;
+        this.#o.log.warn('could not release the lease; others take over after it expires', { lease: this.#api.description, error: describeError(err) });
+        return;
+      }
     }
   }
 }

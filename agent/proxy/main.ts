@@ -43,6 +43,7 @@ async function main(): Promise<void> {
       'pin-dir': { type: 'string' },
       'trust-domain': { type: 'string', default: 'cluster.local' },
       'proxy-spiffe-id': { type: 'string' },
+      mark: { type: 'string' },
       'fixed-dst': { type: 'string' },
       debug: { type: 'boolean', default: false },
     },
@@ -69,6 +70,7 @@ async function main(): Promise<void> {
     trustDomain: values['trust-domain']!,
     ...(values['proxy-spiffe-id'] ? { proxySpiffeId: values['proxy-spiffe-id'] } : {}),
     ...(values['pin-dir'] ? { pinDir: values['pin-dir'] } : {}),
+    ...(values.mark ? { mark: Number(values.mark) } : {}),
   };
   const workers = Number(values.workers);
   let active: ProxyWorkerPool | undefined;
@@ -79,6 +81,10 @@ async function main(): Promise<void> {
       // The listener opens with the first config already in force: nothing is accepted without policy.
       const pool = new ProxyWorkerPool({
         workers, originalDst, plugin: { path: PLUGIN_PATH, init }, logger: log.child('pool'),
+        // Every worker holds the shared listening socket, so any of them can register it in nm_pxy_sock, and it
+        // closes (fail closed) only when this process and all its workers are gone. (round-robin would keep it in
+        // this process only, out of the workers' reach.)
+        scheduling: 'kernel',
         heartbeatTimeoutMs: 5000, restartMinMs: 100, restartMaxMs: 2000,
         config: m.config, identities: m.identities, pluginData: m.pluginData,
       });

@@ -26,6 +26,8 @@ import type { MeshPluginData, PemIdentity } from './worker-plugin.ts';
 /** Ports of the node proxy (Istio's conventions). */
 export const OUTBOUND_PORT = 15001;
 export const INBOUND_PORT = 15008;
+/** SO_MARK of the proxy's own connects ('NM'): connect4 never sends a socket carrying it back to the proxy. */
+export const PROXY_MARK = 0x4e4d;
 /** ConfigMap the operator publishes the trust bundle in (key ca.crt). */
 export const TRUST_BUNDLE_CONFIGMAP = 'nodemesh-trust-bundle';
 
@@ -40,6 +42,8 @@ export interface MeshNodeOptions {
   sockmap: boolean;
   /** The L4 watches' cache (the SyncLoop's snapshot). */
   cluster: () => ClusterState;
+  /** Changes whenever the cache may have (the SyncLoop's pass count): the cache is only fingerprinted then. */
+  clusterVersion?: () => number;
   /** Hands mesh service ports to the datapath planner (SyncLoop.setMeshPorts). */
   setMeshPorts: (ports: ReadonlySet<string>) => void;
   log: Logger;
@@ -47,8 +51,8 @@ export interface MeshNodeOptions {
   workers?: number;
   /**
    * The CA: signing service URL and the file holding this node's agent token (re-read per request: bound tokens
-   * expire). Default from NODEMESH_CA_URL / NODEMESH_CA_TOKEN_FILE; without them, no certificates: only same-node
-   * mesh flows work (cross-node ones are refused, never sent in plaintext).
+   * expire). Default from NODEMESH_CA_URL / NODEMESH_CA_TOKEN_FILE (`{node}` is replaced by the node name); without
+   * them, no certificates: only same-node mesh flows work (cross-node ones are refused, never sent in plaintext).
    */
   ca?: { url: string; tokenFile: string };
   /** Where the proxy's pid file lives; default /run/nodemesh. */
@@ -82,6 +86,7 @@ export class MeshNode {
   #plan: ProxyPlan | undefined;
   #lastPushed = '';
   #clusterPrint = '';
+  #clusterVersion: number | undefined;
   #timer: NodeJS.Timeout | undefined;
   #scheduled = false;
   #running: Promise<void> = Promise.resolve();
@@ -93,7 +98,8 @@ export class MeshNode {
     this.#log = o.log;
     this.#watch = new NodeStateWatch({ kc: o.kc, nodeName: o.nodeName, log: o.log.child('nodestate'), onState: (s) => { this.#state = s; this.#schedule(); } });
     const url = o.ca?.url ?? process.env.NODEMESH_CA_URL;
-    const tokenFile = o.ca?.tokenFile ?? process.env.NODEMESH_CA_TOKEN_FILE;
+    // `{node}` in the token file name: one environment for every node's agent (the sandbox supervisor's).
+    const tokenFile = (o.ca?.tokenFile ?? process.env.NODEMESH_CA_TOKEN_FILE)?.replaceAll('{node}', o.nodeName);
     this.#ca = url && tokenFile ? { url, tokenFile } : undefined;
     if (!this.#ca) this.#log.warn('no CA configured (NODEMESH_CA_URL, NODEMESH_CA_TOKEN_FILE): no workload certificates, so mesh flows between nodes are refused (never sent in plaintext)');
   }
@@ -121,6 +127,9 @@ export class MeshNode {
     this.#watch.start();
     // The L4 cache has no change hook for us: a cheap fingerprint, checked often, re-plans on endpoint changes.
     this.#timer = setInterval(() => {
+      const v = this.#o.clusterVersion?.();
+      if (v !== undefined && v === this.#clusterVersion) return;
+      this.#clusterVersion = v;
       const print = this.#fingerprint();
       if (print !== this.#clusterPrint) { this.#clusterPrint = print; this.#schedule(); }
     }, 250);
@@ -204,11 +213,11 @@ export class MeshNode {
     this.#guard = new PodIngressGuard({ pinDir: this.#o.pinDir, allowSrc: host, log: this.#log.child('pod-ingress') });
     this.#proxy = new ProxySupervisor({
       nodeName: this.#o.nodeName, host, outboundPort: OUTBOUND_PORT, inboundPort: INBOUND_PORT, workers: this.#o.workers ?? 2,
-      pinDir: this.#o.pinDir, trustDomain: this.#state?.trustDomain ?? 'cluster.local', runDir: this.#o.runDir ?? '/run/nodemesh', log: this.#log.child('proxy'),
+      pinDir: this.#o.pinDir, mark: PROXY_MARK, trustDomain: this.#state?.trustDomain ?? 'cluster.local', runDir: this.#o.runDir ?? '/run/nodemesh', log: this.#log.child('proxy'),
     });
     await this.#proxy.start();
     // Mesh flows now go to the proxy, and only while its listener is registered (fail closed).
-    writeDatapathConfig(this.#o.maps, { sockmap: this.#o.sockmap, hostNetnsCookie: getNetnsCookie(), proxy: { ip4: host, port: OUTBOUND_PORT }, proxyCheck: true });
+    writeDatapathConfig(this.#o.maps, { sockmap: this.#o.sockmap, hostNetnsCookie: getNetnsCookie(), proxy: { ip4: host, port: OUTBOUND_PORT, mark: PROXY_MARK }, proxyCheck: true });
     this.#log.info('node proxy configured in the datapath', { outbound: `${host}:${OUTBOUND_PORT}`, hbone: `${host}:${INBOUND_PORT}` });
   }
 

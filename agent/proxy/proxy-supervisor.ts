@@ -36,6 +36,8 @@ export interface ProxySupervisorOptions {
   pinDir?: string;
   /** Tests without a datapath: every accepted connection goes to this destination. */
   fixedDst?: string;
+  /** SO_MARK of the proxy's upstream connects (the datapath's proxy_mark). */
+  mark?: number;
   trustDomain: string;
   /** Where the pid file lives (one proxy per node). */
   runDir: string;
@@ -171,6 +173,7 @@ export class ProxySupervisor {
     const args = ['--node', o.nodeName, '--host', o.host, '--outbound-port', String(o.outboundPort), '--inbound-port', String(o.inboundPort), '--workers', String(o.workers), '--trust-domain', o.trustDomain];
     if (o.pinDir) args.push('--pin-dir', o.pinDir);
     if (o.fixedDst) args.push('--fixed-dst', o.fixedDst);
+    if (o.mark) args.push('--mark', String(o.mark));
     const child = fork(o.entry ?? ENTRY, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced', execArgv: [] });
     this.#child = child;
     this.#startedAt = Date.now();

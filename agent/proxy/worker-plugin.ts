@@ -22,6 +22,7 @@ import type { ProxyLogger } from '../../l7proxy/stats.ts';
 import type { UpstreamTarget } from '../../l7proxy/upstream.ts';
 import type { ProxyWorkerPlugin } from '../../l7proxy/workers.ts';
 import type { EndpointRoute } from './plan-proxy.ts';
+import { connectMarked } from './socket-mark.ts';
 
 /** Fixed settings of the plugin, given once by the proxy process. */
 export type MeshPluginInit = {
@@ -39,6 +40,8 @@ export type MeshPluginInit = {
   proxySpiffeId?: string;
   /** This node's bpffs directory: the outbound listener goes into its nm_pxy_sock. Absent → no registration (tests). */
   pinDir?: string;
+  /** SO_MARK of the proxy's plain connects (nm_dp_cfg.proxy_mark: connect4 never redirects them); absent → none. */
+  mark?: number;
   connectTimeoutMs?: number;
 };
 
@@ -67,16 +70,6 @@ export type MeshPluginStats = { hboneOpened: number; hboneFailed: number; local:
 
 const key = (ip: string, port: number): string => (net.isIPv6(ip) ? `[${ip}]:${port}` : `${ip}:${port}`);
 
-/** Plain TCP with a connect deadline, optionally from a given local address. */
-function connectPlain(ip: string, port: number, timeoutMs: number, localAddress: string | undefined): Promise<Duplex> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: ip, port, allowHalfOpen: true, ...(localAddress ? { localAddress } : {}) });
-    const timer = setTimeout(() => { s.destroy(); reject(Object.assign(new Error(`connect to ${ip}:${port} timed out after ${timeoutMs} ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' })); }, timeoutMs);
-    s.once('connect', () => { clearTimeout(timer); s.off('error', onError); resolve(s); });
-    const onError = (err: Error): void => { clearTimeout(timer); reject(err); };
-    s.once('error', onError);
-  });
-}
 
 /** The plugin, as a class so tests can drive one in-process (the worker uses `createProxyPlugin`). */
 export class MeshPlugin implements ProxyWorkerPlugin {
@@ -103,7 +96,7 @@ export class MeshPlugin implements ProxyWorkerPlugin {
       originalDst: () => undefined,
       identifySource: () => undefined,
       logger,
-      connectUpstream: (t) => connectPlain(t.ip, t.port, t.timeoutMs, init.host),
+      connectUpstream: (t) => connectMarked(t.ip, t.port, { timeoutMs: t.timeoutMs, localAddress: init.host, ...(init.mark ? { mark: init.mark } : {}) }),
     });
     this.#inbound.serveStreams();
     this.#connector = new HboneConnector({
@@ -155,7 +148,7 @@ export class MeshPlugin implements ProxyWorkerPlugin {
       }
     }
     this.stats.plain++;
-    return connectPlain(t.ip, t.port, t.timeoutMs, undefined);
+    return connectMarked(t.ip, t.port, { timeoutMs: t.timeoutMs, ...(this.#init.mark ? { mark: this.#init.mark } : {}) });
   };
 
   /** New plan and certificates: inbound config first (so a destination is never half-known), then the rest. */
@@ -177,7 +170,7 @@ export class MeshPlugin implements ProxyWorkerPlugin {
   async started(proxy: NodeProxy): Promise<void> {
     if (!this.#init.pinDir) return;
     const fd = proxy.listenerFds()[0] ?? -1;
-    if (fd < 0) throw new Error('the outbound listener has no file descriptor to register in nm_pxy_sock');
+    if (fd < 0) throw new Error('the outbound listener has no file descriptor in this worker to register in nm_pxy_sock: run the pool with scheduling \'kernel\' (round-robin keeps the socket in the primary)');
     const bpf = await import('../../bpf/index.ts');
     const maps = new bpf.PinnedMaps(this.#init.pinDir, ['nm_pxy_sock']);
     try {

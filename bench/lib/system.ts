@@ -1,5 +1,5 @@
 /** Benchmark helpers that read the machine: versions, load, per-CPU busy time, a process tree's CPU and memory. */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -23,16 +23,11 @@ function tryRead(file: string): string | undefined {
   try { return readFileSync(file, 'utf8'); } catch { return undefined; }
 }
 
-/** First line of `cmd args` (stdout or stderr; nginx prints its version on stderr); `missing` when it fails. */
+/** First non-empty line of `cmd args`, stdout or stderr (nginx prints its version on stderr); `missing` when it cannot run. */
 export function readToolVersion(cmd: string, args: string[]): string {
-  try {
-    const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 5000 });
-    return out.split('\n')[0]!.trim();
-  } catch (err) {
-    const e = err as { stderr?: string; stdout?: string; code?: string };
-    const text = `${e.stdout ?? ''}${e.stderr ?? ''}`.split('\n')[0]!.trim();
-    return text || `missing (${e.code ?? 'error'})`;
-  }
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 });
+  if (r.error) return `missing (${(r.error as NodeJS.ErrnoException).code ?? 'error'})`;
+  return `${r.stdout ?? ''}\n${r.stderr ?? ''}`.split('\n').map((l) => l.trim()).find((l) => l.length > 0) ?? 'unknown';
 }
 
 /** Kernel, CPU, governor, Node/OpenSSL, git SHA, load average and the given tools' versions. */

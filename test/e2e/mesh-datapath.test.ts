@@ -6,7 +6,8 @@
  *     policy on the normalized path (//admin, /./admin, /x/../admin, /%61dmin → 403, never at the backend);
  *   - a meshed pod dialled directly is redirected too; an L4-only service never reaches the proxy;
  *   - plaintext to the STRICT port that bypasses the datapath is dropped by the tc guard; the proxy is let through;
- *   - kill -9 of the proxy: mesh connects refused within 1 s, L4 unaffected, serving again within 5 s.
+ *   - kill -9 of the proxy: mesh connects refused within 1 s, L4 unaffected, serving again within 5 s;
+ *   - the proxy itself runs in the governed cgroup: its marked connects are never redirected back to it.
  * Fails, never skips, when not root. Debug: nsenter --net=/var/run/netns/nmt-mesh-<pid>-n sh
  */
 import assert from 'node:assert/strict';
@@ -33,6 +34,7 @@ const MESH_SVC = '10.96.88.10';
 const L4_SVC = '10.96.88.11';
 const TD = 'cluster.local';
 const REPO = join(import.meta.dirname, '../..');
+const PROXY_MARK = 0x4e4d;
 
 type Curl = { code: number; status: number; body: string; ms: number };
 
@@ -92,7 +94,7 @@ describe('mesh datapath on one node (privileged)', { timeout: 180_000 }, () => {
 
     // The datapath, attached to the client's cgroup; mesh flows go to the node proxy, refused unless it listens.
     dp = Datapath.open({ pinDir, cgroupPath: cgroup });
-    writeDatapathConfig(dp, { proxy: { ip4: NODE_IP, port: 15001 }, proxyCheck: true });
+    writeDatapathConfig(dp, { proxy: { ip4: NODE_IP, port: 15001, mark: PROXY_MARK }, proxyCheck: true });
     writeServicesBulk(dp, [
       planServiceEntries({ id: 1, proto: 'TCP', l7: true, frontends: [{ addr: MESH_SVC, port: 80, kind: 'ClusterIP' }], backends: [{ id: 11, addr: SERVER_IP, port: 8080, ready: true }] }),
       // The meshed pod dialled directly: its own address is a mesh frontend.
@@ -106,7 +108,7 @@ describe('mesh datapath on one node (privileged)', { timeout: 180_000 }, () => {
       policies: [{ name: 'shop/deny-admin', action: 'DENY' as const, rules: [{ requiresHttp: true, to: [{ paths: [{ prefix: '/admin' }] }] }] }],
     };
     const spec: MeshHostSpec = {
-      nodeName: 'node-t', host: NODE_IP, outboundPort: 15001, inboundPort: 15008, pinDir, runDir: work,
+      nodeName: 'node-t', host: NODE_IP, outboundPort: 15001, inboundPort: 15008, pinDir, runDir: work, mark: PROXY_MARK,
       state: {
         nodeName: 'node-t', trustDomain: TD, version: 'v1',
         workloads: [
@@ -120,7 +122,9 @@ describe('mesh datapath on one node (privileged)', { timeout: 180_000 }, () => {
       nodes: [{ metadata: { name: 'node-t' }, status: { addresses: [{ type: 'InternalIP', address: NODE_IP }] } }],
     };
     writeFileSync(join(work, 'spec.json'), JSON.stringify(spec));
-    host = spawn('nsenter', [`--net=/var/run/netns/${NODE_NS}`, '--', process.execPath, join(REPO, 'test/e2e/helpers/mesh-proxy-host.ts'), join(work, 'spec.json')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // The proxy runs inside the governed cgroup, as on a real node: its own connects to the meshed pod (a mesh
+    // frontend) carry the proxy mark, or connect4 would send them straight back to it.
+    host = spawn('sh', ['-c', `echo $$ > ${cgroup}/cgroup.procs && exec nsenter --net=/var/run/netns/${NODE_NS} -- '${process.execPath}' '${join(REPO, 'test/e2e/helpers/mesh-proxy-host.ts')}' '${join(work, 'spec.json')}'`], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(host);
     host.stdout?.on('data', (d: Buffer) => { hostOut += d.toString(); });
     const ready = JSON.parse(await waitForLine(host, (l) => l.includes('"ready":true'), 30_000)) as { pidFile: string; problems: string[]; guarded: { attached: string[]; problems: string[] } };

@@ -20,13 +20,16 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { resolveSandboxConfig, sandboxPaths } from '../../sandbox/config.ts';
 import type { SupervisorReport } from '../../sandbox/supervisor-main.ts';
+import { SANDBOX_CA_URL, startOperator, writeAgentTokens } from './helpers/mesh-control-plane.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const NODEMESH = join(ROOT, 'bin/nodemesh');
 const INSTANCE = 'mesh';
-const ENV = { ...process.env, NODEMESH_SANDBOX_INSTANCE: INSTANCE };
-const cfg = resolveSandboxConfig(ENV);
+const cfg = resolveSandboxConfig({ NODEMESH_SANDBOX_INSTANCE: INSTANCE });
 const paths = sandboxPaths(cfg);
+const TOKEN_PATTERN = join(cfg.stateDir, 'agent-{node}.token');
+// The agents inherit the supervisor's environment: where the CA is and where their node-bound token lies.
+const ENV = { ...process.env, NODEMESH_SANDBOX_INSTANCE: INSTANCE, NODEMESH_CA_URL: SANDBOX_CA_URL, NODEMESH_CA_TOKEN_FILE: TOKEN_PATTERN };
 
 type Run = { code: number; stdout: string; stderr: string; ms: number };
 
@@ -197,6 +200,7 @@ describe('mesh in the sandbox (root)', { timeout: 900_000 }, () => {
   let plainIp = '';
   let echoV1Ip = '';
   const captures: ChildProcess[] = [];
+  let operator: ChildProcess | undefined;
 
   const rawLogs = (): string => ['v1', 'v2'].map((v) => (existsSync(join(rawDir, `echo-${v}.raw`)) ? readFileSync(join(rawDir, `echo-${v}.raw`), 'latin1') : '')).join('');
 
@@ -207,6 +211,12 @@ describe('mesh in the sandbox (root)', { timeout: 900_000 }, () => {
     await nodemesh('sandbox', 'down');
     ok(await nodemesh('sandbox', 'up', '--nodes', '2', '--pods-per-node', '0'), 'nodemesh sandbox up');
     kubeconfig = ok(await nodemesh('sandbox', 'kubeconfig'), 'sandbox kubeconfig').trim();
+    // The control plane: the sandbox's own operator daemon when it has one; else this test runs one in node-1's
+    // namespace (CA on its fabric address) and mints the agents' node-bound CA tokens.
+    if (!report().daemons.some((d) => d.name.startsWith('operator'))) {
+      await writeAgentTokens(kubeconfig, TOKEN_PATTERN, ['node-1', 'node-2']);
+      operator = startOperator(report().nodes.find((n) => n.name === 'node-1')!.netns, paths.nodeKubeconfig, '10.200.0.11:15012', join(cfg.stateDir, 'operator-e2e.log'));
+    }
     const file = join(rawDir, 'objects.yaml');
     await writeFile(file, objects(rawDir));
     ok(await kubectl('apply', '-f', file), 'kubectl apply');
@@ -225,6 +235,7 @@ describe('mesh in the sandbox (root)', { timeout: 900_000 }, () => {
 
   after(async () => {
     for (const c of captures) if (c.exitCode === null) c.kill('SIGTERM');
+    if (operator?.pid && operator.exitCode === null) process.kill(operator.pid, 'SIGTERM');
     const down = await nodemesh('sandbox', 'down');
     if (rawDir) await rm(rawDir, { recursive: true, force: true });
     assert.equal(down.code, 0, `sandbox down failed:\n${down.stderr}`);

@@ -23,6 +23,8 @@ export interface MeshHostSpec {
   services: V1Service[];
   endpointSlices: V1EndpointSlice[];
   nodes: V1Node[];
+  /** Proxy socket mark (the datapath's proxy_mark). */
+  mark?: number;
 }
 
 const spec = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as MeshHostSpec;
@@ -32,7 +34,7 @@ const guard = new PodIngressGuard({ pinDir: spec.pinDir, allowSrc: spec.host, lo
 const guarded = await guard.reconcile(plan.podIngress);
 const sup = new ProxySupervisor({
   nodeName: spec.nodeName, host: spec.host, outboundPort: spec.outboundPort, inboundPort: spec.inboundPort, workers: 2,
-  pinDir: spec.pinDir, trustDomain: spec.state.trustDomain, runDir: spec.runDir, log,
+  pinDir: spec.pinDir, trustDomain: spec.state.trustDomain, runDir: spec.runDir, log, ...(spec.mark ? { mark: spec.mark } : {}),
 });
 await sup.start();
 await sup.apply({
