@@ -51,6 +51,11 @@ function firstConnect(t: BenchTopology, tool: string, vip: string): { started: P
   return { started, done };
 }
 
+function within<T>(p: Promise<T>, ms: number, why: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(why())), ms)))]).finally(() => clearTimeout(timer));
+}
+
 async function pool<T>(items: readonly T[], width: number, fn: (x: T) => Promise<unknown>): Promise<void> {
   let next = 0;
   await Promise.all(Array.from({ length: width }, async () => {
@@ -60,7 +65,7 @@ async function pool<T>(items: readonly T[], width: number, fn: (x: T) => Promise
 
 /** Runs the end-to-end measurement for each N (ascending; services accumulate). */
 export async function measureEndToEnd(opts: { t: BenchTopology; maps: MapSet; tool: string; ns: readonly number[]; samples: number; vip: (i: number) => string; log: (line: string) => void }): Promise<EndToEnd[]> {
-  const api = await startApiServer({ host: '127.0.0.1', port: 0, tls: false, serviceCIDR: '10.96.0.0/12', watchHistoryWindow: 100_000 });
+  const api = await startApiServer({ host: '127.0.0.1', port: 0, serviceCIDR: '10.96.0.0/12', watchHistoryWindow: 100_000 });
   const kc = new KubeConfig();
   kc.loadFromString(api.kubeconfig());
   const core = kc.makeApiClient(CoreV1Api);
@@ -73,7 +78,7 @@ export async function measureEndToEnd(opts: { t: BenchTopology; maps: MapSet; to
   try {
     await core.createNamespace({ body: { metadata: { name: 'bench' } } }).catch(() => undefined);
     watch.start();
-    await loop.whenReady();
+    await within(loop.whenReady(), 60_000, () => `the agent's watches never listed (still waiting for ${watch.unsynced().join(', ')})`);
     let created = 0;
     let extra = 200_000;
     for (const n of opts.ns) {
@@ -86,7 +91,7 @@ export async function measureEndToEnd(opts: { t: BenchTopology; maps: MapSet; to
       });
       created = n;
       await new Promise((r) => setTimeout(r, 200));
-      await loop.idle();
+      await within(loop.idle(), 120_000, () => 'the agent did not catch up with the services created');
       opts.log(`  e2e: ${n} services in the API server (${Date.now() - t0} ms to create), agent caught up`);
       const e: EndToEnd = { n, samplesMs: [], agentMs: [] };
       for (let s = 0; s < opts.samples; s++) {

@@ -294,10 +294,12 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(`bench:l4: ${(err as Error).stack ?? String(err)}`);
-    process.exit(1);
-  },
-);
+if (import.meta.main) {
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(`bench:l4: ${(err as Error).stack ?? String(err)}`);
+      process.exit(1);
+    },
+  );
+}

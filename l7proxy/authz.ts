@@ -67,8 +67,12 @@ export type AuthzVerdict = {
   reason: string;
 };
 
+/** Shared empty audit list of the no-policy verdict (frozen: a verdict is read, never edited). */
+const NO_AUDIT: string[] = Object.freeze([]) as unknown as string[];
+
 /** Decide on `request` from `peer` under the policies that apply to the destination. */
 export function authorize(request: AuthzRequest, peer: AuthzPeer, policies: readonly AuthzPolicy[]): AuthzVerdict {
+  if (policies.length === 0) return { verdict: 'allow', audit: NO_AUDIT, reason: 'no policy applies' };
   const audit: string[] = [];
   for (const p of policies) {
     if (p.action !== 'AUDIT') continue;

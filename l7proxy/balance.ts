@@ -43,6 +43,13 @@ export type PickContext = {
  * are ignored (Envoy's panic mode: better a suspect endpoint than none). Undefined when nothing is ready.
  */
 export function pickEndpoint(endpoints: readonly EndpointState[], lb: LoadBalancerConfig | undefined, ctx: PickContext): EndpointState | undefined {
+  // The usual case (every endpoint ready, none ejected, nothing to avoid) picks from the list itself, no copies.
+  let allUsable = !ctx.avoid || ctx.avoid.size === 0;
+  for (let i = 0; allUsable && i < endpoints.length; i++) {
+    const e = endpoints[i]!;
+    if (!e.ready || e.ejectedUntilMs > ctx.nowMs) allUsable = false;
+  }
+  if (allUsable) return endpoints.length === 0 ? undefined : pickFrom(endpoints, lb, ctx);
   const ready = endpoints.filter((e) => e.ready);
   if (ready.length === 0) return undefined;
   let healthy = ready.filter((e) => e.ejectedUntilMs <= ctx.nowMs);
@@ -51,6 +58,11 @@ export function pickEndpoint(endpoints: readonly EndpointState[], lb: LoadBalanc
     const fresh = healthy.filter((e) => !ctx.avoid!.has(e.key));
     if (fresh.length > 0) healthy = fresh;
   }
+  return pickFrom(healthy, lb, ctx);
+}
+
+/** The balancer's choice among usable endpoints (non-empty). */
+function pickFrom(healthy: readonly EndpointState[], lb: LoadBalancerConfig | undefined, ctx: PickContext): EndpointState | undefined {
   const type = lb?.type ?? 'RoundRobin';
   switch (type) {
     case 'Random': return healthy[Math.floor(ctx.rand() * healthy.length)];

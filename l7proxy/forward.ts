@@ -4,19 +4,20 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
+import type { Dispatcher } from 'undici';
 import { authorize, type AuthzPeer } from './authz.ts';
 import { pickEndpoint, recordOutcome, type EndpointState } from './balance.ts';
 import type { HeaderModifierConfig } from './config.ts';
 import { ProxyError, describeError } from './errors.ts';
-import { computeProxyHeaders, computeRequestHeaders, computeResponseHeaders, OVERLOADED_HEADER, readHeader, toHeaderObject } from './headers.ts';
+import { computeProxyHeaderList, computeRequestHeaders, computeResponseHeaderList, computeResponseHeaders, OVERLOADED_HEADER, readHeader, toFlatHeaders, toHeaderObject, toHeaderPairs } from './headers.ts';
 import { checkHttp1Request, writeRawErrorAndClose } from './http1.ts';
 import { formatTarget, normalizeTarget } from './normalize.ts';
 import { computeAdmission, computeBackoff, computeFault } from './resilience.ts';
-import { applyHeaderModifier, chooseWeighted, computeRedirect, computeRewrittenPath, matchRoute, type HeaderList, type RouteCandidate } from './route.ts';
+import { applyHeaderModifier, chooseWeighted, computeRedirect, computeRewrittenPath, matchRoute, type HeaderList, type RouteCandidate, type RouteRequest } from './route.ts';
 import type { BackendState, CompiledService, ProxySnapshot } from './snapshot.ts';
 import { countResponse, type AccessLogEntry, type ProxyLogger, type ProxyStats } from './stats.ts';
 import { pipeBoth } from './tunnel.ts';
-import { sendUpstream, type UpstreamPools, type UpstreamResponse, type UpstreamUpgrade } from './upstream.ts';
+import { sendUpstream, type UpstreamBody, type UpstreamCall, type UpstreamPools, type UpstreamResponse, type UpstreamUpgrade } from './upstream.ts';
 
 /** The workload behind a source address, as the agent knows it. */
 export type SourceIdentity = { spiffeId: string; namespace: string; serviceAccount: string };
@@ -31,7 +32,14 @@ export type ConnContext = {
   source: SourceIdentity | undefined;
   /** A refused request closes its HTTP/1 connection; pipelined requests after it are dropped unanswered. */
   poisoned: boolean;
+  /** Derived once per connection on first use (the source never changes on a connection): the authorization peer. */
+  peer?: AuthzPeer | undefined;
+  /** Upstream pools this connection used, by endpoint: its identity is fixed, so endpoint + pool options decide. */
+  pools?: Map<EndpointState, CachedPool> | undefined;
 };
+
+/** A pool remembered on a connection, with the options it was made with. */
+type CachedPool = { connectTimeoutMs: number; idleTimeoutMs: number; maxConnections: number | undefined; pool: Dispatcher };
 
 /** What the request path needs from the proxy that runs it. */
 export type ForwardDeps = {
@@ -51,6 +59,10 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
 const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 const MIRROR_TIMEOUT_MS = 10_000;
+/** Methods whose empty buffered body is sent without Content-Length. */
+const NO_LENGTH_WHEN_EMPTY = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE']);
+const EMPTY_BODY: { buffered: Buffer } = { buffered: Buffer.alloc(0) };
+const UNAUTHENTICATED: AuthzPeer = Object.freeze({ authenticated: false });
 
 /** A downstream exchange, the same for HTTP/1 and HTTP/2 streams. */
 type Exchange = {
@@ -60,50 +72,92 @@ type Exchange = {
   hosts: string[];
   rawHeaders: string[];
   body: Readable;
+  /** Known from the head to carry no body: HTTP/1 without Transfer-Encoding and with no or a zero Content-Length. */
+  bodyless: boolean;
+  /** The client's Content-Length (validated before it is used), kept for a streamed body. */
+  contentLength: string | undefined;
   headersSent(): boolean;
   /** Send a complete response; `close` ends an HTTP/1 connection after it. */
   respond(status: number, headers: HeaderList, body: string | undefined, close: boolean): void;
-  /** Start relaying a response; returns the sink for its body. */
-  start(status: number, headers: HeaderList): NodeJS.WritableStream;
+  /** Start relaying a response (headers as a flat `[name, value, ...]` list); returns the sink for its body. */
+  start(status: number, headers: string[]): NodeJS.WritableStream;
   /** Abort: reset the stream or connection. */
   destroy(): void;
   onClose(cb: () => void): void;
   finished(): boolean;
 };
 
-function http1Exchange(req: IncomingMessage, res: ServerResponse, deps: ForwardDeps): Exchange {
-  const hosts: string[] = [];
-  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'host') hosts.push(req.rawHeaders[i + 1]!);
-  return {
-    protocol: 'http1', method: req.method ?? '', target: req.url ?? '', hosts, rawHeaders: req.rawHeaders, body: req,
-    headersSent: () => res.headersSent,
-    respond(status, headers, body, close) {
-      if (res.headersSent) { res.destroy(); return; }
-      const h = toHeaderObject(headers);
-      if (body !== undefined) { h['content-type'] = 'text/plain'; h['content-length'] = String(Buffer.byteLength(body)); }
-      if (close || deps.draining()) h['connection'] = 'close';
-      res.writeHead(status, h);
-      res.end(body);
-    },
-    start(status, headers) {
-      const h = toHeaderObject(headers);
-      if (deps.draining()) h['connection'] = 'close';
-      res.writeHead(status, h);
-      return res;
-    },
-    destroy: () => { res.destroy(); req.socket.destroy(); },
-    onClose: (cb) => { res.on('close', cb); },
-    finished: () => res.writableFinished,
-  };
+/** An HTTP/1 request and its response (a class: one object per request instead of a set of closures). */
+class Http1Exchange implements Exchange {
+  readonly protocol = 'http1' as const;
+  readonly method: string;
+  readonly target: string;
+  readonly hosts: string[] = [];
+  readonly rawHeaders: string[];
+  readonly body: IncomingMessage;
+  readonly bodyless: boolean;
+  readonly contentLength: string | undefined;
+  readonly #res: ServerResponse;
+  readonly #deps: ForwardDeps;
+
+  constructor(req: IncomingMessage, res: ServerResponse, deps: ForwardDeps) {
+    this.method = req.method ?? '';
+    this.target = req.url ?? '';
+    this.rawHeaders = req.rawHeaders;
+    this.body = req;
+    this.#res = res;
+    this.#deps = deps;
+    const raw = req.rawHeaders;
+    let cl: string | undefined;
+    let te = false;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!;
+      // Only names as long as Host (4), Content-Length (14) or Transfer-Encoding (17) can be one of them.
+      const len = name.length;
+      if (len === 4) { if (name.toLowerCase() === 'host') this.hosts.push(raw[i + 1]!); }
+      else if (len === 14) { if (cl === undefined && name.toLowerCase() === 'content-length') cl = raw[i + 1]!; }
+      else if (len === 17 && name.toLowerCase() === 'transfer-encoding') te = true;
+    }
+    this.contentLength = cl;
+    this.bodyless = !te && (cl === undefined || cl === '0');
+  }
+
+  headersSent(): boolean { return this.#res.headersSent; }
+
+  respond(status: number, headers: HeaderList, body: string | undefined, close: boolean): void {
+    const res = this.#res;
+    if (res.headersSent) { res.destroy(); return; }
+    const h = toHeaderObject(headers);
+    if (body !== undefined) { h['content-type'] = 'text/plain'; h['content-length'] = String(Buffer.byteLength(body)); }
+    if (close || this.#deps.draining()) h['connection'] = 'close';
+    res.writeHead(status, h);
+    res.end(body);
+  }
+
+  start(status: number, headers: string[]): NodeJS.WritableStream {
+    if (this.#deps.draining()) headers.push('connection', 'close');
+    this.#res.writeHead(status, headers);
+    return this.#res;
+  }
+
+  destroy(): void { this.#res.destroy(); this.body.socket.destroy(); }
+  onClose(cb: () => void): void { this.#res.on('close', cb); }
+  finished(): boolean { return this.#res.writableFinished; }
 }
 
 function http2Exchange(req: Http2ServerRequest, res: Http2ServerResponse): Exchange {
   const hosts: string[] = [];
   const authority = req.headers[':authority'];
   if (typeof authority === 'string') hosts.push(authority);
-  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'host') hosts.push(req.rawHeaders[i + 1]!);
+  let contentLength: string | undefined;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i]!.toLowerCase();
+    if (name === 'host') hosts.push(req.rawHeaders[i + 1]!);
+    else if (name === 'content-length' && contentLength === undefined) contentLength = req.rawHeaders[i + 1]!;
+  }
   return {
     protocol: 'http2', method: req.method, target: String(req.headers[':path'] ?? ''), hosts, rawHeaders: req.rawHeaders, body: req,
+    bodyless: false, contentLength,
     headersSent: () => res.headersSent,
     respond(status, headers, body) {
       if (res.headersSent) { res.stream.close(); return; }
@@ -112,7 +166,7 @@ function http2Exchange(req: Http2ServerRequest, res: Http2ServerResponse): Excha
       res.writeHead(status, h);
       if (body === undefined) res.end(); else res.end(body);
     },
-    start(status, headers) { res.writeHead(status, toHeaderObject(headers)); return res; },
+    start(status, headers) { res.writeHead(status, toHeaderObject(toHeaderPairs(headers))); return res; },
     destroy: () => { res.stream.close(0x2); },
     onClose: (cb) => { res.on('close', cb); },
     finished: () => res.writableFinished,
@@ -122,12 +176,12 @@ function http2Exchange(req: Http2ServerRequest, res: Http2ServerResponse): Excha
 /** Handle one HTTP/1 request (the http server's 'request' event). */
 export function handleHttp1Request(deps: ForwardDeps, ctx: ConnContext, req: IncomingMessage, res: ServerResponse): void {
   if (ctx.poisoned) { req.socket.destroy(); return; }
-  runExchange(deps, ctx, http1Exchange(req, res, deps)).catch((err) => deps.log.error('request handler failed', { err: describeError(err) }));
+  void runExchange(deps, ctx, new Http1Exchange(req, res, deps));
 }
 
 /** Handle one HTTP/2 stream (the compat 'request' event). */
 export function handleHttp2Request(deps: ForwardDeps, ctx: ConnContext, req: Http2ServerRequest, res: Http2ServerResponse): void {
-  runExchange(deps, ctx, http2Exchange(req, res)).catch((err) => deps.log.error('request handler failed', { err: describeError(err) }));
+  void runExchange(deps, ctx, http2Exchange(req, res));
 }
 
 /** The request after the synchronous steps: ready to forward, or already answered. */
@@ -171,8 +225,11 @@ function prepare(deps: ForwardDeps, ctx: ConnContext, ex: Exchange, snap: ProxyS
   const mirrors: { backend: string; percent: number }[] = [];
   let backendName = service.config.defaultBackend;
   if (service.routes.length > 0) {
-    const query = new URLSearchParams(n.value.query ?? '');
-    candidate = matchRoute(service.routes, { method, path, header: (name) => readHeader(headers, name), query });
+    // Query parameters are decoded only when a match asks for them.
+    let query: URLSearchParams | undefined;
+    const rawQuery = n.value.query;
+    const routeReq: RouteRequest = { method, path, header: (name) => readHeader(headers, name), get query() { return (query ??= new URLSearchParams(rawQuery ?? '')); } };
+    candidate = matchRoute(service.routes, routeReq);
     if (!candidate) return { status: 404, reason: 'no route matched', close: false, kind: 'route' };
     for (const f of candidate.rule.filters ?? []) {
       switch (f.type) {
@@ -194,9 +251,7 @@ function prepare(deps: ForwardDeps, ctx: ConnContext, ex: Exchange, snap: ProxyS
     backendName = chosen;
   }
   // Authorization on exactly what will be forwarded: method, rewritten normalized path, rewritten host.
-  const peer: AuthzPeer = ctx.source
-    ? { spiffeId: ctx.source.spiffeId, namespace: ctx.source.namespace, serviceAccount: ctx.source.serviceAccount, authenticated: true }
-    : { authenticated: false };
+  const peer = connPeer(ctx);
   const verdict = authorize({ method, normalizedPath: path, host, port: ctx.dstPort }, peer, service.policies);
   if (verdict.audit.length > 0) {
     deps.stats.authz.audit++;
@@ -212,64 +267,100 @@ function prepare(deps: ForwardDeps, ctx: ConnContext, ex: Exchange, snap: ProxyS
 
 function isRefusal(p: Prepared | Refusal): p is Refusal { return 'status' in p; }
 
+/** The authorization peer of a connection (its source is fixed for the connection's life). */
+function connPeer(ctx: ConnContext): AuthzPeer {
+  if (ctx.peer) return ctx.peer;
+  const s = ctx.source;
+  ctx.peer = s ? { spiffeId: s.spiffeId, namespace: s.namespace, serviceAccount: s.serviceAccount, authenticated: true } : UNAUTHENTICATED;
+  return ctx.peer;
+}
+
+/** Who upstream connections of this connection are for: its SPIFFE ID, or `anon:<address>`. */
+function upstreamIdentity(ctx: ConnContext): string {
+  return ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`;
+}
+
+/**
+ * The upstream pool of this connection's identity to `ep`, remembered on the connection so a request does not
+ * rebuild the pool key; a closed pool (pruned, proxy stopping) falls through to `UpstreamPools.get`.
+ */
+function poolFor(deps: ForwardDeps, ctx: ConnContext, ep: EndpointState, connectTimeoutMs: number, idleTimeoutMs: number, maxConnections: number | undefined): Dispatcher {
+  const cache = (ctx.pools ??= new Map());
+  const hit = cache.get(ep);
+  if (hit && hit.connectTimeoutMs === connectTimeoutMs && hit.idleTimeoutMs === idleTimeoutMs && hit.maxConnections === maxConnections && !hit.pool.closed && !hit.pool.destroyed) return hit.pool;
+  const pool = deps.pools.get(upstreamIdentity(ctx), ep.ip, ep.port, { connectTimeoutMs, idleTimeoutMs, maxConnections });
+  cache.set(ep, { connectTimeoutMs, idleTimeoutMs, maxConnections, pool });
+  return pool;
+}
+
 function countRefusal(stats: ProxyStats, r: Refusal): void {
   if (r.kind === 'malformed') stats.rejected.malformed++;
   else if (r.kind === 'tooLarge') stats.rejected.headersTooLarge++;
   else if (r.kind === 'target') stats.rejected.badTarget++;
 }
 
-async function runExchange(deps: ForwardDeps, ctx: ConnContext, ex: Exchange): Promise<void> {
-  const started = deps.now();
-  const snap = deps.snapshot();
-  const prepared = prepare(deps, ctx, ex, snap);
-  const log = (status: number, fields: Partial<AccessLogEntry>): void => {
-    countResponse(deps.stats, status);
-    deps.accessLog?.({
-      connection: ctx.id, protocol: ex.protocol, method: ex.method, target: ex.target, authority: undefined, status,
-      forwarded: false, backend: undefined, endpoint: undefined, attempts: 0, durationMs: deps.now() - started,
-      source: ctx.source?.spiffeId, reason: undefined, ...fields,
-    });
-  };
-  if (isRefusal(prepared)) {
-    countRefusal(deps.stats, prepared);
-    if (prepared.close && ex.protocol === 'http1') ctx.poisoned = true;
-    ex.respond(prepared.status, prepared.headers ?? [], prepared.body ?? (prepared.status >= 400 ? `${prepared.reason}\n` : undefined), prepared.close);
-    log(prepared.status, { reason: prepared.reason });
-    return;
-  }
-  const p = prepared;
-  const target = formatTarget(p.path, p.query);
-  const state = deps.backend(p.backendName);
-  const answer = (status: number, reason: string, headers: HeaderList = [], body = `${reason}\n`): void => {
-    ex.respond(status, headers, body, false);
-    log(status, { target, authority: p.authority, backend: p.backendName, reason });
-  };
-  if (!state) { answer(500, `backend ${p.backendName} is not configured`); return; }
-  const tp = state.config.trafficPolicy;
+/** The one place a request ends: counted, and handed to the access log when there is one. */
+function logExchange(deps: ForwardDeps, ctx: ConnContext, ex: Exchange, started: number, status: number, fields: Partial<AccessLogEntry>): void {
+  countResponse(deps.stats, status);
+  if (!deps.accessLog) return;
+  deps.accessLog({
+    connection: ctx.id, protocol: ex.protocol, method: ex.method, target: ex.target, authority: undefined, status,
+    forwarded: false, backend: undefined, endpoint: undefined, attempts: 0, durationMs: deps.now() - started,
+    source: ctx.source?.spiffeId, reason: undefined, ...fields,
+  });
+}
 
-  // Fault injection, then the local rate limit, then the circuit breaker: the cheap refusals come first.
-  const fault = computeFault(tp?.faultInjection, deps.rand(), deps.rand());
-  if (fault.delayMs > 0) { deps.stats.faults.delayed++; await sleep(fault.delayMs); }
-  if (fault.abortStatus !== undefined) { deps.stats.faults.aborted++; answer(fault.abortStatus, 'fault filter abort'); return; }
-  if (state.limiter) {
-    const t = state.limiter.take(ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`, deps.now());
-    if (!t.ok) {
-      deps.stats.rateLimited++;
-      answer(429, 'local rate limit exceeded', [['retry-after', String(Math.max(1, Math.ceil(t.retryAfterMs / 1000)))]]);
+/** Answer a prepared request from the proxy itself (fault, rate limit, overload, missing backend). */
+function answerLocally(deps: ForwardDeps, ctx: ConnContext, ex: Exchange, started: number, p: Prepared, target: string, status: number, reason: string, headers: HeaderList = []): void {
+  ex.respond(status, headers, `${reason}\n`, false);
+  logExchange(deps, ctx, ex, started, status, { target, authority: p.authority, backend: p.backendName, reason });
+}
+
+async function runExchange(deps: ForwardDeps, ctx: ConnContext, ex: Exchange): Promise<void> {
+  try {
+    const started = deps.now();
+    const snap = deps.snapshot();
+    const prepared = prepare(deps, ctx, ex, snap);
+    if (isRefusal(prepared)) {
+      countRefusal(deps.stats, prepared);
+      if (prepared.close && ex.protocol === 'http1') ctx.poisoned = true;
+      ex.respond(prepared.status, prepared.headers ?? [], prepared.body ?? (prepared.status >= 400 ? `${prepared.reason}\n` : undefined), prepared.close);
+      logExchange(deps, ctx, ex, started, prepared.status, { reason: prepared.reason });
       return;
     }
-  }
-  const overload = computeAdmission(state.inflight, tp?.circuitBreaker);
-  if (overload) {
-    deps.stats.circuitBreaker[overload]++;
-    answer(503, `upstream overloaded (${overload})`, [[OVERLOADED_HEADER, overload]]);
-    return;
-  }
-  state.inflight++;
-  try {
-    await forward(deps, ctx, ex, p, state, target, started, log);
-  } finally {
-    state.inflight--;
+    const p = prepared;
+    const target = formatTarget(p.path, p.query);
+    const state = deps.backend(p.backendName);
+    if (!state) { answerLocally(deps, ctx, ex, started, p, target, 500, `backend ${p.backendName} is not configured`); return; }
+    const tp = state.config.trafficPolicy;
+
+    // Fault injection, then the local rate limit, then the circuit breaker: the cheap refusals come first.
+    // Both draws are taken even without a fault policy, so an injected random sequence lines up the same way.
+    const fault = computeFault(tp?.faultInjection, deps.rand(), deps.rand());
+    if (fault.delayMs > 0) { deps.stats.faults.delayed++; await sleep(fault.delayMs); }
+    if (fault.abortStatus !== undefined) { deps.stats.faults.aborted++; answerLocally(deps, ctx, ex, started, p, target, fault.abortStatus, 'fault filter abort'); return; }
+    if (state.limiter) {
+      const t = state.limiter.take(upstreamIdentity(ctx), deps.now());
+      if (!t.ok) {
+        deps.stats.rateLimited++;
+        answerLocally(deps, ctx, ex, started, p, target, 429, 'local rate limit exceeded', [['retry-after', String(Math.max(1, Math.ceil(t.retryAfterMs / 1000)))]]);
+        return;
+      }
+    }
+    const overload = computeAdmission(state.inflight, tp?.circuitBreaker);
+    if (overload) {
+      deps.stats.circuitBreaker[overload]++;
+      answerLocally(deps, ctx, ex, started, p, target, 503, `upstream overloaded (${overload})`, [[OVERLOADED_HEADER, overload]]);
+      return;
+    }
+    state.inflight++;
+    try {
+      await forward(deps, ctx, ex, p, state, snap, target, started);
+    } finally {
+      state.inflight--;
+    }
+  } catch (err) {
+    deps.log.error('request handler failed', { err: describeError(err) });
   }
 }
 
@@ -311,20 +402,19 @@ type Attempt =
   | { kind: 'error'; err: ProxyError; status: number; ep: EndpointState | undefined; sent: boolean; timeout: 'backendRequest' | undefined };
 
 async function forward(
-  deps: ForwardDeps, ctx: ConnContext, ex: Exchange, p: Prepared, state: BackendState, target: string, started: number,
-  log: (status: number, fields: Partial<AccessLogEntry>) => void,
+  deps: ForwardDeps, ctx: ConnContext, ex: Exchange, p: Prepared, state: BackendState, snap: ProxySnapshot, target: string, started: number,
 ): Promise<void> {
   const rule = p.candidate?.rule;
   const tp = state.config.trafficPolicy;
-  const snap = deps.snapshot();
   const deadline = rule?.timeouts?.requestMs !== undefined ? started + rule.timeouts.requestMs : undefined;
   const perTry = rule?.timeouts?.backendRequestMs;
   const maxRetries = rule?.retry?.attempts ?? 0;
-  const retryCodes = new Set(rule?.retry?.codes ?? []);
+  const retryCodes: readonly number[] = rule?.retry?.codes ?? [];
   const backoffMs = rule?.retry?.backoffMs ?? 25;
   const idempotent = IDEMPOTENT.has(p.method);
-  const identity = ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`;
-  const poolOpts = { connectTimeoutMs: tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, idleTimeoutMs: tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, maxConnections: tp?.circuitBreaker?.maxConnections };
+  const connectTimeoutMs = tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const idleTimeoutMs = tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+  const maxConnections = tp?.circuitBreaker?.maxConnections;
   const lb = tp?.loadBalancer;
   let hashKey: string | undefined;
   if (lb?.type === 'ConsistentHash') {
@@ -332,16 +422,19 @@ async function forward(
     else if ('cookie' in lb.hashOn) hashKey = readCookie(readHeader(p.headers, 'cookie'), lb.hashOn.cookie);
     else hashKey = ctx.remoteAddress;
   }
+  const log = (status: number, fields: Partial<AccessLogEntry>): void => logExchange(deps, ctx, ex, started, status, fields);
 
   // The request deadline covers body buffering, every attempt and backoff; at it the client gets 504.
-  let current: { abort(e: Error): void } | undefined;
+  let current: UpstreamCall | undefined;
   let timedOut = false;
   let clientGone = false;
   let deadlineTimer: NodeJS.Timeout | undefined;
-  const deadlineHit = new Promise<'deadline'>((resolve) => {
-    if (deadline === undefined) return;
-    deadlineTimer = setTimeout(() => { timedOut = true; current?.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_TIMEOUT', 'request timeout')); resolve('deadline'); }, Math.max(0, deadline - deps.now()));
-  });
+  let deadlineHit: Promise<'deadline'> | undefined;
+  if (deadline !== undefined) {
+    deadlineHit = new Promise<'deadline'>((resolve) => {
+      deadlineTimer = setTimeout(() => { timedOut = true; current?.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_TIMEOUT', 'request timeout')); resolve('deadline'); }, Math.max(0, deadline - deps.now()));
+    });
+  }
   ex.onClose(() => { if (!ex.finished()) { clientGone = true; current?.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_RESET', 'client went away')); } });
   const finishTimeout = (): void => {
     deps.stats.timeouts.request++;
@@ -351,32 +444,37 @@ async function forward(
   };
 
   try {
-    const bodyP = bufferBody(ex.body, snap.limits.maxBufferedBodyBytes);
-    let body: Awaited<typeof bodyP> | 'deadline';
-    try {
-      body = await Promise.race([bodyP, deadlineHit]);
-    } catch (err) {
-      // A body that fails to parse (bad chunk framing) or a client that left: the HTTP/1 server has already
-      // answered 400 and closed; nothing was sent upstream.
-      log(400, { target, authority: p.authority, backend: p.backendName, reason: `request body: ${describeError(err)}` });
-      ex.destroy();
-      return;
-    }
-    if (body === 'deadline') { finishTimeout(); return; }
-    const replayable = 'buffered' in body;
-    const upstreamHeaders = computeProxyHeaders({ headers: p.headers, authority: p.authority, clientAddress: ctx.remoteAddress, sourceSpiffeId: ctx.source?.spiffeId, teTrailers: false });
-    if ('buffered' in body && (body.buffered.length > 0 || !['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE'].includes(p.method))) {
-      upstreamHeaders.push(['content-length', String(body.buffered.length)]);
-    } else if ('stream' in body) {
-      // A streamed body keeps the client's (validated) length; without one undici sends it chunked.
-      for (let i = 0; i < ex.rawHeaders.length; i += 2) {
-        if (ex.rawHeaders[i]!.toLowerCase() === 'content-length') { upstreamHeaders.push(['content-length', ex.rawHeaders[i + 1]!]); break; }
+    let body: { buffered: Buffer } | { stream: Readable };
+    if (ex.bodyless) {
+      // Nothing to read (no Content-Length, or 0, and no Transfer-Encoding): the stream is left to the server.
+      body = EMPTY_BODY;
+    } else {
+      const bodyP = bufferBody(ex.body, snap.limits.maxBufferedBodyBytes);
+      let got: Awaited<typeof bodyP> | 'deadline';
+      try {
+        got = deadlineHit ? await Promise.race([bodyP, deadlineHit]) : await bodyP;
+      } catch (err) {
+        // A body that fails to parse (bad chunk framing) or a client that left: the HTTP/1 server has already
+        // answered 400 and closed; nothing was sent upstream.
+        log(400, { target, authority: p.authority, backend: p.backendName, reason: `request body: ${describeError(err)}` });
+        ex.destroy();
+        return;
       }
+      if (got === 'deadline') { finishTimeout(); return; }
+      body = got;
     }
-    if ('buffered' in body) startMirrors(deps, ctx, p, target, upstreamHeaders, body.buffered);
+    const replayable = 'buffered' in body;
+    const upstreamHeaders = computeProxyHeaderList({ headers: p.headers, authority: p.authority, clientAddress: ctx.remoteAddress, sourceSpiffeId: ctx.source?.spiffeId, teTrailers: false });
+    if ('buffered' in body) {
+      if (body.buffered.length > 0 || !NO_LENGTH_WHEN_EMPTY.has(p.method)) upstreamHeaders.push('content-length', String(body.buffered.length));
+      if (p.mirrors.length > 0) startMirrors(deps, ctx, p, target, upstreamHeaders, body.buffered);
+    } else if (ex.contentLength !== undefined) {
+      // A streamed body keeps the client's (validated) length; without one undici sends it chunked.
+      upstreamHeaders.push('content-length', ex.contentLength);
+    }
     state.budget.recordRequest(deps.now());
 
-    const tried = new Set<string>();
+    let tried: Set<string> | undefined;
     let attempts = 0;
     let outcome: Attempt;
     for (;;) {
@@ -387,8 +485,8 @@ async function forward(
         outcome = { kind: 'error', err: new ProxyError('NM_ERR_PROXY_NO_ENDPOINT', `backend ${p.backendName} has no ready endpoint`), status: 503, ep: undefined, sent: false, timeout: undefined };
         break;
       }
-      tried.add(ep.key);
-      const pool = deps.pools.get(identity, ep.ip, ep.port, poolOpts);
+      if (maxRetries > 0) (tried ??= new Set()).add(ep.key);
+      const pool = poolFor(deps, ctx, ep, connectTimeoutMs, idleTimeoutMs, maxConnections);
       const call = sendUpstream(pool, {
         method: p.method, path: target, headers: upstreamHeaders,
         body: 'buffered' in body ? (body.buffered.length > 0 ? body.buffered : undefined) : body.stream,
@@ -407,7 +505,7 @@ async function forward(
         const status = perTryTimedOut ? 504 : e.code === 'NM_ERR_PROXY_UPSTREAM_CONNECT' ? 503 : e.code === 'NM_ERR_PROXY_UPSTREAM_PROTOCOL' ? 502 : 503;
         outcome = { kind: 'error', err: e, status, ep, sent: call.sent(), timeout: perTryTimedOut ? 'backendRequest' : undefined };
       } finally {
-        clearTimeout(perTryTimer);
+        if (perTryTimer !== undefined) clearTimeout(perTryTimer);
         ep.inflight--;
         current = undefined;
       }
@@ -428,16 +526,16 @@ async function forward(
       }
       if (attempts > maxRetries || !replayable) break;
       const retryable = outcome.kind === 'response'
-        ? retryCodes.has(outcome.res.statusCode)
+        ? retryCodes.includes(outcome.res.statusCode)
         : outcome.err.code === 'NM_ERR_PROXY_UPSTREAM_CONNECT' || !outcome.sent
-          || (idempotent && outcome.err.code !== 'NM_ERR_PROXY_UPSTREAM_PROTOCOL' && (outcome.timeout === undefined || retryCodes.has(504)));
+          || (idempotent && outcome.err.code !== 'NM_ERR_PROXY_UPSTREAM_PROTOCOL' && (outcome.timeout === undefined || retryCodes.includes(504)));
       if (!retryable) break;
       if (!state.budget.tryRetry(deps.now())) { deps.stats.retryBudgetExhausted++; break; }
       if (outcome.kind === 'response') outcome.res.body.destroy();
       deps.stats.retries++;
       const wait = computeBackoff(backoffMs, attempts, deps.rand());
       if (wait > 0) {
-        const r = await Promise.race([sleep(wait), deadlineHit]);
+        const r = deadlineHit ? await Promise.race([sleep(wait), deadlineHit]) : await sleep(wait);
         if (r === 'deadline') { finishTimeout(); return; }
       }
       if (clientGone) return;
@@ -450,8 +548,12 @@ async function forward(
       return;
     }
     const { res, ep } = outcome;
-    let headers = computeResponseHeaders(res.headers);
-    for (const m of p.responseModifiers) headers = applyHeaderModifier(headers, m);
+    let headers = computeResponseHeaderList(res.headers);
+    if (p.responseModifiers.length > 0) {
+      let pairs = toHeaderPairs(headers);
+      for (const m of p.responseModifiers) pairs = applyHeaderModifier(pairs, m);
+      headers = toFlatHeaders(pairs);
+    }
     let sink: NodeJS.WritableStream;
     try {
       sink = ex.start(res.statusCode, headers);
@@ -465,27 +567,48 @@ async function forward(
     }
     await relayBody(res.body, sink, deadlineHit);
     if (timedOut) { finishTimeout(); return; }
-    log(res.statusCode, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, forwarded: true });
+    if (deps.accessLog) log(res.statusCode, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, forwarded: true });
+    else countResponse(deps.stats, res.statusCode);
   } finally {
-    clearTimeout(deadlineTimer);
+    if (deadlineTimer !== undefined) clearTimeout(deadlineTimer);
   }
 }
 
-/** Pipe an upstream body to the client; resolves at its end, on error (client reset) or at the deadline. */
-function relayBody(body: Readable, sink: NodeJS.WritableStream, deadlineHit: Promise<'deadline'>): Promise<void> {
+/**
+ * Write an upstream body to the client with backpressure (a full socket pauses the upstream until it drains);
+ * resolves at its end, on an upstream error (the client connection is cut), when the client goes away (the upstream
+ * request is aborted) or at the deadline.
+ */
+function relayBody(body: UpstreamBody, sink: NodeJS.WritableStream, deadlineHit: Promise<'deadline'> | undefined): Promise<void> {
   return new Promise((resolve) => {
+    const out = sink as unknown as Duplex;
     let done = false;
-    const finish = (): void => { if (!done) { done = true; resolve(); } };
-    body.on('error', () => { (sink as unknown as Duplex).destroy?.(); finish(); });
-    body.on('end', finish);
-    (sink as unknown as Duplex).on('close', () => { body.destroy(); finish(); });
-    body.pipe(sink);
-    deadlineHit.then(() => { body.destroy(); finish(); }, () => {});
+    let draining = false;
+    const onDrain = (): void => { body.resume(); };
+    const onClose = (): void => { body.destroy(); finish(); };
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      out.off('close', onClose);
+      if (draining) out.off('drain', onDrain);
+      resolve();
+    };
+    out.on('close', onClose);
+    body.pipeTo({
+      write: (chunk) => {
+        if (out.write(chunk)) return true;
+        if (!draining) { draining = true; out.on('drain', onDrain); }
+        return false;
+      },
+      end: () => { out.end(); finish(); },
+      error: () => { out.destroy(); finish(); },
+    });
+    deadlineHit?.then(() => { body.destroy(); finish(); }, () => {});
   });
 }
 
 /** Fire-and-forget copies to mirror backends: never awaited, never allowed to touch the client's response. */
-function startMirrors(deps: ForwardDeps, ctx: ConnContext, p: Prepared, target: string, headers: HeaderList, body: Buffer): void {
+function startMirrors(deps: ForwardDeps, ctx: ConnContext, p: Prepared, target: string, headers: string[], body: Buffer): void {
   for (const m of p.mirrors) {
     if (deps.rand() * 100 >= m.percent) continue;
     const state = deps.backend(m.backend);
@@ -494,7 +617,7 @@ function startMirrors(deps: ForwardDeps, ctx: ConnContext, p: Prepared, target: 
     if (!ep) continue;
     deps.stats.mirrors++;
     const tp = state.config.trafficPolicy;
-    const pool = deps.pools.get(ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`, ep.ip, ep.port, { connectTimeoutMs: tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, idleTimeoutMs: tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, maxConnections: tp?.circuitBreaker?.maxConnections });
+    const pool = poolFor(deps, ctx, ep, tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, tp?.circuitBreaker?.maxConnections);
     const call = sendUpstream(pool, { method: p.method, path: target, headers, body: body.length > 0 ? body : undefined, idempotent: false });
     const timer = setTimeout(() => call.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_TIMEOUT', 'mirror timeout')), MIRROR_TIMEOUT_MS);
     call.result.then((r) => { if (r.kind === 'response') r.body.resume(); else r.socket.destroy(); }, () => {}).finally(() => clearTimeout(timer));
@@ -538,14 +661,14 @@ async function upgradeExchange(deps: ForwardDeps, ctx: ConnContext, req: Incomin
   const tp = state.config.trafficPolicy;
   const overload = computeAdmission(state.inflight, tp?.circuitBreaker);
   if (overload) { deps.stats.circuitBreaker[overload]++; writeRawErrorAndClose(socket, 503, `upstream overloaded (${overload})`); log(503, { reason: overload }); return; }
-  if (state.limiter && !state.limiter.take(ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`, deps.now()).ok) {
+  if (state.limiter && !state.limiter.take(upstreamIdentity(ctx), deps.now()).ok) {
     deps.stats.rateLimited++; writeRawErrorAndClose(socket, 429, 'local rate limit exceeded'); log(429, { reason: 'rate limit' }); return;
   }
   const ep = pickEndpoint(state.endpoints, tp?.loadBalancer, { cursor: state.cursor++, hashKey: undefined, rand: deps.rand, nowMs: deps.now() });
   if (!ep) { writeRawErrorAndClose(socket, 503, 'no ready endpoint'); log(503, { reason: 'no endpoint' }); return; }
   const target = formatTarget(p.path, p.query);
-  const headers = computeProxyHeaders({ headers: p.headers, authority: p.authority, clientAddress: ctx.remoteAddress, sourceSpiffeId: ctx.source?.spiffeId, teTrailers: false });
-  const pool = deps.pools.get(ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`, ep.ip, ep.port, { connectTimeoutMs: tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, idleTimeoutMs: tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, maxConnections: undefined });
+  const headers = computeProxyHeaderList({ headers: p.headers, authority: p.authority, clientAddress: ctx.remoteAddress, sourceSpiffeId: ctx.source?.spiffeId, teTrailers: false });
+  const pool = poolFor(deps, ctx, ep, tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, undefined);
   const call = sendUpstream(pool, { method: p.method, path: target, headers, body: undefined, idempotent: false, upgrade: 'websocket' });
   socket.on('close', () => call.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_RESET', 'client went away')));
   state.inflight++;
@@ -563,9 +686,7 @@ async function upgradeExchange(deps: ForwardDeps, ctx: ConnContext, req: Incomin
       const hs = computeResponseHeaders(r.headers);
       let headText = `HTTP/1.1 ${r.statusCode} ${r.statusCode === 200 ? 'OK' : 'Upgrade Declined'}\r\n`;
       for (const [k, v] of hs) if (k !== 'content-length') headText += `${k}: ${v}\r\n`;
-      const chunks: Buffer[] = [];
-      for await (const c of r.body) chunks.push(c as Buffer);
-      const b = Buffer.concat(chunks);
+      const b = await r.body.collect();
       socket.end(Buffer.concat([Buffer.from(`${headText}connection: close\r\ncontent-length: ${b.length}\r\n\r\n`, 'latin1'), b]));
       log(r.statusCode, { target, backend: p.backendName, endpoint: ep.key, forwarded: true, reason: 'upgrade declined' });
       return;

@@ -19,10 +19,11 @@ export const OVERLOADED_HEADER = 'x-nodemesh-overloaded';
 const SPIFFE_SAFE = /^spiffe:\/\/[a-z0-9.\-_]+(\/[A-Za-z0-9._\-~%]+)+$/;
 
 /** Connection tokens: the names of headers the sender marked hop-by-hop, lower-cased. */
-function connectionTokens(rawHeaders: readonly string[]): Set<string> {
-  const out = new Set<string>();
+function connectionTokens(rawHeaders: readonly string[]): Set<string> | undefined {
+  let out: Set<string> | undefined;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     if (rawHeaders[i]!.toLowerCase() !== 'connection') continue;
+    out ??= new Set<string>();
     for (const t of rawHeaders[i + 1]!.split(',')) { const v = t.trim().toLowerCase(); if (v) out.add(v); }
   }
   return out;
@@ -49,30 +50,63 @@ export function computeRequestHeaders(rawHeaders: readonly string[], underscores
       if (underscores === 'drop') continue;
     }
     if (name === 'te') { if (/(^|,)\s*trailers\s*(;|,|$)/i.test(value)) teTrailers = true; continue; }
-    if (HOP_BY_HOP.has(name) || listed.has(name) || UNTRUSTED.test(name) || RECOMPUTED.has(name)) continue;
+    if (HOP_BY_HOP.has(name) || (listed !== undefined && listed.has(name)) || UNTRUSTED.test(name) || RECOMPUTED.has(name)) continue;
     out.push([name, value]);
   }
   return { ok: true, headers: out, teTrailers };
 }
 
-/** The headers the proxy adds after cleaning: forwarding facts and, when known, the source identity. */
-export function computeProxyHeaders(input: {
+/** What the proxy adds to the cleaned request headers. */
+export type ProxyHeaderInput = {
   headers: HeaderList;
   authority: string;
   clientAddress: string | undefined;
   sourceSpiffeId: string | undefined;
   teTrailers: boolean;
-}): HeaderList {
-  const out: HeaderList = [['host', input.authority], ...input.headers];
-  if (!out.some(([k, v]) => k === 'x-request-id' && REQUEST_ID.test(v))) {
-    for (let i = out.length - 1; i >= 0; i--) if (out[i]![0] === 'x-request-id') out.splice(i, 1);
-    out.push(['x-request-id', randomUUID()]);
+};
+
+/** The headers the proxy adds after cleaning: forwarding facts and, when known, the source identity. */
+export function computeProxyHeaders(input: ProxyHeaderInput): HeaderList {
+  const flat = computeProxyHeaderList(input);
+  const out: HeaderList = [];
+  for (let i = 0; i < flat.length; i += 2) out.push([flat[i]!, flat[i + 1]!]);
+  return out;
+}
+
+let lastSafeSpiffeId = '';
+
+/** Whether a SPIFFE ID may be copied into a header (remembers the last good one: it repeats on a connection). */
+function isSafeSpiffeId(id: string): boolean {
+  if (id === lastSafeSpiffeId) return true;
+  if (!SPIFFE_SAFE.test(id)) return false;
+  lastSafeSpiffeId = id;
+  return true;
+}
+
+/**
+ * `computeProxyHeaders` as the flat `[name, value, ...]` list undici takes, built in one pass (the per-request form):
+ * Host first, the cleaned headers, then `x-request-id` (a client's well-formed one is kept), `x-forwarded-for`,
+ * `x-forwarded-proto`, the source identity and `te: trailers`.
+ */
+export function computeProxyHeaderList(input: ProxyHeaderInput): string[] {
+  const headers = input.headers;
+  let keepRequestId = false;
+  for (let i = 0; i < headers.length; i++) {
+    const h = headers[i]!;
+    if (h[0] === 'x-request-id' && REQUEST_ID.test(h[1])) { keepRequestId = true; break; }
   }
-  if (input.clientAddress) out.push(['x-forwarded-for', input.clientAddress]);
-  out.push(['x-forwarded-proto', 'http']);
+  const out: string[] = ['host', input.authority];
+  for (let i = 0; i < headers.length; i++) {
+    const h = headers[i]!;
+    if (!keepRequestId && h[0] === 'x-request-id') continue;
+    out.push(h[0], h[1]);
+  }
+  if (!keepRequestId) out.push('x-request-id', randomUUID());
+  if (input.clientAddress) out.push('x-forwarded-for', input.clientAddress);
+  out.push('x-forwarded-proto', 'http');
   // Only a structurally plain SPIFFE ID is copied, so no CR/LF or separator from a certificate reaches a header.
-  if (input.sourceSpiffeId && SPIFFE_SAFE.test(input.sourceSpiffeId)) out.push([SOURCE_IDENTITY_HEADER, input.sourceSpiffeId]);
-  if (input.teTrailers) out.push(['te', 'trailers']);
+  if (input.sourceSpiffeId && isSafeSpiffeId(input.sourceSpiffeId)) out.push(SOURCE_IDENTITY_HEADER, input.sourceSpiffeId);
+  if (input.teTrailers) out.push('te', 'trailers');
   return out;
 }
 
@@ -81,15 +115,44 @@ export function computeProxyHeaders(input: {
  * outright), as an object with arrays for repeated names.
  */
 export function computeResponseHeaders(headers: Record<string, string | string[] | undefined>): HeaderList {
-  const listed = new Set<string>();
-  const conn = headers['connection'];
-  for (const v of Array.isArray(conn) ? conn : conn ? [conn] : []) for (const t of v.split(',')) listed.add(t.trim().toLowerCase());
+  const flat = computeResponseHeaderList(headers);
   const out: HeaderList = [];
-  for (const [k, v] of Object.entries(headers)) {
-    const name = k.toLowerCase();
-    if (v === undefined || HOP_BY_HOP.has(name) || listed.has(name) || name.startsWith('proxy-') || name.startsWith(':')) continue;
-    for (const one of Array.isArray(v) ? v : [v]) out.push([name, one]);
+  for (let i = 0; i < flat.length; i += 2) out.push([flat[i]!, flat[i + 1]!]);
+  return out;
+}
+
+/** `computeResponseHeaders` as a flat `[name, value, ...]` list (what `writeHead` takes without copying). */
+export function computeResponseHeaderList(headers: Record<string, string | string[] | undefined>): string[] {
+  const conn = headers['connection'];
+  let listed: Set<string> | undefined;
+  if (conn !== undefined) {
+    listed = new Set<string>();
+    for (const v of Array.isArray(conn) ? conn : [conn]) for (const t of v.split(',')) listed.add(t.trim().toLowerCase());
   }
+  const out: string[] = [];
+  for (const k in headers) {
+    if (!Object.hasOwn(headers, k)) continue;
+    const v = headers[k];
+    if (v === undefined) continue;
+    const name = k.toLowerCase();
+    if (HOP_BY_HOP.has(name) || (listed !== undefined && listed.has(name)) || name.startsWith('proxy-') || name.startsWith(':')) continue;
+    if (typeof v === 'string') out.push(name, v);
+    else for (const one of v) out.push(name, one);
+  }
+  return out;
+}
+
+/** A flat `[name, value, ...]` list as pairs. */
+export function toHeaderPairs(flat: readonly string[]): HeaderList {
+  const out: HeaderList = [];
+  for (let i = 0; i < flat.length; i += 2) out.push([flat[i]!, flat[i + 1]!]);
+  return out;
+}
+
+/** Pairs as a flat `[name, value, ...]` list. */
+export function toFlatHeaders(list: HeaderList): string[] {
+  const out: string[] = [];
+  for (const [k, v] of list) out.push(k, v);
   return out;
 }
 

@@ -20,6 +20,9 @@ export function checkHttp1Request(req: Pick<IncomingMessage, 'httpVersionMajor' 
   if (raw.length / 2 > limits.maxHeaderCount) return new RequestRejection(431, `more than ${limits.maxHeaderCount} header fields`);
   let cl = 0; let te = 0; let host = 0;
   for (let i = 0; i < raw.length; i += 2) {
+    // Only names as long as Host (4), Content-Length (14) or Transfer-Encoding (17) need a closer look.
+    const len = raw[i]!.length;
+    if (len !== 4 && len !== 14 && len !== 17) continue;
     const name = raw[i]!.toLowerCase();
     const value = raw[i + 1]!;
     if (name === 'content-length') {

@@ -295,7 +295,7 @@ export class NodeProxy {
     }
     let source: SourceIdentity | undefined;
     try { source = identify(); } catch (err) { this.#log.warn('identifySource failed', { err: describeError(err) }); }
-    const ctx: ConnContext = { id: this.#nextId++, dstKey, dstPort: dst.port, remoteAddress, source, poisoned: false };
+    const ctx: ConnContext = { id: this.#nextId++, dstKey, dstPort: dst.port, remoteAddress, source, poisoned: false, peer: undefined, pools: undefined };
     const proto = service.config.protocol === 'tcp' ? 'tcp' : await detectProtocol(socket as Socket, this.#snapshot.limits.sniffTimeoutMs);
     if (socket.destroyed) return;
     if (proto === 'http1') {

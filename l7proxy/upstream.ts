@@ -1,12 +1,10 @@
 /** Upstream HTTP with undici: one pool per (source identity, endpoint), hostile responses refused at the head. */
 // Why per identity: a connection carries one workload's identity (its mTLS certificate once the tunnel layer sits
 // under this), so two pods must never share one, even to the same endpoint (ref. B7, confused deputy).
-import { PassThrough, type Duplex, type Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import { ProxyError } from './errors.ts';
 import { isHboneConnectError } from './hbone/errors.ts';
-import type { HeaderList } from './route.ts';
-import { toHeaderObject } from './headers.ts';
 
 /** Connection settings of a pool; a change of these makes a new pool. */
 export type PoolOptions = { connectTimeoutMs: number; idleTimeoutMs: number; maxConnections: number | undefined };
@@ -15,7 +13,8 @@ export type PoolOptions = { connectTimeoutMs: number; idleTimeoutMs: number; max
 export type UpstreamRequest = {
   method: string;
   path: string;
-  headers: HeaderList;
+  /** Flat `[name, value, name, value, ...]`, lower-case names (see `computeProxyHeaderList`). */
+  headers: string[];
   /** Buffered body, a stream to pipe, or nothing. */
   body: Buffer | Readable | undefined;
   /** Only then may undici replay it on a fresh connection. */
@@ -29,7 +28,7 @@ export type UpstreamResponse = {
   kind: 'response';
   statusCode: number;
   headers: Record<string, string | string[] | undefined>;
-  body: Readable;
+  body: UpstreamBody;
 };
 
 /** A 101 to a requested upgrade: the raw upstream socket, now a tunnel. */
@@ -46,12 +45,14 @@ export function checkResponseHead(rawHeaders: readonly (Buffer | string)[] | und
   if (!rawHeaders) return undefined;
   let cl = 0; let te = 0; let teValue = '';
   for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i]!.toString().toLowerCase();
-    const value = rawHeaders[i + 1]!.toString();
+    const raw = rawHeaders[i]!;
+    // Only names as long as the two framing headers are decoded (the others cannot be them).
+    if (raw.length !== 14 && raw.length !== 17) continue;
+    const name = raw.toString().toLowerCase();
     if (name === 'content-length') {
       cl++;
-      if (!/^[0-9]{1,16}$/.test(value.trim())) return 'invalid Content-Length in response';
-    } else if (name === 'transfer-encoding') { te++; teValue = value.trim().toLowerCase(); }
+      if (!/^[0-9]{1,16}$/.test(rawHeaders[i + 1]!.toString().trim())) return 'invalid Content-Length in response';
+    } else if (name === 'transfer-encoding') { te++; teValue = rawHeaders[i + 1]!.toString().trim().toLowerCase(); }
   }
   if (cl > 1) return 'duplicate Content-Length in response';
   if (te > 0 && cl > 0) return 'both Content-Length and Transfer-Encoding in response';
@@ -137,80 +138,188 @@ export class UpstreamPools {
   }
 }
 
+/** Where a relayed response body goes: `write` returning false pauses the upstream until `UpstreamBody.resume()`. */
+export type BodySink = {
+  write(chunk: Buffer): boolean;
+  end(): void;
+  error(err: Error): void;
+};
+
+/** Most bytes held for a body nobody consumes yet before the upstream is paused. */
+const EARLY_BODY_LIMIT = 64 * 1024;
+
+/**
+ * An upstream response body. undici's chunks go straight to one consumer (no intermediate stream): chunks that
+ * arrive before the consumer attaches are held (pausing the upstream past 64 KiB), then handed over in order.
+ * Destroying an unfinished body aborts the upstream request, and undici then destroys that connection.
+ */
+export class UpstreamBody {
+  #controller: Dispatcher.DispatchController;
+  #held: Buffer[] | undefined;
+  #heldBytes = 0;
+  #sink: BodySink | undefined;
+  #discard = false;
+  #ended = false;
+  #error: Error | undefined;
+  #destroyed = false;
+
+  constructor(controller: Dispatcher.DispatchController) {
+    this.#controller = controller;
+  }
+
+  /** True once the last byte arrived. */
+  get ended(): boolean { return this.#ended; }
+
+  /** True once destroyed (by the consumer or an upstream error). */
+  get destroyed(): boolean { return this.#destroyed; }
+
+  /** Deliver every chunk to `sink`, starting with those already held. */
+  pipeTo(sink: BodySink): void {
+    this.#sink = sink;
+    const held = this.#held;
+    this.#held = undefined;
+    this.#heldBytes = 0;
+    let flowing = true;
+    if (held) for (const c of held) flowing = sink.write(c) && flowing;
+    if (this.#error) { sink.error(this.#error); return; }
+    if (this.#ended) { sink.end(); return; }
+    if (flowing) this.resume();
+    else this.#controller.pause();
+  }
+
+  /** Read on (after the sink drained), or, without a sink, throw the rest away (mirrors, abandoned bodies). */
+  resume(): void {
+    if (!this.#sink) { this.#discard = true; this.#held = undefined; this.#heldBytes = 0; }
+    if (this.#controller.paused && !this.#controller.aborted) this.#controller.resume();
+  }
+
+  /** Stop reading; an unfinished body aborts its upstream request. */
+  destroy(reason?: Error): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.#held = undefined;
+    if (!this.#ended && !this.#controller.aborted) this.#controller.abort(reason ?? new ProxyError('NM_ERR_PROXY_UPSTREAM_RESET', 'response body abandoned by the client side'));
+  }
+
+  /** The whole body (small answers only: a declined upgrade). */
+  collect(): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      this.pipeTo({ write: (c) => { chunks.push(c); return true; }, end: () => resolve(Buffer.concat(chunks)), error: reject });
+    });
+  }
+
+  /** @internal undici's data callback. */
+  push(chunk: Buffer): void {
+    if (this.#destroyed || this.#discard) return;
+    if (this.#sink) { if (!this.#sink.write(chunk)) this.#controller.pause(); return; }
+    (this.#held ??= []).push(chunk);
+    this.#heldBytes += chunk.length;
+    if (this.#heldBytes > EARLY_BODY_LIMIT) this.#controller.pause();
+  }
+
+  /** @internal undici's end callback. */
+  finish(): void {
+    this.#ended = true;
+    if (!this.#destroyed) this.#sink?.end();
+  }
+
+  /** @internal undici's error callback after the head. */
+  fail(err: Error): void {
+    if (this.#ended || this.#destroyed) return;
+    this.#error = err;
+    this.#destroyed = true;
+    this.#sink?.error(err);
+  }
+}
+
+/**
+ * One request in flight: the handler undici calls (a class, so a request costs one object, not a set of closures)
+ * and the `UpstreamCall` the proxy awaits.
+ */
+class UpstreamExchange implements Dispatcher.DispatchHandler, UpstreamCall {
+  result: Promise<UpstreamResponse | UpstreamUpgrade>;
+  #resolve!: (v: UpstreamResponse | UpstreamUpgrade) => void;
+  #reject!: (e: Error) => void;
+  #controller: Dispatcher.DispatchController | undefined;
+  #cancelled: Error | undefined;
+  #settled = false;
+  #started = false;
+  #body: UpstreamBody | undefined;
+
+  constructor() {
+    this.result = new Promise<UpstreamResponse | UpstreamUpgrade>((res, rej) => { this.#resolve = res; this.#reject = rej; });
+  }
+
+  #settleOk(v: UpstreamResponse | UpstreamUpgrade): void { if (!this.#settled) { this.#settled = true; this.#resolve(v); } }
+  #settleErr(e: Error): void { if (!this.#settled) { this.#settled = true; this.#reject(e); } }
+
+  onRequestStart(c: Dispatcher.DispatchController): void {
+    this.#controller = c;
+    this.#started = true;
+    if (this.#cancelled) c.abort(this.#cancelled);
+  }
+
+  onRequestUpgrade(_c: Dispatcher.DispatchController, _statusCode: number, headers: UpstreamUpgrade['headers'], socket: Duplex): void {
+    this.#settleOk({ kind: 'upgrade', headers, socket });
+  }
+
+  onResponseStart(c: Dispatcher.DispatchController, statusCode: number, headers: UpstreamResponse['headers']): void {
+    if (statusCode < 200) return; // 100 Continue and friends stay between undici and the server
+    const bad = checkResponseHead(c.rawHeaders as (Buffer | string)[] | undefined);
+    if (bad) {
+      // Aborting mid-response makes undici destroy the socket: the connection is never reused.
+      const err = new ProxyError('NM_ERR_PROXY_UPSTREAM_PROTOCOL', `upstream ${bad}`);
+      this.#settleErr(err);
+      c.abort(err);
+      return;
+    }
+    this.#body = new UpstreamBody(c);
+    this.#settleOk({ kind: 'response', statusCode, headers, body: this.#body });
+  }
+
+  onResponseData(_c: Dispatcher.DispatchController, chunk: Buffer): void { this.#body?.push(chunk); }
+
+  onResponseEnd(): void { this.#body?.finish(); }
+
+  onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+    const e = classifyUpstreamError(err);
+    this.#settleErr(e);
+    this.#body?.fail(e);
+  }
+
+  /** Dispatch failed synchronously (invalid request for undici). */
+  failNow(err: Error): void { this.#settleErr(classifyUpstreamError(err)); }
+
+  abort(reason: Error): void {
+    this.#cancelled = reason;
+    this.#settleErr(reason);
+    const c = this.#controller;
+    if (c && !c.aborted) c.abort(reason);
+    this.#body?.destroy(reason);
+  }
+
+  sent(): boolean { return this.#started; }
+}
+
 /** Send `req` on `pool`. The head is checked before anything reaches the client; a bad one aborts the connection. */
 export function sendUpstream(pool: Dispatcher, req: UpstreamRequest): UpstreamCall {
-  let controller: Dispatcher.DispatchController | undefined;
-  let cancelled: Error | undefined;
-  let settled = false;
-  let started = false;
-  let body: PassThrough | undefined;
-  let resolveFn!: (v: UpstreamResponse | UpstreamUpgrade) => void;
-  let rejectFn!: (e: Error) => void;
-  const result = new Promise<UpstreamResponse | UpstreamUpgrade>((res, rej) => { resolveFn = res; rejectFn = rej; });
-  const settle = (fn: () => void): void => { if (!settled) { settled = true; fn(); } };
-
-  const handler: Dispatcher.DispatchHandler = {
-    onRequestStart(c) {
-      controller = c;
-      started = true;
-      if (cancelled) c.abort(cancelled);
-    },
-    onRequestUpgrade(_c, _statusCode, headers, socket) {
-      settle(() => resolveFn({ kind: 'upgrade', headers: headers as UpstreamUpgrade['headers'], socket }));
-    },
-    onResponseStart(c, statusCode, headers) {
-      if (statusCode < 200) return; // 100 Continue and friends stay between undici and the server
-      const bad = checkResponseHead(c.rawHeaders as (Buffer | string)[] | undefined);
-      if (bad) {
-        // Aborting mid-response makes undici destroy the socket: the connection is never reused.
-        const err = new ProxyError('NM_ERR_PROXY_UPSTREAM_PROTOCOL', `upstream ${bad}`);
-        settle(() => rejectFn(err));
-        c.abort(err);
-        return;
-      }
-      body = new PassThrough({ highWaterMark: 64 * 1024 });
-      body.on('drain', () => c.resume());
-      // A consumer that destroys the body (client gone) cancels the upstream request too.
-      body.on('close', () => { if (!body!.readableEnded) c.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_RESET', 'response body abandoned by the client side')); });
-      const b = body;
-      settle(() => resolveFn({ kind: 'response', statusCode, headers: headers as UpstreamResponse['headers'], body: b }));
-    },
-    onResponseData(c, chunk) {
-      if (body && !body.write(chunk)) c.pause();
-    },
-    onResponseEnd() {
-      body?.end();
-    },
-    onResponseError(_c, err) {
-      const e = classifyUpstreamError(err);
-      settle(() => rejectFn(e));
-      if (body && !body.destroyed) body.destroy(e);
-    },
-  };
-  const body0 = req.body;
+  const call = new UpstreamExchange();
   try {
     pool.dispatch({
       path: req.path,
       method: req.method as Dispatcher.HttpMethod,
-      headers: toHeaderObject(req.headers),
-      body: body0 ?? null,
+      // A flat [name, value, ...] list: undici validates each pair and writes them in order.
+      headers: req.headers,
+      body: req.body ?? null,
       idempotent: req.idempotent,
       upgrade: req.upgrade ?? null,
       blocking: true,
-    }, handler);
+    }, call);
   } catch (err) {
-    settle(() => rejectFn(classifyUpstreamError(err as Error)));
+    call.failNow(err as Error);
   }
-  return {
-    result,
-    abort(reason: Error) {
-      cancelled = reason;
-      settle(() => rejectFn(reason));
-      if (controller && !controller.aborted) controller.abort(reason);
-      if (body && !body.destroyed) body.destroy(reason);
-    },
-    sent: () => started,
-  };
+  return call;
 }
 
 /** Map undici's errors onto ours: connect failures (safe to retry anywhere), resets, protocol violations. */

@@ -23,13 +23,14 @@ import { createHash, type webcrypto } from 'node:crypto';
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { AuthenticationV1Api, CoreV1Api, type KubeConfig, type V1ConfigMap, type V1Node, type V1Pod, type V1Secret } from '@kubernetes/client-node';
-import { ExponentialBackoff, isConflict, isNotFound, withTimeout } from './backoff.ts';
+import type { V1ConfigMap, V1Node, V1Pod, V1Secret, V1TokenReview } from '@kubernetes/client-node';
+import { ExponentialBackoff, isConflict } from './backoff.ts';
 import { authorizeCsr, type CsrRequester } from './ca/authorize-csr.ts';
 import { CaError } from './ca/errors.ts';
 import { MeshCa } from './ca/mesh-ca.ts';
 import * as x509 from './ca/x509.ts';
 import { systemRuntimeClock, type RuntimeClock } from './clock.ts';
+import type { KubeRest } from './kube-rest.ts';
 import { describeError, type OperatorLogger } from './logger.ts';
 
 /** Secret holding the CA state (in the mesh namespace). */
@@ -65,8 +66,7 @@ export interface TokenReviewer {
 }
 
 /** TokenReview against the API server, positive answers cached briefly (keyed by the token's hash). */
-export function createKubeTokenReviewer(kc: KubeConfig, opts: { audience?: string; cacheMs?: number; clock?: RuntimeClock } = {}): TokenReviewer {
-  const api = kc.makeApiClient(AuthenticationV1Api);
+export function createKubeTokenReviewer(rest: KubeRest, opts: { audience?: string; cacheMs?: number; clock?: RuntimeClock } = {}): TokenReviewer {
   const audience = opts.audience ?? CA_AUDIENCE;
   const cacheMs = opts.cacheMs ?? 10_000;
   const clock = opts.clock ?? systemRuntimeClock;
@@ -78,7 +78,10 @@ export function createKubeTokenReviewer(kc: KubeConfig, opts: { audience?: strin
       if (hit && hit.until > clock.now()) return { ok: true, user: hit.user };
       let status;
       try {
-        const r = await withTimeout(api.createTokenReview({ body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences: [audience] } } }), 10_000, 'TokenReview');
+        const r = await rest.json<V1TokenReview>('POST', '/apis/authentication.k8s.io/v1/tokenreviews', {
+          body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences: [audience] } },
+          timeoutMs: 10_000,
+        });
         status = r.status;
       } catch (err) {
         return { ok: false, unavailable: true, error: `TokenReview failed: ${describeError(err)}` };
@@ -130,50 +133,41 @@ export interface CaStore {
 }
 
 /** CaStore over the API server. */
-export function createKubeCaStore(kc: KubeConfig, namespace: string): CaStore {
-  const core = kc.makeApiClient(CoreV1Api);
-  const t = <T>(p: Promise<T>, what: string): Promise<T> => withTimeout(p, 15_000, what);
+export function createKubeCaStore(rest: KubeRest, namespace: string): CaStore {
+  const ns = `/api/v1/namespaces/${encodeURIComponent(namespace)}`;
+  const labels = { 'app.kubernetes.io/managed-by': 'nodemesh-operator' };
+  const timeoutMs = 15_000;
   const secretBody = (data: Record<string, string>, resourceVersion?: string): V1Secret => ({
     apiVersion: 'v1',
     kind: 'Secret',
     type: 'Opaque',
-    metadata: { name: CA_SECRET_NAME, namespace, labels: { 'app.kubernetes.io/managed-by': 'nodemesh-operator' }, ...(resourceVersion ? { resourceVersion } : {}) },
+    metadata: { name: CA_SECRET_NAME, namespace, labels, ...(resourceVersion ? { resourceVersion } : {}) },
     data,
   });
   const bundleBody = (data: Record<string, string>, resourceVersion?: string): V1ConfigMap => ({
     apiVersion: 'v1',
     kind: 'ConfigMap',
-    metadata: { name: TRUST_BUNDLE_CONFIGMAP, namespace, labels: { 'app.kubernetes.io/managed-by': 'nodemesh-operator' }, ...(resourceVersion ? { resourceVersion } : {}) },
+    metadata: { name: TRUST_BUNDLE_CONFIGMAP, namespace, labels, ...(resourceVersion ? { resourceVersion } : {}) },
     data,
   });
   return {
     readSecret: async () => {
-      try {
-        const s = await t(core.readNamespacedSecret({ name: CA_SECRET_NAME, namespace }), `read Secret ${namespace}/${CA_SECRET_NAME}`);
-        return { data: s.data ?? {}, resourceVersion: s.metadata?.resourceVersion ?? '' };
-      } catch (err) {
-        if (isNotFound(err)) return undefined;
-        throw err;
-      }
+      const s = await rest.getOrUndefined<V1Secret>(`${ns}/secrets/${CA_SECRET_NAME}`, timeoutMs);
+      return s ? { data: s.data ?? {}, resourceVersion: s.metadata?.resourceVersion ?? '' } : undefined;
     },
     createSecret: async (data) => {
-      await t(core.createNamespacedSecret({ namespace, body: secretBody(data) }), `create Secret ${namespace}/${CA_SECRET_NAME}`);
+      await rest.json('POST', `${ns}/secrets`, { body: secretBody(data), timeoutMs });
     },
     replaceSecret: async (data, rv) => {
-      await t(core.replaceNamespacedSecret({ name: CA_SECRET_NAME, namespace, body: secretBody(data, rv) }), `replace Secret ${namespace}/${CA_SECRET_NAME}`);
+      await rest.json('PUT', `${ns}/secrets/${CA_SECRET_NAME}`, { body: secretBody(data, rv), timeoutMs });
     },
     readBundle: async () => {
-      try {
-        const c = await t(core.readNamespacedConfigMap({ name: TRUST_BUNDLE_CONFIGMAP, namespace }), `read ConfigMap ${namespace}/${TRUST_BUNDLE_CONFIGMAP}`);
-        return { data: c.data ?? {}, resourceVersion: c.metadata?.resourceVersion ?? '' };
-      } catch (err) {
-        if (isNotFound(err)) return undefined;
-        throw err;
-      }
+      const c = await rest.getOrUndefined<V1ConfigMap>(`${ns}/configmaps/${TRUST_BUNDLE_CONFIGMAP}`, timeoutMs);
+      return c ? { data: c.data ?? {}, resourceVersion: c.metadata?.resourceVersion ?? '' } : undefined;
     },
     writeBundle: async (data, rv) => {
-      if (rv === undefined) await t(core.createNamespacedConfigMap({ namespace, body: bundleBody(data) }), `create ConfigMap ${namespace}/${TRUST_BUNDLE_CONFIGMAP}`);
-      else await t(core.replaceNamespacedConfigMap({ name: TRUST_BUNDLE_CONFIGMAP, namespace, body: bundleBody(data, rv) }), `replace ConfigMap ${namespace}/${TRUST_BUNDLE_CONFIGMAP}`);
+      if (rv === undefined) await rest.json('POST', `${ns}/configmaps`, { body: bundleBody(data), timeoutMs });
+      else await rest.json('PUT', `${ns}/configmaps/${TRUST_BUNDLE_CONFIGMAP}`, { body: bundleBody(data, rv), timeoutMs });
     },
   };
 }
@@ -370,6 +364,12 @@ export class CaService {
     this.#inFlight++;
     try {
       const body = await readBody(req, MAX_BODY_BYTES);
+      if (body === undefined) {
+        // The rest of the body is not read: answer and drop the connection.
+        this.#stats.badRequests++;
+        res.on('finish', () => req.destroy());
+        return send(res, { status: 413, body: { code: 'too_large', message: `request body larger than ${MAX_BODY_BYTES} bytes` }, headers: { connection: 'close' } });
+      }
       send(res, await this.sign(req.headers.authorization, body));
     } finally {
       this.#inFlight--;

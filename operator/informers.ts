@@ -1,5 +1,6 @@
 /**
  * Informers over @kubernetes/client-node's ListWatch, made to survive what the bare one does not:
+ *   - events arrive through KubeRest.watch (kube-rest.ts), which speaks client-node's Watch interface;
  *   - client-node's ListWatch relists by itself on 410 Gone (an ERROR event or an HTTP 410) and diffs the
  *     new list against its cache, so deletes missed while disconnected come out as delete events;
  *   - on any other error it emits `error` and stops for good: here it is restarted with client-go's back-off
@@ -14,9 +15,10 @@
  * Informers report `synced` (a list completed at least once) and `healthy` (no error since the last list or
  * watch start), which the reconciler uses to decide what it may write.
  */
-import { ListWatch, VersionApi, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
+import { ListWatch, type KubernetesListObject, type KubernetesObject, type Watch } from '@kubernetes/client-node';
 import { ExponentialBackoff, withTimeout, type BackoffOptions } from './backoff.ts';
 import { systemRuntimeClock, type RuntimeClock } from './clock.ts';
+import type { KubeRest } from './kube-rest.ts';
 import { describeError, type OperatorLogger } from './logger.ts';
 
 /** What to watch. */
@@ -64,7 +66,7 @@ export type ChangeType = 'add' | 'update' | 'delete';
 /** A self-restarting list+watch cache of one collection. */
 export class ResilientInformer<T extends KubernetesObject> {
   readonly name: string;
-  readonly #kc: KubeConfig;
+  readonly #rest: KubeRest;
   readonly #spec: InformerSpec<T>;
   readonly #log: OperatorLogger;
   readonly #clock: RuntimeClock;
@@ -89,9 +91,9 @@ export class ResilientInformer<T extends KubernetesObject> {
   #lastActivity = 0;
   #watchdog: NodeJS.Timeout | undefined;
 
-  constructor(kc: KubeConfig, spec: InformerSpec<T>, opts: InformerOptions & { onChange: (type: ChangeType, obj: T) => void; onState?: () => void }) {
+  constructor(rest: KubeRest, spec: InformerSpec<T>, opts: InformerOptions & { onChange: (type: ChangeType, obj: T) => void; onState?: () => void }) {
     this.name = spec.name;
-    this.#kc = kc;
+    this.#rest = rest;
     this.#spec = spec;
     this.#log = opts.log;
     this.#clock = opts.clock ?? systemRuntimeClock;
@@ -108,7 +110,8 @@ export class ResilientInformer<T extends KubernetesObject> {
     // Query parameters on the path reach the watch request only (ListWatch adds watch, resourceVersion, selectors).
     const sep = this.#spec.path.includes('?') ? '&' : '?';
     const path = `${this.#spec.path}${sep}timeoutSeconds=${this.#timeoutSeconds}&allowWatchBookmarks=true`;
-    const lw = new ListWatch<T>(path, new Watch(this.#kc), () => this.#list(), false, this.#spec.labelSelector);
+    // KubeRest speaks client-node's Watch interface (see kube-rest.ts for why it replaces client-node's Watch).
+    const lw = new ListWatch<T>(path, this.#rest as unknown as Watch, () => this.#list(), false, this.#spec.labelSelector);
     lw.on('add', (o) => this.#event('add', o));
     lw.on('update', (o) => this.#event('update', o));
     lw.on('delete', (o) => this.#event('delete', o));
@@ -271,7 +274,7 @@ export class ResilientInformer<T extends KubernetesObject> {
 /** Informers that share an API-server probe. */
 export class InformerGroup {
   readonly #informers: ResilientInformer<KubernetesObject>[] = [];
-  readonly #kc: KubeConfig;
+  readonly #rest: KubeRest;
   readonly #log: OperatorLogger;
   readonly #clock: RuntimeClock;
   readonly #probeIntervalMs: number;
@@ -283,8 +286,8 @@ export class InformerGroup {
   /** Probes sent (for tests and /status: must stay one per interval during an outage). */
   probes = 0;
 
-  constructor(kc: KubeConfig, opts: { log: OperatorLogger; clock?: RuntimeClock; probeIntervalMs?: number }) {
-    this.#kc = kc;
+  constructor(rest: KubeRest, opts: { log: OperatorLogger; clock?: RuntimeClock; probeIntervalMs?: number }) {
+    this.#rest = rest;
     this.#log = opts.log;
     this.#clock = opts.clock ?? systemRuntimeClock;
     this.#probeIntervalMs = opts.probeIntervalMs ?? 2_000;
@@ -337,7 +340,7 @@ export class InformerGroup {
     this.#probing = true;
     this.probes++;
     try {
-      await withTimeout(this.#kc.makeApiClient(VersionApi).getCode(), Math.max(1_000, this.#probeIntervalMs), 'probe /version');
+      await this.#rest.json('GET', '/version', { timeoutMs: Math.max(1_000, this.#probeIntervalMs) });
       // Wake informers whose failing period saw the API server down (a probe failed since they turned
       // unhealthy), once per outage: an informer failing for its own reason (forbidden, a broken CRD) keeps its
       // back-off instead of being retried on every probe.

@@ -9,9 +9,9 @@
  * has passed since the start of the last successful renewal, which is earlier than any other replica can
  * take over (leaseDuration after it saw that renewal), so two replicas never both write.
  */
-import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
-import { isConflict, isNotFound } from './backoff.ts';
+import { isConflict } from './backoff.ts';
 import { systemRuntimeClock, type RuntimeClock } from './clock.ts';
+import type { KubeRest } from './kube-rest.ts';
 import { describeError, silentOperatorLogger, type OperatorLogger } from './logger.ts';
 
 /** The fields of a Lease that election reads and writes. */
@@ -298,15 +298,16 @@ export class LeaderElector {
   }
 }
 
-function toIso(v: Date | string | undefined): string | undefined {
-  if (v === undefined || v === null) return undefined;
-  return v instanceof Date ? microTime(v.getTime()) : v;
+/** The spec of a coordination.k8s.io/v1 Lease as JSON. */
+interface LeaseJson {
+  metadata?: { resourceVersion?: string };
+  spec?: { holderIdentity?: string; leaseDurationSeconds?: number; acquireTime?: string; renewTime?: string; leaseTransitions?: number };
 }
 
 /** A LeaseApi over a real coordination.k8s.io/v1 Lease. */
-export function createKubeLeaseApi(kc: KubeConfig, namespace: string, name: string): LeaseApi {
-  const api = kc.makeApiClient(CoordinationV1Api);
-  const toBody = (r: LeaseRecord, resourceVersion?: string): V1Lease => ({
+export function createKubeLeaseApi(rest: KubeRest, namespace: string, name: string): LeaseApi {
+  const base = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`;
+  const toBody = (r: LeaseRecord, resourceVersion?: string): unknown => ({
     apiVersion: 'coordination.k8s.io/v1',
     kind: 'Lease',
     metadata: { name, namespace, ...(resourceVersion ? { resourceVersion } : {}) },
@@ -314,37 +315,33 @@ export function createKubeLeaseApi(kc: KubeConfig, namespace: string, name: stri
       holderIdentity: r.holderIdentity,
       leaseDurationSeconds: r.leaseDurationSeconds,
       leaseTransitions: r.leaseTransitions,
-      ...(r.acquireTime ? { acquireTime: new V1MicroTime(r.acquireTime) } : {}),
-      ...(r.renewTime ? { renewTime: new V1MicroTime(r.renewTime) } : {}),
+      ...(r.acquireTime ? { acquireTime: r.acquireTime } : {}),
+      ...(r.renewTime ? { renewTime: r.renewTime } : {}),
     },
   });
+  const timeoutMs = 5_000;
   return {
     description: `Lease ${namespace}/${name}`,
     get: async () => {
-      let lease: V1Lease;
-      try {
-        lease = await api.readNamespacedLease({ name, namespace });
-      } catch (err) {
-        if (isNotFound(err)) return undefined;
-        throw err;
-      }
+      const lease = await rest.getOrUndefined<LeaseJson>(`${base}/${encodeURIComponent(name)}`, timeoutMs);
+      if (!lease) return undefined;
       const s = lease.spec ?? {};
       return {
         resourceVersion: lease.metadata?.resourceVersion ?? '',
         record: {
           holderIdentity: s.holderIdentity ?? '',
           leaseDurationSeconds: s.leaseDurationSeconds ?? 15,
-          acquireTime: toIso(s.acquireTime),
-          renewTime: toIso(s.renewTime),
+          acquireTime: s.acquireTime,
+          renewTime: s.renewTime,
           leaseTransitions: s.leaseTransitions ?? 0,
         },
       };
     },
     create: async (r) => {
-      await api.createNamespacedLease({ namespace, body: toBody(r) });
+      await rest.json('POST', base, { body: toBody(r), timeoutMs });
     },
     update: async (r, resourceVersion) => {
-      await api.replaceNamespacedLease({ name, namespace, body: toBody(r, resourceVersion) });
+      await rest.json('PUT', `${base}/${encodeURIComponent(name)}`, { body: toBody(r, resourceVersion), timeoutMs });
     },
   };
 }

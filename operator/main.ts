@@ -20,6 +20,7 @@ import { CaService, createKubeCaStore, createKubeTokenReviewer, loadOrCreateMesh
 import type { MeshCa } from './ca/mesh-ca.ts';
 import { parseDuration } from './duration.ts';
 import { startHealthServer, type HealthServer } from './health-server.ts';
+import { KubeRest } from './kube-rest.ts';
 import { createKubeLeaseApi, LeaderElector } from './leader-election.ts';
 import { createOperatorLogger, describeError, type OperatorLogger } from './logger.ts';
 import { createKubeNodeStateApi } from './reconcile-node-states.ts';
@@ -101,14 +102,16 @@ export async function startOperator(o: OperatorOptions): Promise<RunningOperator
   const kc = new KubeConfig();
   if (o.kubeconfigPath) kc.loadFromFile(o.kubeconfigPath);
   else kc.loadFromDefault();
+  const rest = new KubeRest(kc);
+  stops.push(async () => rest.close());
 
   // The modules are built first (nothing runs yet) so /status can read them from the first request on; their
   // callbacks refer to each other but fire only once started below.
   let ca: MeshCa | undefined;
   let caService: CaService | undefined;
   let caState = o.caAddr ? 'loading' : 'disabled';
-  const cache = new ClusterCache({
-    kc,
+  const cache: ClusterCache = new ClusterCache({
+    rest,
     log: log.child('informers'),
     trustDomain: o.trustDomain,
     meshNamespace: o.namespace,
@@ -116,7 +119,7 @@ export async function startOperator(o: OperatorOptions): Promise<RunningOperator
     onChange: () => reconciler.notify(),
     onHealth: () => reconciler.notify({ urgent: true }),
   });
-  const caStore = createKubeCaStore(kc, o.namespace);
+  const caStore = createKubeCaStore(rest, o.namespace);
   const publishBundle = (): void => {
     if (!ca || !elector.isLeader()) return;
     publishTrustBundle(caStore, ca).then(
@@ -128,7 +131,7 @@ export async function startOperator(o: OperatorOptions): Promise<RunningOperator
   };
   const elector = new LeaderElector({
     identity: o.identity,
-    api: createKubeLeaseApi(kc, o.namespace, LEASE_NAME),
+    api: createKubeLeaseApi(rest, o.namespace, LEASE_NAME),
     leaseDurationMs: o.leaseDurationMs,
     renewDeadlineMs: o.renewDeadlineMs,
     retryPeriodMs: o.retryPeriodMs,
@@ -140,10 +143,10 @@ export async function startOperator(o: OperatorOptions): Promise<RunningOperator
     onStoppedLeading: () => log.warn('stopped leading: no more writes'),
     onNewLeader: (id) => log.info('leader observed', { leader: id ?? '(none)' }),
   });
-  const reconciler = new Reconciler({
+  const reconciler: Reconciler = new Reconciler({
     cache,
-    nodeStateApi: createKubeNodeStateApi(kc),
-    statusApi: createKubeStatusApi(kc),
+    nodeStateApi: createKubeNodeStateApi(rest),
+    statusApi: createKubeStatusApi(rest),
     isLeader: () => elector.isLeader(),
     log: log.child('reconcile'),
     debounceMs: o.debounceMs,
@@ -220,7 +223,7 @@ export async function startOperator(o: OperatorOptions): Promise<RunningOperator
       caState = 'starting';
       const svc = new CaService({
         ca,
-        reviewer: createKubeTokenReviewer(kc),
+        reviewer: createKubeTokenReviewer(rest),
         pods: () => (cache.informers.pods.synced ? cache.informers.pods.list() : undefined),
         node: (name) => (cache.informers.nodes.synced ? cache.informers.nodes.get(name) : null),
         meshNamespace: o.namespace,

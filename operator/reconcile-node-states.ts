@@ -6,10 +6,10 @@
  * deletes (the agent keeps its previous set until all shards agree), a 409 re-reads and retries, and the leader
  * fence is checked before every single write.
  */
-import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { NodeStateResource, type NodeState } from '../crds/index.ts';
-import { isConflict, isNotFound, retryOnConflict, withTimeout } from './backoff.ts';
+import { isConflict, retryOnConflict } from './backoff.ts';
 import { hashOfSpec } from './compute-node-state.ts';
+import type { KubeRest } from './kube-rest.ts';
 import { describeError, type OperatorLogger } from './logger.ts';
 
 /** What to write. */
@@ -100,26 +100,17 @@ export interface NodeStateApi {
 }
 
 /** NodeStateApi over the API server. */
-export function createKubeNodeStateApi(kc: KubeConfig, timeoutMs = 30_000): NodeStateApi {
-  const api = kc.makeApiClient(CustomObjectsApi);
-  const r = { group: NodeStateResource.group, version: NodeStateResource.version, plural: NodeStateResource.plural };
+export function createKubeNodeStateApi(rest: KubeRest, timeoutMs = 30_000): NodeStateApi {
+  const base = `/apis/${NodeStateResource.group}/${NodeStateResource.version}/${NodeStateResource.plural}`;
+  const at = (name: string): string => `${base}/${encodeURIComponent(name)}`;
   return {
-    get: async (name) => {
-      try {
-        return (await withTimeout(api.getClusterCustomObject({ ...r, name }), timeoutMs, `get NodeState ${name}`)) as NodeState;
-      } catch (err) {
-        if (isNotFound(err)) return undefined;
-        throw err;
-      }
-    },
-    create: async (body) => (await withTimeout(api.createClusterCustomObject({ ...r, body }), timeoutMs, `create NodeState ${body.metadata?.name}`)) as NodeState,
-    replace: async (body) => (await withTimeout(api.replaceClusterCustomObject({ ...r, name: body.metadata!.name!, body }), timeoutMs, `replace NodeState ${body.metadata?.name}`)) as NodeState,
+    get: (name) => rest.getOrUndefined<NodeState>(at(name), timeoutMs),
+    create: (body) => rest.json<NodeState>('POST', base, { body, timeoutMs }),
+    replace: (body) => rest.json<NodeState>('PUT', at(body.metadata!.name!), { body, timeoutMs }),
     delete: async (name) => {
-      try {
-        await withTimeout(api.deleteClusterCustomObject({ ...r, name }), timeoutMs, `delete NodeState ${name}`);
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
-      }
+      const r = await rest.raw('DELETE', at(name), { timeoutMs, parse: false });
+      if (r.status === 404 || (r.status >= 200 && r.status < 300)) return;
+      throw Object.assign(new Error(`delete NodeState ${name}: HTTP ${r.status}: ${r.text.slice(0, 300)}`), { code: r.status, body: r.text });
     },
   };
 }

@@ -4,11 +4,6 @@
  * built from it for each reconcile. Every change is passed on (the reconciler coalesces them).
  */
 import {
-  CoreV1Api,
-  CustomObjectsApi,
-  DiscoveryV1Api,
-  type KubeConfig,
-  type KubernetesListObject,
   type KubernetesObject,
   type V1EndpointSlice,
   type V1Namespace,
@@ -32,6 +27,7 @@ import {
 import type { BackoffOptions } from './backoff.ts';
 import type { RuntimeClock } from './clock.ts';
 import type { UserKind } from './compile-mesh.ts';
+import type { KubeRest } from './kube-rest.ts';
 import { InformerGroup, ResilientInformer, type ChangeType, type InformerState } from './informers.ts';
 import type { OperatorLogger } from './logger.ts';
 import type { Snapshot } from './snapshot.ts';
@@ -61,7 +57,7 @@ export interface CacheInformers {
 
 /** Options of ClusterCache. */
 export interface ClusterCacheOptions {
-  kc: KubeConfig;
+  rest: KubeRest;
   log: OperatorLogger;
   trustDomain: string;
   meshNamespace: string;
@@ -85,12 +81,9 @@ export class ClusterCache {
   constructor(o: ClusterCacheOptions) {
     this.#trustDomain = o.trustDomain;
     this.#meshNamespace = o.meshNamespace;
-    const core = o.kc.makeApiClient(CoreV1Api);
-    const discovery = o.kc.makeApiClient(DiscoveryV1Api);
-    const custom = o.kc.makeApiClient(CustomObjectsApi);
-    this.group = new InformerGroup(o.kc, { log: o.log, clock: o.clock, probeIntervalMs: o.probeIntervalMs });
-    const make = <T extends KubernetesObject>(name: keyof CacheInformers, path: string, list: () => Promise<KubernetesListObject<T>>, labelSelector?: string): ResilientInformer<T> =>
-      this.group.add(new ResilientInformer<T>(o.kc, { name, path, list, labelSelector }, {
+    this.group = new InformerGroup(o.rest, { log: o.log, clock: o.clock, probeIntervalMs: o.probeIntervalMs });
+    const make = <T extends KubernetesObject>(name: keyof CacheInformers, path: string, labelSelector?: string): ResilientInformer<T> =>
+      this.group.add(new ResilientInformer<T>(o.rest, { name, path, list: () => o.rest.list<T>(path), labelSelector }, {
         log: o.log,
         clock: o.clock,
         backoff: o.backoff,
@@ -98,23 +91,20 @@ export class ClusterCache {
         onChange: (type) => o.onChange(name, type),
         onState: o.onHealth,
       }));
-    const customList = <T extends KubernetesObject>(r: CustomResource) => async (): Promise<KubernetesListObject<T>> =>
-      (r.namespaced
-        ? await custom.listCustomObjectForAllNamespaces({ group: r.group, version: r.version, plural: r.plural })
-        : await custom.listClusterCustomObject({ group: r.group, version: r.version, plural: r.plural })) as KubernetesListObject<T>;
     const customPath = (r: CustomResource): string => `/apis/${r.group}/${r.version}/${r.plural}`;
+    // Objects stay raw JSON (timestamps as strings), which the snapshot and compile accept.
     this.informers = {
-      services: make('services', '/api/v1/services', () => core.listServiceForAllNamespaces()),
-      endpointSlices: make('endpointSlices', '/apis/discovery.k8s.io/v1/endpointslices', () => discovery.listEndpointSliceForAllNamespaces()),
-      pods: make('pods', '/api/v1/pods', () => core.listPodForAllNamespaces()),
-      nodes: make('nodes', '/api/v1/nodes', () => core.listNode()),
-      serviceAccounts: make('serviceAccounts', '/api/v1/serviceaccounts', () => core.listServiceAccountForAllNamespaces()),
-      namespaces: make('namespaces', '/api/v1/namespaces', () => core.listNamespace()),
-      httpRoutes: make('httpRoutes', customPath(HTTPRouteResource), customList(HTTPRouteResource)),
-      meshTLSPolicies: make('meshTLSPolicies', customPath(MeshTLSPolicyResource), customList(MeshTLSPolicyResource)),
-      trafficPolicies: make('trafficPolicies', customPath(TrafficPolicyResource), customList(TrafficPolicyResource)),
-      authorizationPolicies: make('authorizationPolicies', customPath(AuthorizationPolicyResource), customList(AuthorizationPolicyResource)),
-      nodeStates: make('nodeStates', customPath(NodeStateResource), customList(NodeStateResource)),
+      services: make('services', '/api/v1/services'),
+      endpointSlices: make('endpointSlices', '/apis/discovery.k8s.io/v1/endpointslices'),
+      pods: make('pods', '/api/v1/pods'),
+      nodes: make('nodes', '/api/v1/nodes'),
+      serviceAccounts: make('serviceAccounts', '/api/v1/serviceaccounts'),
+      namespaces: make('namespaces', '/api/v1/namespaces'),
+      httpRoutes: make('httpRoutes', customPath(HTTPRouteResource)),
+      meshTLSPolicies: make('meshTLSPolicies', customPath(MeshTLSPolicyResource)),
+      trafficPolicies: make('trafficPolicies', customPath(TrafficPolicyResource)),
+      authorizationPolicies: make('authorizationPolicies', customPath(AuthorizationPolicyResource)),
+      nodeStates: make('nodeStates', customPath(NodeStateResource)),
     };
   }
 

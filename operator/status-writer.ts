@@ -6,12 +6,12 @@
  * an HTTPRoute's status.parents (no lost update), and gives up on an object whose generation moved on (the
  * informer event for it brings a new reconcile).
  */
-import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { CONTROLLER_NAME, type AuthorizationPolicy, type Condition, type HTTPRoute, type HTTPRouteStatus, type MeshTLSPolicy, type PolicyStatus, type TrafficPolicy } from '../crds/index.ts';
-import { isConflict, isNotFound, retryOnConflict, withTimeout } from './backoff.ts';
+import { isConflict, isNotFound, retryOnConflict } from './backoff.ts';
 import { canonicalJson } from './canonical-json.ts';
 import type { UserKind } from './compile-mesh.ts';
 import type { ObjectStatus } from './compute-status.ts';
+import type { KubeRest } from './kube-rest.ts';
 import { describeError, type OperatorLogger } from './logger.ts';
 import { USER_RESOURCES } from './snapshot-cache.ts';
 
@@ -78,31 +78,31 @@ export function mergeOnFresh(target: ObjectStatus, fresh: UserObject): ObjectSta
 /** Status storage. Errors carry the HTTP status in `code`. */
 export interface StatusApi {
   get(kind: UserKind, namespace: string, name: string): Promise<UserObject | undefined>;
-  /** PUT of the status subresource; body.metadata.resourceVersion is the precondition. */
-  replaceStatus(kind: UserKind, body: UserObject): Promise<UserObject>;
+  /** Writes body.status; body.metadata.resourceVersion is the precondition (409 when the object moved on). */
+  replaceStatus(kind: UserKind, body: UserObject): Promise<unknown>;
 }
 
-/** StatusApi over the API server. */
-export function createKubeStatusApi(kc: KubeConfig, timeoutMs = 30_000): StatusApi {
-  const api = kc.makeApiClient(CustomObjectsApi);
+/**
+ * StatusApi over the API server: a JSON merge patch of the status subresource carrying the resourceVersion it
+ * was computed from (the API server refuses it with 409 if the object changed since). Only `status` travels,
+ * and the answer - the whole object, possibly 1 MiB - is not parsed.
+ */
+export function createKubeStatusApi(rest: KubeRest, timeoutMs = 30_000): StatusApi {
+  const path = (kind: UserKind, ns: string, name: string): string => {
+    const r = USER_RESOURCES[kind];
+    return `/apis/${r.group}/${r.version}/namespaces/${encodeURIComponent(ns)}/${r.plural}/${encodeURIComponent(name)}`;
+  };
   return {
-    get: async (kind, namespace, name) => {
-      const r = USER_RESOURCES[kind];
-      try {
-        return (await withTimeout(api.getNamespacedCustomObject({ group: r.group, version: r.version, plural: r.plural, namespace, name }), timeoutMs, `get ${kind} ${namespace}/${name}`)) as UserObject;
-      } catch (err) {
-        if (isNotFound(err)) return undefined;
-        throw err;
-      }
-    },
+    get: (kind, ns, name) => rest.getOrUndefined<UserObject>(path(kind, ns, name), timeoutMs),
     replaceStatus: async (kind, body) => {
-      const r = USER_RESOURCES[kind];
       const m = body.metadata!;
-      return (await withTimeout(
-        api.replaceNamespacedCustomObjectStatus({ group: r.group, version: r.version, plural: r.plural, namespace: m.namespace!, name: m.name!, body }),
+      const r = await rest.raw('PATCH', `${path(kind, m.namespace!, m.name!)}/status`, {
+        body: { metadata: { resourceVersion: m.resourceVersion }, status: body.status },
+        contentType: 'application/merge-patch+json',
+        parse: false,
         timeoutMs,
-        `replace status of ${kind} ${m.namespace}/${m.name}`,
-      )) as UserObject;
+      });
+      if (r.status < 200 || r.status >= 300) throw Object.assign(new Error(`status of ${kind} ${m.namespace}/${m.name}: HTTP ${r.status}: ${r.text.slice(0, 300)}`), { code: r.status, body: r.text });
     },
   };
 }

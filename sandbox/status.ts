@@ -8,6 +8,8 @@ import { loadKubeConfig } from './kube.ts';
 import { readState } from './state.ts';
 import type { SupervisorReport } from './supervisor-main.ts';
 import { isSupervisorAlive, supervisorOf } from './up.ts';
+import { formatOperatorStatus, OPERATOR_STATUS_SOCKET, readOperatorStatus } from '../operator/status-client.ts'; // nodemesh operator (issue 4)
+import { join } from 'node:path';
 
 /** Status lines; `up` is false when nothing (or only a dead sandbox) is there. */
 export async function statusSandbox(cfg: SandboxConfig): Promise<{ up: boolean; lines: string[] }> {
@@ -58,5 +60,10 @@ export async function statusSandbox(cfg: SandboxConfig): Promise<{ up: boolean; 
   lines.push('daemons:');
   for (const d of report?.daemons ?? []) lines.push(`  ${d.name} ${d.state}${d.pid ? ` pid ${d.pid}` : ''} restarts=${d.restarts}${d.lastExit ? ` last exit: ${d.lastExit}` : ''}`);
   if (!report?.daemons?.length) lines.push('  (none reported)');
+  // nodemesh operator (issue 4): whether it leads, read from its /status on the unix socket.
+  if (alive) {
+    const sock = join(cfg.stateDir, OPERATOR_STATUS_SOCKET);
+    lines.push(await readOperatorStatus(sock).then(formatOperatorStatus, (err: unknown) => `operator: not answering on ${sock} (${describeError(err)})`));
+  }
   return { up: alive, lines };
 }

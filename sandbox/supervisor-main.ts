@@ -8,7 +8,8 @@
  *   2. API server on 127.0.0.1:<port> and on the unix socket; both kubeconfigs
  *   3. controllers (scheduler, deployments, replicasets, endpointslices)
  *   4. cluster DNS hosts files, one kubelet per node
- *   5. per-node daemons (planNodeDaemons: forwarders; planAgentDaemons: the nodemesh agents), then the kube-dns objects
+ *   5. per-node daemons (planNodeDaemons: forwarders; planOperatorDaemon: the nodemesh operator; planAgentDaemons:
+ *      the nodemesh agents), then the kube-dns objects
  */
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -26,6 +27,7 @@ import { computeTopology, deleteNetns, etcNetnsDir, type Topology } from './net/
 import { readState, StateStore, writeFileAtomic } from './state.ts';
 import { DaemonSupervisor, type DaemonSpec, type DaemonStatus } from './supervisor.ts';
 import { ensureClusterDns } from './workloads/dns.ts'; // nodemesh agent (issue 3): kube-dns Service + Deployment
+import { OPERATOR_CA_PORT, OPERATOR_STATUS_SOCKET } from '../operator/status-client.ts'; // nodemesh operator (issue 4)
 
 /** What the supervisor reports in supervisor-status.json. */
 export type SupervisorReport = {
@@ -73,6 +75,29 @@ export function planAgentDaemons(cfg: SandboxConfig, topo: Topology, cgroupRoot:
   }));
 }
 // --- end nodemesh agent ---------------------------------------------------------------------
+
+// --- nodemesh operator (issue 4; owner: operator/) ----------------------------------------------
+/**
+ * The operator, once for the cluster, as its Deployment runs it: one replica in the first node's network
+ * namespace (a host-network pod there), reaching the API server through that node's forwarder. Agents reach
+ * its CA at https://<first node's address>:15012; `sandbox status` reads its /status on a unix socket in the
+ * state directory. The identity is stable, so a restarted process takes its Lease back at once (as a
+ * restarted container of the same pod does).
+ */
+export function planOperatorDaemon(cfg: SandboxConfig, topo: Topology): DaemonSpec[] {
+  const first = topo.nodes[0];
+  if (!first) return [];
+  const paths = sandboxPaths(cfg);
+  return [{
+    name: 'operator',
+    node: first.name,
+    netns: first.netns,
+    argv: [process.execPath, join(REPO_ROOT, 'operator/main.ts'), '--kubeconfig', paths.nodeKubeconfig, '--identity', `nodemesh-operator-${first.name}`,
+      '--health-addr', '127.0.0.1:8081', '--status-socket', join(cfg.stateDir, OPERATOR_STATUS_SOCKET), '--ca-addr', `0.0.0.0:${OPERATOR_CA_PORT}`],
+    logFile: join(cfg.stateDir, 'operator.log'),
+  }];
+}
+// --- end nodemesh operator ------------------------------------------------------------------------
 
 /** The in-node kubeconfig: the host's, with the server moved to the node-local forwarder. */
 export function computeNodeKubeconfig(hostKubeconfig: string): string {
@@ -165,6 +190,7 @@ async function main(): Promise<void> {
       kubelets.push(k);
     }
     for (const spec of planNodeDaemons(cfg, topo)) daemons.add(spec);
+    for (const spec of planOperatorDaemon(cfg, topo)) daemons.add(spec); // nodemesh operator (issue 4)
     // nodemesh agent (issue 3): one per node, then the cluster DNS it serves at 10.96.0.10.
     for (const spec of planAgentDaemons(cfg, topo, cgroupRoot)) daemons.add(spec);
     await ensureClusterDns(kc, cfg).catch((e: unknown) => log.warn('cluster DNS objects not created', { error: describeError(e) }));
