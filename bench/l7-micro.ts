@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { NodeProxy } from '../l7proxy/proxy.ts';
 import { planBenchConfig } from './lib/nodemesh-proxy.ts';
@@ -64,6 +65,11 @@ http {
 const nginx = spawn('taskset', ['-c', argv['gen-cpu'], 'nginx', '-c', path.join(dir, 'ng/nginx.conf'), '-e', path.join(dir, 'ng/error.log'), '-g', 'daemon off; master_process on;'], { stdio: 'inherit' });
 await new Promise((r) => setTimeout(r, 300));
 
+// Time spent in GC pauses (scavenges and mark-compact), to weigh heap settings apart from the noise of the rest.
+let gcMs = 0;
+let gcCount = 0;
+new PerformanceObserver((list) => { for (const e of list.getEntries()) { gcMs += e.duration; gcCount++; } }).observe({ entryTypes: ['gc'] });
+
 const proxy = new NodeProxy({ originalDst: () => SERVICE, identifySource: () => undefined, config: planBenchConfig(upstreamPort) });
 const { outboundPort } = await proxy.start({ outboundPort: 0, host: '127.0.0.1' });
 try {
@@ -71,6 +77,8 @@ try {
   await wrk(outboundPort, Number(argv.warmup), conns);
   for (let i = 0; i < Number(argv.reps); i++) {
     const req0 = proxy.stats.requests.total;
+    const gc0 = gcMs;
+    const gcn0 = gcCount;
     const codes0 = { ...proxy.stats.requests.byCode };
     const cpu0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
@@ -84,10 +92,11 @@ try {
     console.log(JSON.stringify({
       rps: Math.round(w.rps), requests: reqs, cpuUsPerReq: +((cpu.user + cpu.system) / reqs).toFixed(1),
       userUs: +(cpu.user / reqs).toFixed(1), sysUs: +(cpu.system / reqs).toFixed(1), cpuCores: +((cpu.user + cpu.system) / 1e6 / wall).toFixed(2),
-      p50: w.p50, p99: w.p99, rssMb: Math.round(mem.rss / 2 ** 20), heapUsedMb: Math.round(mem.heapUsed / 2 ** 20), heapTotalMb: Math.round(mem.heapTotal / 2 ** 20), codes,
+      gcUsPerReq: +(((gcMs - gc0) * 1000) / reqs).toFixed(2), gcs: gcCount - gcn0, p50: w.p50, p99: w.p99, rssMb: Math.round(mem.rss / 2 ** 20), heapUsedMb: Math.round(mem.heapUsed / 2 ** 20), heapTotalMb: Math.round(mem.heapTotal / 2 ** 20), codes,
       load: os.loadavg().map((l) => l.toFixed(2)).join('/'),
     }));
   }
+  process.stderr.write(`total requests served (warm-up included): ${proxy.stats.requests.total}\n`);
 } finally {
   await proxy.stop({ drain: false });
   nginx.kill('SIGTERM');

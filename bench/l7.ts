@@ -343,16 +343,19 @@ connection to the next worker over IPC.
 
 ## Notes
 
-- nodemesh RSS is mostly V8 heap reserve, not live data: under this load a worker's heapUsed swings between ~15 and
-  ~80 MB while heapTotal sits near 160 MB (young generation sized from the machine's memory). Measured separately
-  (same machine): \`--max-semi-space-size=4\` for the workers (\`ProxyWorkerPool({ execArgv })\`) cut a worker's RSS
-  from ~290 to ~185 MB for ~10 % more CPU per request. An idle worker is ~105 MB, of which ~60 MB come from loading
-  the TypeScript sources and undici (plain \`node\` is ~41 MB).
+- nodemesh workers run with \`--max-semi-space-size=8\` (\`DEFAULT_WORKER_EXEC_ARGV\` in l7proxy/workers.ts): the young
+  generation is otherwise sized from the machine's memory (heapTotal ~90 MB under this load for ~25-45 MB used).
+  Measured separately (same machine, one worker at saturation): worker RSS ~150-175 → ~125-140 MB for ~1 µs more GC
+  per request; 4 MB saved ~10 MB more for +2-5 µs. An idle worker is ~105 MB, of which ~45 MB come from Node's
+  TypeScript stripping and loading the sources and undici (plain \`node\` is ~41 MB); the primary (~100 MB) no longer
+  loads the request path.
 - The nodemesh primary is counted in the RSS and CPU columns; it accepts each connection and passes it to a worker
   (round-robin), which with ${CONNS} keep-alive connections per cell is a handful of accepts.
-- The 1-worker ratio is not limited by the worker pool: a single in-process \`NodeProxy\` measured by hand on the same
-  machine also spends ~100-250 µs of CPU per request (profile: undici's HTTP/1 client and socket writes on top,
-  then \`forward\`, header computation and GC); nginx and HAProxy spend 16-25 µs.
+- Where a request's CPU goes (\`bench/l7-micro.ts\`: one in-process \`NodeProxy\`, the same upstream and wrk, by hand on
+  the same machine): ~50-70 µs per request, ~20 of them system time for the four socket calls. On that stack
+  node:http answering from memory costs ~18 µs and node:http + undici \`dispatch\` forwarding with no checks at all
+  ~40-45 µs: the proxy's own work (strict checks, normalization, routing, policy, header hygiene) is ~10 µs and the
+  rest is the two HTTP/1 libraries; nginx and HAProxy spend 16-17 µs in all.
 
 ## Not measured yet
 

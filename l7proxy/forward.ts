@@ -15,6 +15,7 @@ import { formatTarget, normalizeTarget } from './normalize.ts';
 import { computeAdmission, computeBackoff, computeFault } from './resilience.ts';
 import { applyHeaderModifier, chooseWeighted, computeRedirect, computeRewrittenPath, matchRoute, type HeaderList, type RouteCandidate, type RouteRequest } from './route.ts';
 import type { BackendState, CompiledService, ProxySnapshot } from './snapshot.ts';
+import type { RequestObserver, RequestTelemetry } from './telemetry/request-telemetry.ts';
 import { countResponse, type AccessLogEntry, type ProxyLogger, type ProxyStats } from './stats.ts';
 import { pipeBoth } from './tunnel.ts';
 import { sendUpstream, type UpstreamBody, type UpstreamCall, type UpstreamPools, type UpstreamResponse, type UpstreamUpgrade } from './upstream.ts';
@@ -49,6 +50,8 @@ export type ForwardDeps = {
   stats: ProxyStats;
   log: ProxyLogger;
   accessLog: ((e: AccessLogEntry) => void) | undefined;
+  /** Spans and per-request records (telemetry hook); undefined = off, nothing is built. */
+  telemetry?: RequestTelemetry | undefined;
   rand(): number;
   now(): number;
   draining(): boolean;
@@ -85,6 +88,8 @@ type Exchange = {
   destroy(): void;
   onClose(cb: () => void): void;
   finished(): boolean;
+  /** This request's span and record, when telemetry is on. */
+  trace: RequestObserver | undefined;
 };
 
 /** An HTTP/1 request and its response (a class: one object per request instead of a set of closures). */
@@ -97,6 +102,7 @@ class Http1Exchange implements Exchange {
   readonly body: IncomingMessage;
   readonly bodyless: boolean;
   readonly contentLength: string | undefined;
+  trace: RequestObserver | undefined = undefined;
   readonly #res: ServerResponse;
   readonly #deps: ForwardDeps;
 
@@ -157,7 +163,7 @@ function http2Exchange(req: Http2ServerRequest, res: Http2ServerResponse): Excha
   }
   return {
     protocol: 'http2', method: req.method, target: String(req.headers[':path'] ?? ''), hosts, rawHeaders: req.rawHeaders, body: req,
-    bodyless: false, contentLength,
+    bodyless: false, contentLength, trace: undefined,
     headersSent: () => res.headersSent,
     respond(status, headers, body) {
       if (res.headersSent) { res.stream.close(); return; }
@@ -176,12 +182,12 @@ function http2Exchange(req: Http2ServerRequest, res: Http2ServerResponse): Excha
 /** Handle one HTTP/1 request (the http server's 'request' event). */
 export function handleHttp1Request(deps: ForwardDeps, ctx: ConnContext, req: IncomingMessage, res: ServerResponse): void {
   if (ctx.poisoned) { req.socket.destroy(); return; }
-  void runExchange(deps, ctx, new Http1Exchange(req, res, deps));
+  runExchange(deps, ctx, new Http1Exchange(req, res, deps));
 }
 
 /** Handle one HTTP/2 stream (the compat 'request' event). */
 export function handleHttp2Request(deps: ForwardDeps, ctx: ConnContext, req: Http2ServerRequest, res: Http2ServerResponse): void {
-  void runExchange(deps, ctx, http2Exchange(req, res));
+  runExchange(deps, ctx, http2Exchange(req, res));
 }
 
 /** The request after the synchronous steps: ready to forward, or already answered. */
@@ -302,12 +308,14 @@ function countRefusal(stats: ProxyStats, r: Refusal): void {
 /** The one place a request ends: counted, and handed to the access log when there is one. */
 function logExchange(deps: ForwardDeps, ctx: ConnContext, ex: Exchange, started: number, status: number, fields: Partial<AccessLogEntry>): void {
   countResponse(deps.stats, status);
-  if (!deps.accessLog) return;
-  deps.accessLog({
+  if (!deps.accessLog && !ex.trace) return;
+  const entry: AccessLogEntry = {
     connection: ctx.id, protocol: ex.protocol, method: ex.method, target: ex.target, authority: undefined, status,
     forwarded: false, backend: undefined, endpoint: undefined, attempts: 0, durationMs: deps.now() - started,
     source: ctx.source?.spiffeId, reason: undefined, ...fields,
-  });
+  };
+  deps.accessLog?.(entry);
+  ex.trace?.end(entry);
 }
 
 /** Answer a prepared request from the proxy itself (fault, rate limit, overload, missing backend). */
@@ -316,11 +324,24 @@ function answerLocally(deps: ForwardDeps, ctx: ConnContext, ex: Exchange, starte
   logExchange(deps, ctx, ex, started, status, { target, authority: p.authority, backend: p.backendName, reason });
 }
 
-async function runExchange(deps: ForwardDeps, ctx: ConnContext, ex: Exchange): Promise<void> {
+/** The request deadline passed: 504, or a cut connection when the response had started. */
+function finishTimeout(deps: ForwardDeps, ctx: ConnContext, ex: Exchange, started: number, p: Prepared, target: string): void {
+  deps.stats.timeouts.request++;
+  if (ex.headersSent()) ex.destroy();
+  else ex.respond(504, [], 'upstream request timeout\n', false);
+  logExchange(deps, ctx, ex, started, 504, { target, authority: p.authority, backend: p.backendName, reason: 'request timeout', forwarded: true });
+}
+
+/**
+ * The synchronous steps (check, normalize, route, authorize) happen here before anything is awaited, so a refused
+ * HTTP/1 request poisons its connection before the next pipelined request is parsed; then `forward` takes over.
+ */
+function runExchange(deps: ForwardDeps, ctx: ConnContext, ex: Exchange): void {
   try {
     const started = deps.now();
     const snap = deps.snapshot();
     const prepared = prepare(deps, ctx, ex, snap);
+    if (deps.telemetry) ex.trace = deps.telemetry.request(ctx, ex, prepared, snap);
     if (isRefusal(prepared)) {
       countRefusal(deps.stats, prepared);
       if (prepared.close && ex.protocol === 'http1') ctx.poisoned = true;
@@ -328,37 +349,10 @@ async function runExchange(deps: ForwardDeps, ctx: ConnContext, ex: Exchange): P
       logExchange(deps, ctx, ex, started, prepared.status, { reason: prepared.reason });
       return;
     }
-    const p = prepared;
-    const target = formatTarget(p.path, p.query);
-    const state = deps.backend(p.backendName);
-    if (!state) { answerLocally(deps, ctx, ex, started, p, target, 500, `backend ${p.backendName} is not configured`); return; }
-    const tp = state.config.trafficPolicy;
-
-    // Fault injection, then the local rate limit, then the circuit breaker: the cheap refusals come first.
-    // Both draws are taken even without a fault policy, so an injected random sequence lines up the same way.
-    const fault = computeFault(tp?.faultInjection, deps.rand(), deps.rand());
-    if (fault.delayMs > 0) { deps.stats.faults.delayed++; await sleep(fault.delayMs); }
-    if (fault.abortStatus !== undefined) { deps.stats.faults.aborted++; answerLocally(deps, ctx, ex, started, p, target, fault.abortStatus, 'fault filter abort'); return; }
-    if (state.limiter) {
-      const t = state.limiter.take(upstreamIdentity(ctx), deps.now());
-      if (!t.ok) {
-        deps.stats.rateLimited++;
-        answerLocally(deps, ctx, ex, started, p, target, 429, 'local rate limit exceeded', [['retry-after', String(Math.max(1, Math.ceil(t.retryAfterMs / 1000)))]]);
-        return;
-      }
-    }
-    const overload = computeAdmission(state.inflight, tp?.circuitBreaker);
-    if (overload) {
-      deps.stats.circuitBreaker[overload]++;
-      answerLocally(deps, ctx, ex, started, p, target, 503, `upstream overloaded (${overload})`, [[OVERLOADED_HEADER, overload]]);
-      return;
-    }
-    state.inflight++;
-    try {
-      await forward(deps, ctx, ex, p, state, snap, target, started);
-    } finally {
-      state.inflight--;
-    }
+    const target = formatTarget(prepared.path, prepared.query);
+    const state = deps.backend(prepared.backendName);
+    if (!state) { answerLocally(deps, ctx, ex, started, prepared, target, 500, `backend ${prepared.backendName} is not configured`); return; }
+    void forward(deps, ctx, ex, prepared, state, snap, target, started);
   } catch (err) {
     deps.log.error('request handler failed', { err: describeError(err) });
   }
@@ -401,199 +395,233 @@ type Attempt =
   | { kind: 'response'; res: UpstreamResponse; ep: EndpointState }
   | { kind: 'error'; err: ProxyError; status: number; ep: EndpointState | undefined; sent: boolean; timeout: 'backendRequest' | undefined };
 
+/**
+ * Admission (fault, rate limit, circuit breaker); then the body is buffered or streamed, sent (retried within the
+ * rule and the budget) and the answer relayed, with 504 at the deadline. One async function: every await costs.
+ * Never rejects.
+ */
 async function forward(
   deps: ForwardDeps, ctx: ConnContext, ex: Exchange, p: Prepared, state: BackendState, snap: ProxySnapshot, target: string, started: number,
 ): Promise<void> {
-  const rule = p.candidate?.rule;
-  const tp = state.config.trafficPolicy;
-  const deadline = rule?.timeouts?.requestMs !== undefined ? started + rule.timeouts.requestMs : undefined;
-  const perTry = rule?.timeouts?.backendRequestMs;
-  const maxRetries = rule?.retry?.attempts ?? 0;
-  const retryCodes: readonly number[] = rule?.retry?.codes ?? [];
-  const backoffMs = rule?.retry?.backoffMs ?? 25;
-  const idempotent = IDEMPOTENT.has(p.method);
-  const connectTimeoutMs = tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-  const idleTimeoutMs = tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
-  const maxConnections = tp?.circuitBreaker?.maxConnections;
-  const lb = tp?.loadBalancer;
-  let hashKey: string | undefined;
-  if (lb?.type === 'ConsistentHash') {
-    if ('header' in lb.hashOn) hashKey = readHeader(p.headers, lb.hashOn.header.toLowerCase());
-    else if ('cookie' in lb.hashOn) hashKey = readCookie(readHeader(p.headers, 'cookie'), lb.hashOn.cookie);
-    else hashKey = ctx.remoteAddress;
-  }
-  const log = (status: number, fields: Partial<AccessLogEntry>): void => logExchange(deps, ctx, ex, started, status, fields);
-
-  // The request deadline covers body buffering, every attempt and backoff; at it the client gets 504.
-  let current: UpstreamCall | undefined;
-  let timedOut = false;
-  let clientGone = false;
-  let deadlineTimer: NodeJS.Timeout | undefined;
-  let deadlineHit: Promise<'deadline'> | undefined;
-  if (deadline !== undefined) {
-    deadlineHit = new Promise<'deadline'>((resolve) => {
-      deadlineTimer = setTimeout(() => { timedOut = true; current?.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_TIMEOUT', 'request timeout')); resolve('deadline'); }, Math.max(0, deadline - deps.now()));
-    });
-  }
-  ex.onClose(() => { if (!ex.finished()) { clientGone = true; current?.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_RESET', 'client went away')); } });
-  const finishTimeout = (): void => {
-    deps.stats.timeouts.request++;
-    if (ex.headersSent()) ex.destroy();
-    else ex.respond(504, [], 'upstream request timeout\n', false);
-    log(504, { target, authority: p.authority, backend: p.backendName, reason: 'request timeout', forwarded: true });
-  };
-
   try {
-    let body: { buffered: Buffer } | { stream: Readable };
-    if (ex.bodyless) {
-      // Nothing to read (no Content-Length, or 0, and no Transfer-Encoding): the stream is left to the server.
-      body = EMPTY_BODY;
-    } else {
-      const bodyP = bufferBody(ex.body, snap.limits.maxBufferedBodyBytes);
-      let got: Awaited<typeof bodyP> | 'deadline';
-      try {
-        got = deadlineHit ? await Promise.race([bodyP, deadlineHit]) : await bodyP;
-      } catch (err) {
-        // A body that fails to parse (bad chunk framing) or a client that left: the HTTP/1 server has already
-        // answered 400 and closed; nothing was sent upstream.
-        log(400, { target, authority: p.authority, backend: p.backendName, reason: `request body: ${describeError(err)}` });
-        ex.destroy();
+    const tp = state.config.trafficPolicy;
+    // Fault injection, then the local rate limit, then the circuit breaker: the cheap refusals come first.
+    // Both draws are taken even without a fault policy, so an injected random sequence lines up the same way.
+    const fault = computeFault(tp?.faultInjection, deps.rand(), deps.rand());
+    if (fault.delayMs > 0) { deps.stats.faults.delayed++; await sleep(fault.delayMs); }
+    if (fault.abortStatus !== undefined) { deps.stats.faults.aborted++; answerLocally(deps, ctx, ex, started, p, target, fault.abortStatus, 'fault filter abort'); return; }
+    if (state.limiter) {
+      const t = state.limiter.take(upstreamIdentity(ctx), deps.now());
+      if (!t.ok) {
+        deps.stats.rateLimited++;
+        answerLocally(deps, ctx, ex, started, p, target, 429, 'local rate limit exceeded', [['retry-after', String(Math.max(1, Math.ceil(t.retryAfterMs / 1000)))]]);
         return;
       }
-      if (got === 'deadline') { finishTimeout(); return; }
-      body = got;
     }
-    const replayable = 'buffered' in body;
-    const upstreamHeaders = computeProxyHeaderList({ headers: p.headers, authority: p.authority, clientAddress: ctx.remoteAddress, sourceSpiffeId: ctx.source?.spiffeId, teTrailers: false });
-    if ('buffered' in body) {
-      if (body.buffered.length > 0 || !NO_LENGTH_WHEN_EMPTY.has(p.method)) upstreamHeaders.push('content-length', String(body.buffered.length));
-      if (p.mirrors.length > 0) startMirrors(deps, ctx, p, target, upstreamHeaders, body.buffered);
-    } else if (ex.contentLength !== undefined) {
-      // A streamed body keeps the client's (validated) length; without one undici sends it chunked.
-      upstreamHeaders.push('content-length', ex.contentLength);
-    }
-    state.budget.recordRequest(deps.now());
-
-    let tried: Set<string> | undefined;
-    let attempts = 0;
-    let outcome: Attempt;
-    for (;;) {
-      attempts++;
-      const ep = pickEndpoint(state.endpoints, lb, { cursor: state.cursor++, hashKey, rand: deps.rand, nowMs: deps.now(), avoid: tried });
-      if (!ep) {
-        deps.stats.upstream.noEndpoint++;
-        outcome = { kind: 'error', err: new ProxyError('NM_ERR_PROXY_NO_ENDPOINT', `backend ${p.backendName} has no ready endpoint`), status: 503, ep: undefined, sent: false, timeout: undefined };
-        break;
-      }
-      if (maxRetries > 0) (tried ??= new Set()).add(ep.key);
-      const pool = poolFor(deps, ctx, ep, connectTimeoutMs, idleTimeoutMs, maxConnections);
-      const call = sendUpstream(pool, {
-        method: p.method, path: target, headers: upstreamHeaders,
-        body: 'buffered' in body ? (body.buffered.length > 0 ? body.buffered : undefined) : body.stream,
-        idempotent: idempotent && replayable,
-      });
-      current = call;
-      let perTryTimedOut = false;
-      const perTryTimer = perTry !== undefined ? setTimeout(() => { perTryTimedOut = true; call.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_TIMEOUT', `backend request timeout (${perTry} ms)`)); }, perTry) : undefined;
-      ep.inflight++;
-      try {
-        const res = await call.result;
-        if (res.kind !== 'response') throw new ProxyError('NM_ERR_PROXY_UPSTREAM_PROTOCOL', 'upstream switched protocols without being asked');
-        outcome = { kind: 'response', res, ep };
-      } catch (err) {
-        const e = err instanceof ProxyError ? err : new ProxyError('NM_ERR_PROXY_UPSTREAM_RESET', describeError(err));
-        const status = perTryTimedOut ? 504 : e.code === 'NM_ERR_PROXY_UPSTREAM_CONNECT' ? 503 : e.code === 'NM_ERR_PROXY_UPSTREAM_PROTOCOL' ? 502 : 503;
-        outcome = { kind: 'error', err: e, status, ep, sent: call.sent(), timeout: perTryTimedOut ? 'backendRequest' : undefined };
-      } finally {
-        if (perTryTimer !== undefined) clearTimeout(perTryTimer);
-        ep.inflight--;
-        current = undefined;
-      }
-      if (timedOut) { if (outcome.kind === 'response') outcome.res.body.destroy(); finishTimeout(); return; }
-      if (clientGone) { if (outcome.kind === 'response') outcome.res.body.destroy(); log(499, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, reason: 'client went away', forwarded: true }); return; }
-
-      // Outlier detection sees every attempt: 5xx and connection failures count against the endpoint.
-      const failed = outcome.kind === 'error' || outcome.res.statusCode >= 500;
-      if (recordOutcome(ep, failed, state.endpoints, tp?.outlierDetection, deps.now())) {
-        deps.stats.upstream.ejections++;
-        deps.log.warn('endpoint ejected', { backend: p.backendName, endpoint: ep.key, forMs: ep.ejectedUntilMs - deps.now() });
-      }
-      if (outcome.kind === 'error') {
-        if (outcome.err.code === 'NM_ERR_PROXY_UPSTREAM_CONNECT') deps.stats.upstream.connectFailures++;
-        else if (outcome.err.code === 'NM_ERR_PROXY_UPSTREAM_PROTOCOL') deps.stats.upstream.protocolErrors++;
-        else if (outcome.timeout) deps.stats.timeouts.backendRequest++;
-        else deps.stats.upstream.resets++;
-      }
-      if (attempts > maxRetries || !replayable) break;
-      const retryable = outcome.kind === 'response'
-        ? retryCodes.includes(outcome.res.statusCode)
-        : outcome.err.code === 'NM_ERR_PROXY_UPSTREAM_CONNECT' || !outcome.sent
-          || (idempotent && outcome.err.code !== 'NM_ERR_PROXY_UPSTREAM_PROTOCOL' && (outcome.timeout === undefined || retryCodes.includes(504)));
-      if (!retryable) break;
-      if (!state.budget.tryRetry(deps.now())) { deps.stats.retryBudgetExhausted++; break; }
-      if (outcome.kind === 'response') outcome.res.body.destroy();
-      deps.stats.retries++;
-      const wait = computeBackoff(backoffMs, attempts, deps.rand());
-      if (wait > 0) {
-        const r = deadlineHit ? await Promise.race([sleep(wait), deadlineHit]) : await sleep(wait);
-        if (r === 'deadline') { finishTimeout(); return; }
-      }
-      if (clientGone) return;
-    }
-
-    if (outcome.kind === 'error') {
-      const status = outcome.status;
-      ex.respond(status, [], `${outcome.err.message}\n`, false);
-      log(status, { target, authority: p.authority, backend: p.backendName, endpoint: outcome.ep?.key, attempts, reason: outcome.err.message, forwarded: outcome.sent });
+    const overload = computeAdmission(state.inflight, tp?.circuitBreaker);
+    if (overload) {
+      deps.stats.circuitBreaker[overload]++;
+      answerLocally(deps, ctx, ex, started, p, target, 503, `upstream overloaded (${overload})`, [[OVERLOADED_HEADER, overload]]);
       return;
     }
-    const { res, ep } = outcome;
-    let headers = computeResponseHeaderList(res.headers);
-    if (p.responseModifiers.length > 0) {
-      let pairs = toHeaderPairs(headers);
-      for (const m of p.responseModifiers) pairs = applyHeaderModifier(pairs, m);
-      headers = toFlatHeaders(pairs);
-    }
-    let sink: NodeJS.WritableStream;
+    state.inflight++;
     try {
-      sink = ex.start(res.statusCode, headers);
-    } catch (err) {
-      // A head Node refuses to write (a header HTTP/2 forbids, say): the client gets a 502, never a hang.
-      res.body.destroy();
-      deps.stats.upstream.protocolErrors++;
-      ex.respond(502, [], 'upstream response head cannot be relayed\n', false);
-      log(502, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, reason: describeError(err), forwarded: true });
-      return;
+      const rule = p.candidate?.rule;
+      const deadline = rule?.timeouts?.requestMs !== undefined ? started + rule.timeouts.requestMs : undefined;
+      const perTry = rule?.timeouts?.backendRequestMs;
+      const maxRetries = rule?.retry?.attempts ?? 0;
+      const retryCodes: readonly number[] = rule?.retry?.codes ?? [];
+      const backoffMs = rule?.retry?.backoffMs ?? 25;
+      const idempotent = IDEMPOTENT.has(p.method);
+      const connectTimeoutMs = tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+      const idleTimeoutMs = tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+      const maxConnections = tp?.circuitBreaker?.maxConnections;
+      const lb = tp?.loadBalancer;
+      let hashKey: string | undefined;
+      if (lb?.type === 'ConsistentHash') {
+        if ('header' in lb.hashOn) hashKey = readHeader(p.headers, lb.hashOn.header.toLowerCase());
+        else if ('cookie' in lb.hashOn) hashKey = readCookie(readHeader(p.headers, 'cookie'), lb.hashOn.cookie);
+        else hashKey = ctx.remoteAddress;
+      }
+
+      // The request deadline covers body buffering, every attempt and backoff; at it the client gets 504.
+      let current: UpstreamCall | undefined;
+      let timedOut = false;
+      let clientGone = false;
+      let deadlineTimer: NodeJS.Timeout | undefined;
+      let deadlineHit: Promise<'deadline'> | undefined;
+      if (deadline !== undefined) {
+        deadlineHit = new Promise<'deadline'>((resolve) => {
+          deadlineTimer = setTimeout(() => { timedOut = true; current?.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_TIMEOUT', 'request timeout')); resolve('deadline'); }, Math.max(0, deadline - deps.now()));
+        });
+      }
+      // One listener for the whole exchange: a client gone before the end aborts the attempt or the relay.
+      let relayAbort: (() => void) | undefined;
+      ex.onClose(() => {
+        if (ex.finished()) return;
+        clientGone = true;
+        current?.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_RESET', 'client went away'));
+        relayAbort?.();
+      });
+
+      try {
+        let body: { buffered: Buffer } | { stream: Readable };
+        if (ex.bodyless) {
+          // Nothing to read (no Content-Length, or 0, and no Transfer-Encoding): the stream is left to the server.
+          body = EMPTY_BODY;
+        } else {
+          const bodyP = bufferBody(ex.body, snap.limits.maxBufferedBodyBytes);
+          let got: Awaited<typeof bodyP> | 'deadline';
+          try {
+            got = deadlineHit ? await Promise.race([bodyP, deadlineHit]) : await bodyP;
+          } catch (err) {
+            // A body that fails to parse (bad chunk framing) or a client that left: the HTTP/1 server has already
+            // answered 400 and closed; nothing was sent upstream.
+            logExchange(deps, ctx, ex, started, 400, { target, authority: p.authority, backend: p.backendName, reason: `request body: ${describeError(err)}` });
+            ex.destroy();
+            return;
+          }
+          if (got === 'deadline') { finishTimeout(deps, ctx, ex, started, p, target); return; }
+          body = got;
+        }
+        const replayable = 'buffered' in body;
+        const upstreamHeaders = computeProxyHeaderList({ headers: p.headers, authority: p.authority, clientAddress: ctx.remoteAddress, sourceSpiffeId: ctx.source?.spiffeId, teTrailers: false });
+        ex.trace?.inject(upstreamHeaders);
+        if ('buffered' in body) {
+          if (body.buffered.length > 0 || !NO_LENGTH_WHEN_EMPTY.has(p.method)) upstreamHeaders.push('content-length', String(body.buffered.length));
+          if (p.mirrors.length > 0) startMirrors(deps, ctx, p, target, upstreamHeaders, body.buffered);
+        } else if (ex.contentLength !== undefined) {
+          // A streamed body keeps the client's (validated) length; without one undici sends it chunked.
+          upstreamHeaders.push('content-length', ex.contentLength);
+        }
+        state.budget.recordRequest(deps.now());
+
+        let tried: Set<string> | undefined;
+        let attempts = 0;
+        let outcome: Attempt;
+        for (;;) {
+          attempts++;
+          const ep = pickEndpoint(state.endpoints, lb, { cursor: state.cursor++, hashKey, rand: deps.rand, nowMs: deps.now(), avoid: tried });
+          if (!ep) {
+            deps.stats.upstream.noEndpoint++;
+            outcome = { kind: 'error', err: new ProxyError('NM_ERR_PROXY_NO_ENDPOINT', `backend ${p.backendName} has no ready endpoint`), status: 503, ep: undefined, sent: false, timeout: undefined };
+            break;
+          }
+          if (maxRetries > 0) (tried ??= new Set()).add(ep.key);
+          const pool = poolFor(deps, ctx, ep, connectTimeoutMs, idleTimeoutMs, maxConnections);
+          const call = sendUpstream(pool, {
+            method: p.method, path: target, headers: upstreamHeaders,
+            body: 'buffered' in body ? (body.buffered.length > 0 ? body.buffered : undefined) : body.stream,
+            idempotent: idempotent && replayable,
+          });
+          current = call;
+          let perTryTimedOut = false;
+          const perTryTimer = perTry !== undefined ? setTimeout(() => { perTryTimedOut = true; call.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_TIMEOUT', `backend request timeout (${perTry} ms)`)); }, perTry) : undefined;
+          ep.inflight++;
+          try {
+            const res = await call.result;
+            if (res.kind !== 'response') throw new ProxyError('NM_ERR_PROXY_UPSTREAM_PROTOCOL', 'upstream switched protocols without being asked');
+            outcome = { kind: 'response', res, ep };
+          } catch (err) {
+            const e = err instanceof ProxyError ? err : new ProxyError('NM_ERR_PROXY_UPSTREAM_RESET', describeError(err));
+            const status = perTryTimedOut ? 504 : e.code === 'NM_ERR_PROXY_UPSTREAM_CONNECT' ? 503 : e.code === 'NM_ERR_PROXY_UPSTREAM_PROTOCOL' ? 502 : 503;
+            outcome = { kind: 'error', err: e, status, ep, sent: call.sent(), timeout: perTryTimedOut ? 'backendRequest' : undefined };
+          } finally {
+            if (perTryTimer !== undefined) clearTimeout(perTryTimer);
+            ep.inflight--;
+            current = undefined;
+          }
+          if (timedOut) { if (outcome.kind === 'response') outcome.res.body.destroy(); finishTimeout(deps, ctx, ex, started, p, target); return; }
+          if (clientGone) { if (outcome.kind === 'response') outcome.res.body.destroy(); logExchange(deps, ctx, ex, started, 499, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, reason: 'client went away', forwarded: true }); return; }
+
+          // Outlier detection sees every attempt: 5xx and connection failures count against the endpoint.
+          const failed = outcome.kind === 'error' || outcome.res.statusCode >= 500;
+          if (recordOutcome(ep, failed, state.endpoints, tp?.outlierDetection, deps.now())) {
+            deps.stats.upstream.ejections++;
+            deps.log.warn('endpoint ejected', { backend: p.backendName, endpoint: ep.key, forMs: ep.ejectedUntilMs - deps.now() });
+          }
+          if (outcome.kind === 'error') {
+            if (outcome.err.code === 'NM_ERR_PROXY_UPSTREAM_CONNECT') deps.stats.upstream.connectFailures++;
+            else if (outcome.err.code === 'NM_ERR_PROXY_UPSTREAM_PROTOCOL') deps.stats.upstream.protocolErrors++;
+            else if (outcome.timeout) deps.stats.timeouts.backendRequest++;
+            else deps.stats.upstream.resets++;
+          }
+          if (attempts > maxRetries || !replayable) break;
+          const retryable = outcome.kind === 'response'
+            ? retryCodes.includes(outcome.res.statusCode)
+            : outcome.err.code === 'NM_ERR_PROXY_UPSTREAM_CONNECT' || !outcome.sent
+              || (idempotent && outcome.err.code !== 'NM_ERR_PROXY_UPSTREAM_PROTOCOL' && (outcome.timeout === undefined || retryCodes.includes(504)));
+          if (!retryable) break;
+          if (!state.budget.tryRetry(deps.now())) { deps.stats.retryBudgetExhausted++; break; }
+          if (outcome.kind === 'response') outcome.res.body.destroy();
+          deps.stats.retries++;
+          const wait = computeBackoff(backoffMs, attempts, deps.rand());
+          if (wait > 0) {
+            const r = deadlineHit ? await Promise.race([sleep(wait), deadlineHit]) : await sleep(wait);
+            if (r === 'deadline') { finishTimeout(deps, ctx, ex, started, p, target); return; }
+          }
+          if (clientGone) return;
+        }
+
+        if (outcome.kind === 'error') {
+          const status = outcome.status;
+          ex.respond(status, [], `${outcome.err.message}\n`, false);
+          logExchange(deps, ctx, ex, started, status, { target, authority: p.authority, backend: p.backendName, endpoint: outcome.ep?.key, attempts, reason: outcome.err.message, forwarded: outcome.sent });
+          return;
+        }
+        const { res, ep } = outcome;
+        let headers = computeResponseHeaderList(res.headers);
+        if (p.responseModifiers.length > 0) {
+          let pairs = toHeaderPairs(headers);
+          for (const m of p.responseModifiers) pairs = applyHeaderModifier(pairs, m);
+          headers = toFlatHeaders(pairs);
+        }
+        let sink: NodeJS.WritableStream;
+        try {
+          sink = ex.start(res.statusCode, headers);
+        } catch (err) {
+          // A head Node refuses to write (a header HTTP/2 forbids, say): the client gets a 502, never a hang.
+          res.body.destroy();
+          deps.stats.upstream.protocolErrors++;
+          ex.respond(502, [], 'upstream response head cannot be relayed\n', false);
+          logExchange(deps, ctx, ex, started, 502, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, reason: describeError(err), forwarded: true });
+          return;
+        }
+        if (!res.body.writeWholeTo(sink as unknown as Duplex)) {
+          await relayBody(res.body, sink, deadlineHit, (abort) => { relayAbort = abort; });
+        }
+        if (timedOut) { finishTimeout(deps, ctx, ex, started, p, target); return; }
+        if (deps.accessLog || ex.trace) logExchange(deps, ctx, ex, started, res.statusCode, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, forwarded: true });
+        else countResponse(deps.stats, res.statusCode);
+      } finally {
+        if (deadlineTimer !== undefined) clearTimeout(deadlineTimer);
+      }
+    } finally {
+      state.inflight--;
     }
-    await relayBody(res.body, sink, deadlineHit);
-    if (timedOut) { finishTimeout(); return; }
-    if (deps.accessLog) log(res.statusCode, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, forwarded: true });
-    else countResponse(deps.stats, res.statusCode);
-  } finally {
-    if (deadlineTimer !== undefined) clearTimeout(deadlineTimer);
+  } catch (err) {
+    deps.log.error('request handler failed', { err: describeError(err) });
   }
 }
 
 /**
  * Write an upstream body to the client with backpressure (a full socket pauses the upstream until it drains);
- * resolves at its end, on an upstream error (the client connection is cut), when the client goes away (the upstream
- * request is aborted) or at the deadline.
+ * resolves at its end, on an upstream error (the client connection is cut), when the client goes away (the caller
+ * invokes the function given to `onClientGone`: the upstream request is aborted) or at the deadline.
  */
-function relayBody(body: UpstreamBody, sink: NodeJS.WritableStream, deadlineHit: Promise<'deadline'> | undefined): Promise<void> {
+function relayBody(body: UpstreamBody, sink: NodeJS.WritableStream, deadlineHit: Promise<'deadline'> | undefined, onClientGone: (abort: () => void) => void): Promise<void> {
   return new Promise((resolve) => {
     const out = sink as unknown as Duplex;
     let done = false;
     let draining = false;
     const onDrain = (): void => { body.resume(); };
-    const onClose = (): void => { body.destroy(); finish(); };
     const finish = (): void => {
       if (done) return;
       done = true;
-      out.off('close', onClose);
       if (draining) out.off('drain', onDrain);
       resolve();
     };
-    out.on('close', onClose);
+    onClientGone(() => { body.destroy(); finish(); });
     body.pipeTo({
       write: (chunk) => {
         if (out.write(chunk)) return true;

@@ -18,13 +18,21 @@ export const SOURCE_IDENTITY_HEADER = 'x-nodemesh-source-identity';
 export const OVERLOADED_HEADER = 'x-nodemesh-overloaded';
 const SPIFFE_SAFE = /^spiffe:\/\/[a-z0-9.\-_]+(\/[A-Za-z0-9._\-~%]+)+$/;
 
+/** `keep-alive` alone: a Connection value that lists no header beyond the hop-by-hop set (Keep-Alive is in it). */
+function isPlainConnectionValue(v: string): boolean {
+  return v.length === 10 && v.toLowerCase() === 'keep-alive';
+}
+
 /** Connection tokens: the names of headers the sender marked hop-by-hop, lower-cased. */
 function connectionTokens(rawHeaders: readonly string[]): Set<string> | undefined {
   let out: Set<string> | undefined;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     if (rawHeaders[i]!.toLowerCase() !== 'connection') continue;
+    const value = rawHeaders[i + 1]!;
+    // The usual value names no other header.
+    if (isPlainConnectionValue(value)) continue;
     out ??= new Set<string>();
-    for (const t of rawHeaders[i + 1]!.split(',')) { const v = t.trim().toLowerCase(); if (v) out.add(v); }
+    for (const t of value.split(',')) { const v = t.trim().toLowerCase(); if (v) out.add(v); }
   }
   return out;
 }
@@ -125,13 +133,14 @@ export function computeResponseHeaders(headers: Record<string, string | string[]
 export function computeResponseHeaderList(headers: Record<string, string | string[] | undefined>): string[] {
   const conn = headers['connection'];
   let listed: Set<string> | undefined;
-  if (conn !== undefined) {
+  if (conn !== undefined && !(typeof conn === 'string' && isPlainConnectionValue(conn))) {
     listed = new Set<string>();
     for (const v of Array.isArray(conn) ? conn : [conn]) for (const t of v.split(',')) listed.add(t.trim().toLowerCase());
   }
   const out: string[] = [];
-  for (const k in headers) {
-    if (!Object.hasOwn(headers, k)) continue;
+  const keys = Object.keys(headers);
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!;
     const v = headers[k];
     if (v === undefined) continue;
     const name = k.toLowerCase();

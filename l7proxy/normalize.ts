@@ -45,9 +45,32 @@ function ok<T>(value: T): Normalized<T> { return { ok: true, value }; }
 function no<T>(reason: string): Normalized<T> { return { ok: false, reason }; }
 function pct(byte: number): string { return '%' + byte.toString(16).toUpperCase().padStart(2, '0'); }
 
+/** `/` and pchar minus `%` (the PATH_SAFE set), by char code: a path of only these needs no rewriting. */
+const PLAIN_PATH_CHAR = (() => {
+  const t = new Uint8Array(128);
+  for (const c of "/ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@") t[c.charCodeAt(0)] = 1;
+  return t;
+})();
+
+/**
+ * True when `raw` is already in normal form: only plain characters (no `%`, nothing to encode or refuse), no
+ * empty segment but a trailing one (`//`), and no segment starting with `.` (so no `.`/`..`/`..;` segments).
+ */
+function isPlainPath(raw: string): boolean {
+  let prev = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (c >= 128 || PLAIN_PATH_CHAR[c] === 0) return false;
+    if (prev === 0x2f && (c === 0x2f || c === 0x2e)) return false;
+    prev = c;
+  }
+  return true;
+}
+
 /** Normalize an origin-form path (starts with `/`, no query). */
 export function normalizePath(raw: string): Normalized<string> {
   if (!raw.startsWith('/')) return no('path must start with "/"');
+  if (isPlainPath(raw)) return ok(raw);
   let out = '';
   let run: number[] = []; // consecutive escaped bytes >= 0x80, validated as one UTF-8 sequence
   const flush = (): string | undefined => {
@@ -113,8 +136,22 @@ export function normalizeQuery(raw: string): Normalized<string> {
   return ok(out);
 }
 
+type NormalizedHost = { host: string; port: number | undefined; authority: string };
+
+// The last Host normalized and its result: a connection sends the same Host on every request (results are never edited).
+let lastHostRaw: string | undefined;
+let lastHostResult: Normalized<NormalizedHost> | undefined;
+
 /** Normalize one Host (or `:authority`) value: lower-case, trailing dot removed, port split off. */
-export function normalizeHost(raw: string): Normalized<{ host: string; port: number | undefined; authority: string }> {
+export function normalizeHost(raw: string): Normalized<NormalizedHost> {
+  if (raw === lastHostRaw) return lastHostResult!;
+  const r = computeNormalizedHost(raw);
+  lastHostRaw = raw;
+  lastHostResult = r;
+  return r;
+}
+
+function computeNormalizedHost(raw: string): Normalized<NormalizedHost> {
   let host: string; let portText: string | undefined;
   if (raw.startsWith('[')) {
     const end = raw.indexOf(']');

@@ -17,6 +17,7 @@ import { createHttp2Server } from './http2.ts';
 import { computeAdmission } from './resilience.ts';
 import { compileSnapshot, reconcileBackendStates, type BackendState, type CompiledService, type ProxySnapshot } from './snapshot.ts';
 import { createStats, silentLogger, type AccessLogEntry, type ProxyLogger, type ProxyStats } from './stats.ts';
+import type { RequestTelemetry } from './telemetry/request-telemetry.ts';
 import { connectTcp, pipeBoth } from './tunnel.ts';
 import { UpstreamPools, type UpstreamConnector } from './upstream.ts';
 
@@ -45,6 +46,8 @@ export type ProxyOptions = {
    * plain TCP with the proxy's socket mark. Absent → plain TCP from this process.
    */
   connectUpstream?: UpstreamConnector;
+  /** Spans and per-request/connection records (l7proxy/telemetry/request-telemetry.ts); absent = off. */
+  telemetry?: RequestTelemetry;
 };
 
 /** What the caller already knows about a stream handed in with `acceptStream` (an HBONE stream, a same-node hand-off). */
@@ -54,6 +57,8 @@ export type StreamMeta = {
   source: SourceIdentity | undefined;
   /** Address logged and sent as x-forwarded-for. */
   remoteAddress: string;
+  /** Trace context the tunnel request carried (parent of an opaque TCP connection's span). */
+  traceHeaders?: Record<string, string>;
 };
 
 /** Addresses to listen on; port 0 picks a free one (the bound ports are returned). */
@@ -95,6 +100,7 @@ export class NodeProxy {
       stats: this.#stats,
       log: this.#log,
       accessLog: opts.accessLog,
+      telemetry: opts.telemetry,
       rand: opts.rand ?? Math.random,
       now: opts.now ?? Date.now,
       draining: () => this.#draining,
@@ -103,6 +109,9 @@ export class NodeProxy {
 
   /** Counters since start (live object; read, do not write). */
   get stats(): ProxyStats { return this.#stats; }
+
+  /** Turns telemetry on (or off with undefined) for requests and connections that start from now on. */
+  setTelemetry(t: RequestTelemetry | undefined): void { this.#deps.telemetry = t; }
 
   /** Version of the config in force. */
   get configVersion(): string { return this.#snapshot.version; }
@@ -123,7 +132,7 @@ export class NodeProxy {
   acceptStream(stream: Duplex, meta: StreamMeta): void {
     this.#track(stream);
     if (this.#draining) { stream.destroy(); return; }
-    this.#serve(stream, meta.dst, normalizeRemote(meta.remoteAddress), () => meta.source).catch((err: unknown) => {
+    this.#serve(stream, meta.dst, normalizeRemote(meta.remoteAddress), () => meta.source, meta.traceHeaders).catch((err: unknown) => {
       this.#log.error('stream handling failed', { err: describeError(err) });
       stream.destroy();
     });
@@ -284,7 +293,7 @@ export class NodeProxy {
     await this.#serve(socket, dst, remoteAddress, () => this.#opts.identifySource(remoteAddress));
   }
 
-  async #serve(socket: Duplex, dst: OriginalDestination, remoteAddress: string, identify: () => SourceIdentity | undefined): Promise<void> {
+  async #serve(socket: Duplex, dst: OriginalDestination, remoteAddress: string, identify: () => SourceIdentity | undefined, traceHeaders?: Record<string, string>): Promise<void> {
     const dstKey = endpointKey(dst.ip, dst.port);
     const service = this.#snapshot.services.get(dstKey);
     if (!service) {
@@ -310,25 +319,27 @@ export class NodeProxy {
       this.#stats.rejected.malformed++;
       writeRawErrorAndClose(socket, 400, 'this destination speaks HTTP only');
     } else {
-      await this.#tunnelTcp(socket, ctx, service);
+      await this.#tunnelTcp(socket, ctx, service, traceHeaders);
     }
   }
 
-  async #tunnelTcp(socket: Duplex, ctx: ConnContext, service: CompiledService): Promise<void> {
+  async #tunnelTcp(socket: Duplex, ctx: ConnContext, service: CompiledService, traceHeaders?: Record<string, string>): Promise<void> {
     this.#stats.connections.tcp++;
     const peer = ctx.source ? { ...ctx.source, authenticated: true } : { authenticated: false };
     const verdict = authorize({ port: ctx.dstPort }, peer, service.policies);
+    const obs = this.#deps.telemetry?.connection(ctx, service.config.name, verdict, traceHeaders);
     if (verdict.verdict === 'deny') {
       this.#stats.authz.deny++;
       this.#stats.connections.tcpDenied++;
       this.#log.info('tcp connection denied', { dst: ctx.dstKey, source: ctx.source?.spiffeId, reason: verdict.reason });
+      obs?.end({ outcome: 'denied', bytesSent: 0, bytesReceived: 0 });
       resetStream(socket);
       return;
     }
     this.#stats.authz.allow++;
     const state = this.#backends.get(service.config.defaultBackend);
     const tp = state?.config.trafficPolicy;
-    if (!state || computeAdmission(state.inflight, tp?.circuitBreaker)) { resetStream(socket); return; }
+    if (!state || computeAdmission(state.inflight, tp?.circuitBreaker)) { obs?.end({ outcome: 'reset', bytesSent: 0, bytesReceived: 0 }); resetStream(socket); return; }
     state.inflight++;
     try {
       const tried = new Set<string>();
@@ -340,7 +351,7 @@ export class NodeProxy {
         try {
           const timeoutMs = tp?.connectTimeoutMs ?? 5000;
           upstream = this.#opts.connectUpstream
-            ? await this.#opts.connectUpstream({ identity: ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`, ip: ep.ip, port: ep.port, timeoutMs })
+            ? await this.#opts.connectUpstream({ identity: ctx.source?.spiffeId ?? `anon:${ctx.remoteAddress}`, ip: ep.ip, port: ep.port, timeoutMs, ...(obs ? { traceHeaders: obs.headers() } : {}) })
             : await connectTcp(ep.ip, ep.port, timeoutMs);
           recordOutcome(ep, false, state.endpoints, tp?.outlierDetection, Date.now());
         } catch {
@@ -348,9 +359,10 @@ export class NodeProxy {
           if (recordOutcome(ep, true, state.endpoints, tp?.outlierDetection, Date.now())) this.#stats.upstream.ejections++;
         }
       }
-      if (!upstream) { if (!socket.destroyed) resetStream(socket); return; }
-      if (socket.destroyed) { upstream.destroy(); return; }
-      await pipeBoth(socket, upstream, tp?.idleTimeoutMs ?? 3600_000);
+      if (!upstream) { obs?.end({ outcome: 'connect_failed', bytesSent: 0, bytesReceived: 0 }); if (!socket.destroyed) resetStream(socket); return; }
+      if (socket.destroyed) { obs?.end({ outcome: 'reset', bytesSent: 0, bytesReceived: 0 }); upstream.destroy(); return; }
+      const moved = await pipeBoth(socket, upstream, tp?.idleTimeoutMs ?? 3600_000);
+      obs?.end({ outcome: 'closed', bytesSent: moved.bToA, bytesReceived: moved.aToB });
     } finally {
       state.inflight--;
     }

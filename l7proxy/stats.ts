@@ -44,7 +44,9 @@ export function createStats(): ProxyStats {
 /** Count a response code. */
 export function countResponse(stats: ProxyStats, status: number): void {
   stats.requests.total++;
-  stats.requests.byCode[String(status)] = (stats.requests.byCode[String(status)] ?? 0) + 1;
+  // A numeric key is the same property as its decimal string, without building the string per request.
+  const byCode = stats.requests.byCode as unknown as Record<number, number>;
+  byCode[status] = (byCode[status] ?? 0) + 1;
 }
 
 /** What the proxy logs through; the host process decides where lines go. */

@@ -67,6 +67,8 @@ export type UpstreamTarget = {
   ip: string;
   port: number;
   timeoutMs: number;
+  /** Trace context for the tunnel request (HBONE CONNECT) of an opaque TCP connection; absent for HTTP pools. */
+  traceHeaders?: Record<string, string>;
 };
 
 /**
@@ -199,6 +201,22 @@ export class UpstreamBody {
     this.#destroyed = true;
     this.#held = undefined;
     if (!this.#ended && !this.#controller.aborted) this.#controller.abort(reason ?? new ProxyError('NM_ERR_PROXY_UPSTREAM_RESET', 'response body abandoned by the client side'));
+  }
+
+  /**
+   * When the whole body has arrived already (a small answer: head, body and end in one read), write it to `out` and
+   * end it at once, with no sink or listeners; false, with nothing written, otherwise.
+   */
+  writeWholeTo(out: { write(chunk: Buffer): unknown; end(chunk?: Buffer): unknown }): boolean {
+    if (!this.#ended || this.#destroyed || this.#sink || this.#discard) return false;
+    const held = this.#held;
+    this.#held = undefined;
+    this.#heldBytes = 0;
+    this.#discard = true;
+    if (held === undefined) out.end();
+    else if (held.length === 1) out.end(held[0]);
+    else { for (const c of held) out.write(c); out.end(); }
+    return true;
   }
 
   /** The whole body (small answers only: a declined upgrade). */

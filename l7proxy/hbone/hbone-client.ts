@@ -45,6 +45,8 @@ export type HboneOpenRequest = {
   target: HboneTarget;
   /** Budget for connection setup plus the CONNECT answer; default the connector's. */
   timeoutMs?: number;
+  /** Extra CONNECT request headers: the trace context (`traceparent`...) of the connection it carries. */
+  headers?: Record<string, string>;
 };
 
 type Entry = { key: string; certFingerprint: string; session: ClientHttp2Session; ready: Promise<ClientHttp2Session>; streams: number };
@@ -79,7 +81,7 @@ export class HboneConnector {
     const authority = formatAuthority(req.target);
     let stream: ClientHttp2Stream;
     try {
-      stream = session.request({ ':method': 'CONNECT', ':authority': authority }, { endStream: false });
+      stream = session.request({ ...safeExtraHeaders(req.headers), ':method': 'CONNECT', ':authority': authority }, { endStream: false });
     } catch (err) {
       this.#drop(entry);
       throw new HboneError('NM_ERR_HBONE_CONNECT', `HBONE CONNECT ${authority} via ${nodeLabel(req)}: ${(err as Error).message}`, { cause: err });
@@ -205,4 +207,16 @@ function withTimeout<T>(p: Promise<T>, ms: number, err: () => Error): Promise<T>
     const timer = setTimeout(() => reject(err()), ms);
     p.then((v) => { clearTimeout(timer); resolve(v); }, (e: unknown) => { clearTimeout(timer); reject(e as Error); });
   });
+}
+
+/** Extra CONNECT headers, minus pseudo-headers and names HTTP/2 forbids (the CONNECT itself is ours to shape). */
+function safeExtraHeaders(h: Record<string, string> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!h) return out;
+  for (const [k, v] of Object.entries(h)) {
+    const name = k.toLowerCase();
+    if (name.startsWith(':') || !/^[a-z0-9-]+$/.test(name) || /[\r\n\0]/.test(v)) continue;
+    out[name] = v;
+  }
+  return out;
 }

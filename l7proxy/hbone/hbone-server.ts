@@ -28,6 +28,8 @@ export type HboneStreamInfo = {
   peer: VerifiedPeer;
   /** Address of the source node proxy. */
   remoteAddress: string;
+  /** Trace context the CONNECT request carried (`traceparent`, `tracestate`, `b3`), for the connection's span. */
+  traceHeaders?: Record<string, string>;
 };
 
 /** Settings of the inbound listener. */
@@ -192,7 +194,8 @@ export class HboneServer {
     if (status !== 200) { this.#answer(stream, status, `status_${status}`); return; }
     this.stats.streams++;
     stream.respond({ ':status': 200 });
-    this.#opts.onStream(adaptTunnelStream(stream), { target, peer: who.peer, remoteAddress: who.remoteAddress });
+    const traceHeaders = pickTraceHeaders(headers);
+    this.#opts.onStream(adaptTunnelStream(stream), { target, peer: who.peer, remoteAddress: who.remoteAddress, ...(traceHeaders ? { traceHeaders } : {}) });
   }
 
   #answer(stream: ServerHttp2Stream, status: number, reason: string): void {
@@ -208,4 +211,14 @@ export class HboneServer {
 
 function normalizeAddress(addr: string): string {
   return addr.startsWith('::ffff:') && net.isIPv4(addr.slice(7)) ? addr.slice(7) : addr;
+}
+
+/** The W3C/B3 trace headers of a CONNECT request, or undefined when it carried none. */
+function pickTraceHeaders(headers: IncomingHttpHeaders): Record<string, string> | undefined {
+  let out: Record<string, string> | undefined;
+  for (const name of ['traceparent', 'tracestate', 'b3']) {
+    const v = headers[name];
+    if (typeof v === 'string') (out ??= {})[name] = v;
+  }
+  return out;
 }

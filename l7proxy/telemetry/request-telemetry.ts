@@ -1,0 +1,267 @@
+/**
+ * The bridge between the proxy's request path and telemetry: per request a span (CLIENT on the source node's
+ * outbound side, SERVER on the destination node's inbound side) parented on the incoming trace context and
+ * injected into what is forwarded, and per request or opaque TCP connection one record for the agent's metrics
+ * and access log. The request path calls it through two small hooks (forward.ts, proxy.ts) and never waits on it.
+ */
+// Label rule (records become metric labels): the source workload is the peer's service account (the identity the
+// mesh verified), the destination is the Service the client dialled on the source side and the local workload on
+// the destination side; never an address or a path.
+import type { AccessLogEntry } from '../stats.ts';
+import type { HeaderBag } from './propagation.ts';
+import type { ConnectionRecord, PeerName, RequestRecord, TelemetrySink } from './records.ts';
+import type { MeshTracer } from './tracer.ts';
+
+/** A source as the proxy knows it (forward.ts SourceIdentity). */
+type Source = { spiffeId: string; namespace: string; serviceAccount: string } | undefined;
+
+/** Per-connection facts the hooks read (forward.ts ConnContext has them). */
+export type ConnFacts = { remoteAddress: string; source: Source; dstKey: string; dstPort: number };
+
+/** Per-request facts the hooks read (forward.ts Exchange has them). */
+export type RequestFacts = { protocol: 'http1' | 'http2'; method: string; target: string; rawHeaders: string[] };
+
+/** What routing decided (forward.ts Prepared), or why the proxy refused (forward.ts Refusal). */
+export type RouteFacts =
+  | { service: { config: { name: string }; policies: readonly unknown[] }; path: string; authority: string; candidate: { routeName: string } | undefined }
+  | { status: number; reason: string; kind: string };
+
+/** Services of the snapshot in force (to name the destination of a refused request). */
+export type SnapshotFacts = { services: ReadonlyMap<string, { config: { name: string } }> };
+
+/** One request in flight: inject the span into the forwarded headers, end it with what the access log sees. */
+export type RequestObserver = {
+  /** Replaces the trace headers in `headers` (a flat `[name, value, ...]` list about to be sent upstream). */
+  inject(headers: string[]): void;
+  /** The request ended (once; later calls are ignored). */
+  end(entry: AccessLogEntry): void;
+};
+
+/** One opaque TCP connection through the proxy. */
+export type ConnectionObserver = {
+  /** Trace headers for the tunnel request that carries the connection to the other node (HBONE CONNECT). */
+  headers(): Record<string, string>;
+  end(r: { outcome: ConnectionRecord['outcome']; bytesSent: number; bytesReceived: number }): void;
+};
+
+/** The hooks a NodeProxy calls (ForwardDeps.telemetry); undefined results mean "not observed". */
+export type RequestTelemetry = {
+  request(conn: ConnFacts, req: RequestFacts, route: RouteFacts, snap: SnapshotFacts): RequestObserver | undefined;
+  connection(conn: ConnFacts, service: string, verdict: { verdict: 'allow' | 'deny'; policy?: string }, traceHeaders: Record<string, string> | undefined): ConnectionObserver | undefined;
+};
+
+/** Options of createRequestTelemetry. */
+export type RequestTelemetryOptions = {
+  /** outbound: this proxy sends for local clients (CLIENT spans, reporter=source); inbound: receives for local pods. */
+  direction: 'outbound' | 'inbound';
+  /** The tracer in force now (it may be replaced when the mesh settings change). */
+  tracer: () => MeshTracer;
+  sink: TelemetrySink;
+  /** Local workload behind a pod address (inbound: the destination workload). */
+  localWorkload?: (ip: string) => { workload: string; namespace: string } | undefined;
+  now?: () => number;
+};
+
+const TRACE_HEADER_NAMES = new Set(['traceparent', 'tracestate', 'b3', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-sampled', 'x-b3-flags']);
+
+/** The trace headers of a flat raw header list (only those: a request may carry a hundred others). */
+export function pickTraceHeaders(raw: readonly string[]): HeaderBag {
+  const bag: HeaderBag = {};
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const c = name.charCodeAt(0) | 0x20;
+    // traceparent/tracestate, b3, x-b3-*: a first-letter test keeps the scan cheap.
+    if (c !== 0x74 && c !== 0x62 && c !== 0x78) continue;
+    const lower = name.toLowerCase();
+    if (!TRACE_HEADER_NAMES.has(lower)) continue;
+    const prev = bag[lower];
+    bag[lower] = prev === undefined ? raw[i + 1]! : Array.isArray(prev) ? [...prev, raw[i + 1]!] : [String(prev), raw[i + 1]!];
+  }
+  return bag;
+}
+
+/** Replaces the trace headers of a flat list with those of `bag` (names as the propagator wrote them). */
+export function replaceTraceHeaders(headers: string[], bag: HeaderBag): void {
+  const names = Object.keys(bag);
+  if (names.length === 0) return;
+  const drop = new Set(names);
+  if (drop.has('traceparent')) drop.add('tracestate');
+  let w = 0;
+  for (let r = 0; r < headers.length; r += 2) {
+    if (drop.has(headers[r]!.toLowerCase())) continue;
+    headers[w] = headers[r]!;
+    headers[w + 1] = headers[r + 1]!;
+    w += 2;
+  }
+  headers.length = w;
+  for (const n of names) {
+    const v = bag[n];
+    if (v === undefined) continue;
+    headers.push(n, Array.isArray(v) ? v.join(',') : String(v));
+  }
+}
+
+/** `namespace/name:port` (the proxy's service names) → namespace and name. */
+export function splitServiceName(name: string): { namespace: string; name: string } {
+  const slash = name.indexOf('/');
+  const colon = name.lastIndexOf(':');
+  const ns = slash > 0 ? name.slice(0, slash) : '';
+  const bare = name.slice(slash + 1, colon > slash ? colon : undefined);
+  return { namespace: ns, name: bare };
+}
+
+/**
+ * The workload of a pod name: the Deployment's name without the ReplicaSet hash and pod suffix
+ * (`echo-v1-5d8f7b9c4-x2kqp` → `echo-v1`), a ReplicaSet/Job pod without its suffix; other names as they are.
+ * Pod names must never become labels (one series per pod); this bounds them by owner.
+ */
+export function computeWorkloadName(pod: string): string {
+  const safe = '[bcdfghjklmnpqrstvwxz2456789]';
+  const dep = new RegExp(`^(.+)-${safe}{6,10}-${safe}{5}$`).exec(pod);
+  if (dep) return dep[1]!;
+  return pod;
+}
+
+function peerOf(source: Source): PeerName {
+  return source ? { workload: source.serviceAccount, namespace: source.namespace, spiffeId: source.spiffeId } : { workload: '', namespace: '' };
+}
+
+/** Why the proxy answered itself, from the access-log entry (bounded values for the metrics). */
+export function classifyRefusal(entry: Pick<AccessLogEntry, 'status' | 'reason' | 'forwarded'>, kind?: string): RequestRecord['refusal'] {
+  const r = entry.reason ?? '';
+  if (kind === 'policy') return 'authz_denied';
+  if (kind === 'malformed' || kind === 'tooLarge' || kind === 'target') return 'malformed';
+  if (kind === 'route' && entry.status === 404) return 'no_route';
+  if (r === 'request timeout') return 'timeout_request';
+  if (r.startsWith('backend request timeout')) return 'timeout_backend_request';
+  if (r.startsWith('upstream overloaded')) return 'circuit_breaker';
+  if (entry.status === 429 && r.startsWith('local rate limit')) return 'rate_limit';
+  if (r === 'fault filter abort') return 'fault_abort';
+  if (r.includes('has no ready endpoint')) return 'no_endpoint';
+  if (!entry.forwarded && entry.status >= 400 && r !== '') return 'other';
+  return undefined;
+}
+
+/** The deciding policy's name in an authorize() reason (`denied by shop/deny-admin rule 0`). */
+function policyOfReason(reason: string): string {
+  const m = /^(?:denied|allowed) by (\S+) rule/.exec(reason);
+  return m ? m[1]! : 'default-deny';
+}
+
+/** Makes the hooks of one NodeProxy (outbound or inbound side). */
+export function createRequestTelemetry(o: RequestTelemetryOptions): RequestTelemetry {
+  const now = o.now ?? Date.now;
+  const outbound = o.direction === 'outbound';
+  const destinationOf = (serviceName: string, dstKey: string): RequestRecord['destination'] => {
+    const s = splitServiceName(serviceName);
+    if (outbound) return { service: s.name, namespace: s.namespace };
+    // Inbound services are named after the local pod: its owner names the destination.
+    const local = o.localWorkload?.(dstKey.slice(0, dstKey.lastIndexOf(':')));
+    const workload = local?.workload ?? computeWorkloadName(s.name);
+    return { service: workload, namespace: local?.namespace ?? s.namespace, workload };
+  };
+
+  return {
+    request(conn, req, route, snap) {
+      const startMs = now();
+      const tracer = o.tracer();
+      const refused = 'status' in route;
+      const serviceName = refused ? (snap.services.get(conn.dstKey)?.config.name ?? '') : route.service.config.name;
+      const destination = destinationOf(serviceName, conn.dstKey);
+      const source = peerOf(conn.source);
+      const routeName = refused ? '' : (route.candidate?.routeName ?? '');
+      const path = refused ? req.target.split('?')[0]! : route.path;
+      const authz: RequestRecord['authz'] | undefined = refused
+        ? (route.kind === 'policy' ? { verdict: 'deny', policy: policyOfReason(route.reason) } : undefined)
+        : (!outbound && route.service.policies.length > 0 ? { verdict: 'allow', policy: '' } : undefined);
+      const colon = conn.dstKey.lastIndexOf(':');
+      const parent = tracer.extract(pickTraceHeaders(req.rawHeaders));
+      const info = {
+        method: req.method, path, scheme: 'http' as const,
+        serverAddress: refused ? undefined : route.authority.replace(/:\d+$/, ''),
+        serverPort: conn.dstPort,
+        peerAddress: outbound ? conn.dstKey.slice(0, colon) : conn.remoteAddress,
+        ...(outbound ? {} : { clientAddress: conn.remoteAddress }),
+        protocolVersion: req.protocol === 'http2' ? '2' : '1.1',
+        mesh: {
+          ...(source.workload ? { sourceWorkload: source.workload, sourceNamespace: source.namespace, sourceSpiffeId: source.spiffeId } : {}),
+          destinationService: destination.service, destinationNamespace: destination.namespace,
+          ...(destination.workload ? { destinationWorkload: destination.workload } : {}),
+          ...(routeName ? { route: routeName } : {}),
+          ...(authz ? { authzVerdict: authz.verdict, ...(authz.policy ? { authzPolicy: authz.policy } : {}) } : {}),
+        },
+      };
+      const span = outbound ? tracer.startClientSpan(info, parent) : tracer.startServerSpan(info, parent);
+      let ended = false;
+      return {
+        inject(headers) {
+          const bag: HeaderBag = {};
+          span.inject(bag);
+          replaceTraceHeaders(headers, bag);
+        },
+        end(entry) {
+          if (ended) return;
+          ended = true;
+          const refusal = classifyRefusal(entry, refused ? route.kind : undefined);
+          if (entry.attempts > 0) span.setMesh({ retryAttempt: entry.attempts });
+          span.end(entry.status > 0 ? { statusCode: entry.status, ...(refusal ? { reason: refusal } : {}) } : { errorType: 'reset', reason: entry.reason ?? 'no response' });
+          const cl = Number(pickHeader(req.rawHeaders, 'content-length') ?? 0);
+          const record: RequestRecord = {
+            direction: o.direction, startMs, durationSeconds: Math.max(0, entry.durationMs) / 1000,
+            protocol: entry.protocol, method: req.method, code: entry.status, source, destination, route: routeName,
+            requestBytes: Number.isFinite(cl) ? cl : 0, responseBytes: 0, attempts: entry.attempts,
+            ...(refusal ? { refusal } : {}), ...(authz ? { authz } : {}),
+            path, ...(entry.authority ? { authority: entry.authority } : {}), peerAddress: conn.remoteAddress,
+            ...(span.sampled ? { traceId: span.traceId, spanId: span.spanId } : {}),
+          };
+          o.sink.requestFinished(record);
+        },
+      };
+    },
+
+    connection(conn, service, verdict, traceHeaders) {
+      const startMs = now();
+      const tracer = o.tracer();
+      const destination = destinationOf(service, conn.dstKey);
+      const source = peerOf(conn.source);
+      const colon = conn.dstKey.lastIndexOf(':');
+      const authz: ConnectionRecord['authz'] | undefined = verdict.verdict === 'deny' ? { verdict: 'deny', policy: verdict.policy ?? 'default-deny' } : undefined;
+      const span = tracer.startConnectionSpan({
+        direction: o.direction,
+        ...(outbound ? { serverAddress: conn.dstKey.slice(0, colon), serverPort: conn.dstPort } : { peerAddress: conn.remoteAddress }),
+        mesh: {
+          ...(source.workload ? { sourceWorkload: source.workload, sourceNamespace: source.namespace, sourceSpiffeId: source.spiffeId } : {}),
+          destinationService: destination.service, destinationNamespace: destination.namespace,
+          ...(authz ? { authzVerdict: authz.verdict, authzPolicy: authz.policy } : {}),
+        },
+      }, traceHeaders ? tracer.extract(traceHeaders) : undefined);
+      if (verdict.verdict === 'allow') o.sink.connectionOpened({ direction: o.direction, source, destination });
+      let ended = false;
+      return {
+        headers() {
+          const bag: HeaderBag = {};
+          span.inject(bag);
+          const out: Record<string, string> = {};
+          for (const [k, v] of Object.entries(bag)) if (v !== undefined) out[k] = String(v);
+          return out;
+        },
+        end(r) {
+          if (ended) return;
+          ended = true;
+          const errorType = r.outcome === 'closed' ? undefined : r.outcome;
+          span.end({ bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, ...(errorType ? { errorType, reason: errorType } : {}) });
+          o.sink.connectionClosed({
+            direction: o.direction, startMs, durationSeconds: Math.max(0, now() - startMs) / 1000, source, destination,
+            bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, outcome: r.outcome, ...(authz ? { authz } : {}),
+            peerAddress: conn.remoteAddress, ...(span.sampled ? { traceId: span.traceId } : {}),
+          });
+        },
+      };
+    },
+  };
+}
+
+function pickHeader(raw: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === name.length && raw[i]!.toLowerCase() === name) return raw[i + 1];
+  return undefined;
+}
