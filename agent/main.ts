@@ -5,11 +5,14 @@
  *   3. sync loop    planner + reconciler over the pinned maps; ids taken from them (sync-loop.ts)
  *   4. watches      Services, EndpointSlices, Nodes, this node's Pods; the loop writes nothing before all listed once (informers.ts)
  *   4b. mesh        NodeState → node proxy, mesh flows, STRICT pod guards, certificates (proxy/mesh-node.ts; issue 5)
- *   5. health       /healthz, /readyz, /statusz in the node's network namespace (health.ts)
+ *   4c. telemetry   /metrics registry fed by the proxy's records, BPF counters, map fill, applies, certificates;
+ *                   the access log of opted-in namespaces (telemetry.ts)
+ *   5. health       /healthz, /readyz, /statusz, /metrics in the node's network namespace, and on --status-socket (health.ts)
  *   6. resync       full re-plan and map re-read every --resync-seconds
  * Stopping never detaches or unpins anything: the datapath keeps serving while no agent runs.
  */
-import { KubeConfig } from '@kubernetes/client-node';
+import { release } from 'node:os';
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { parseAgentConfig } from './config.ts';
 import { describeError } from './errors.ts';
 import { startHealthServer } from './health.ts';
@@ -18,6 +21,10 @@ import { createLogger } from './logger.ts';
 import { openNodeDatapath } from './node-datapath.ts';
 import { MeshNode } from './proxy/mesh-node.ts'; // issue 5 (owner: agent/proxy/)
 import { SyncLoop } from './sync-loop.ts';
+import { AgentTelemetry } from './telemetry.ts';
+
+/** The agent's version (what `kubectl mesh status` shows). */
+export const AGENT_VERSION = '0.1.0';
 
 async function main(): Promise<void> {
   // 1. config
@@ -87,27 +94,64 @@ async function main(): Promise<void> {
   watch.start();
   stops.push(['watches', () => watch.stop()]);
 
+  // 4c. telemetry (made before the mesh: the proxy's first records must have somewhere to go)
+  const telemetry = new AgentTelemetry({ nodeName: cfg.nodeName, maps: datapath, serviceNames: () => loop.serviceNames(), log: log.child('telemetry') });
+  telemetry.start();
+  stops.push(['telemetry', () => telemetry.stop()]);
+  const namespaces = setInterval(() => {
+    kc.makeApiClient(CoreV1Api).listNamespace().then((l) => telemetry.setNamespaces(l.items), () => {});
+  }, 5000);
+  namespaces.unref();
+  stops.push(['namespaces', () => clearInterval(namespaces)]);
+
   // 4b. mesh (issue 5; owner: agent/proxy/): the node proxy and everything the NodeState asks of this node
   const mesh = new MeshNode({
     kc, nodeName: cfg.nodeName, maps: datapath, pinDir: cfg.bpffsDir, sockmap: cfg.sockmap,
     cluster: () => loop.snapshot(), clusterVersion: () => loop.status().passes, setMeshPorts: (ports) => loop.setMeshPorts(ports), log: log.child('mesh'),
+    onTelemetry: (b) => telemetry.onBatch(b), onApplied: (a) => telemetry.recordApply(a),
   });
+  const heldCertificates = (): { identity: string; notAfter: Date }[] => {
+    const c = mesh.status().certificates;
+    return c === 'no CA configured' ? [] : c.flatMap((x) => (x.notAfter && x.state === 'valid' ? [{ identity: x.spiffeId, notAfter: x.notAfter }] : []));
+  };
+  telemetry.registry.addCollector(() => telemetry.setCertificates(heldCertificates()));
   mesh.start();
   stops.push(['mesh', () => mesh.stop()]);
 
   // 5. health
+  const readiness = (): string | undefined => {
+    const unsynced = watch.unsynced();
+    if (unsynced.length) return `waiting for the first list of ${unsynced.join(', ')}`;
+    const st = loop.status();
+    return st.ready ? undefined : `first reconcile not done${st.lastError ? ` (last error: ${st.lastError})` : ''}`;
+  };
   const health = await startHealthServer(cfg.healthHost, cfg.healthPort, {
     liveness: () => undefined,
-    readiness: () => {
-      const unsynced = watch.unsynced();
-      if (unsynced.length) return `waiting for the first list of ${unsynced.join(', ')}`;
-      const st = loop.status();
-      return st.ready ? undefined : `first reconcile not done${st.lastError ? ` (last error: ${st.lastError})` : ''}`;
+    readiness,
+    // The shape `kubectl mesh status` reads (cli/mesh/agent-status.ts), then the details by module.
+    status: () => {
+      const m = mesh.status();
+      const why = readiness();
+      return {
+        node: cfg.nodeName, version: AGENT_VERSION, ready: why === undefined, ...(why ? { reason: why } : {}),
+        sync: loop.status(),
+        ...(m.applied ? { nodeState: m.applied } : {}),
+        datapath: {
+          ...report,
+          programs: report.attachments.map((a) => ({ name: a.program, attached: true })),
+          maps: telemetry.mapFill().map((f) => ({ name: f.map, entries: f.entries, capacity: f.capacity })),
+        },
+        ...(m.proxy ? { proxy: { listening: m.proxy.state === 'serving', listeners: m.proxy.listeners ?? [], workers: m.proxy.workers ?? 0, configVersion: m.proxy.applied, state: m.proxy.state, pid: m.proxy.pid, restarts: m.proxy.restarts } } : {}),
+        certificates: heldCertificates().map((c) => ({ identity: c.identity, notAfter: c.notAfter.toISOString() })),
+        kernel: { release: release(), bpf: true, cgroup2: true, bpffs: true },
+        telemetry: { ...telemetry.counts, tracing: m.tracing },
+        watches: watch.kinds.map((k) => ({ kind: k.name, synced: k.synced, restarts: k.restarts, objects: k.list().length })),
+        mesh: m,
+      };
     },
-    status: () => ({ node: cfg.nodeName, datapath: report, sync: loop.status(), watches: watch.kinds.map((k) => ({ kind: k.name, synced: k.synced, restarts: k.restarts, objects: k.list().length })), mesh: mesh.status() }),
-  });
+  }, { ...(cfg.statusSocket ? { socketPath: cfg.statusSocket } : {}), extra: telemetry.handler() });
   stops.push(['health', () => health.close()]);
-  log.info('health endpoint listening', { addr: `${cfg.healthHost}:${health.port}` });
+  log.info('health endpoint listening', { addr: `${cfg.healthHost}:${health.port}`, ...(cfg.statusSocket ? { socket: cfg.statusSocket } : {}) });
 
   // 6. resync
   if (cfg.resyncSeconds > 0) {

@@ -47,8 +47,14 @@ export function computeNodeStateSet(objects: readonly NodeState[], nodeName: str
   return {
     complete: true,
     shards: count,
-    state: { nodeName, trustDomain: mine[0]!.spec.trustDomain, workloads, services, version: ordered.map((o) => o.spec.contentHash).join(',') },
+    state: { nodeName, trustDomain: mine[0]!.spec.trustDomain, workloads, services, version: ordered.map((o) => o.spec.contentHash).join(','), ...specVersionOf(ordered) },
   };
+}
+
+/** The highest spec.version of the shards (what `kubectl mesh status` compares), when the writer sets one. */
+function specVersionOf(shards: readonly NodeState[]): { specVersion?: number } {
+  const vs = shards.map((o) => o.spec.version).filter((v): v is number => typeof v === 'number');
+  return vs.length ? { specVersion: Math.max(...vs) } : {};
 }
 
 /** True when `name` can be a label value (else the operator labels with a hash, and we select by field). */

@@ -5,7 +5,7 @@
  * and nothing about maps; bpf/lb-tables.ts turns each ServiceSpec into entries.
  */
 import type { V1EndpointSlice, V1Node, V1Pod, V1Service, V1ServicePort } from '@kubernetes/client-node';
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIP } from 'node:net';
 import { type BackendSpec, type FrontendSpec, type L4Proto, type ServiceSpec, addressToBytes, bytesToAddress } from '../bpf/index.ts';
 import { ServiceIds, backendKey, frontendKey } from './service-ids.ts';
 
@@ -70,12 +70,13 @@ export function sliceServiceKey(s: V1EndpointSlice): string | undefined {
 }
 
 function familyOf(addr: string): Family | undefined {
-  return isIPv4(addr) ? 4 : isIPv6(addr) ? 6 : undefined;
+  const f = isIP(addr);
+  return f === 4 || f === 6 ? f : undefined;
 }
 
 /** Canonical text of an address, as the maps' codecs print it back (so diffs compare equal). */
 export function canonicalAddress(addr: string): string {
-  return isIPv6(addr) ? bytesToAddress(addressToBytes(addr), 0) : addr;
+  return addr.includes(':') && isIP(addr) === 6 ? bytesToAddress(addressToBytes(addr), 0) : addr;
 }
 
 /** Addresses NodePorts listen on: every node's InternalIP and ExternalIP, deduplicated and sorted. */
@@ -122,7 +123,7 @@ export function computeEndpoints(slices: readonly V1EndpointSlice[], port: V1Ser
     for (const e of s.endpoints ?? []) {
       const raw = e.addresses?.[0];
       if (!raw || familyOf(raw) !== family) continue;
-      const addr = canonicalAddress(raw);
+      const addr = family === 6 ? canonicalAddress(raw) : raw;
       const ready = e.conditions?.ready ?? true;
       const ep: Endpoint = {
         addr,
@@ -198,11 +199,11 @@ export function planServicePorts(svc: V1Service, slices: readonly V1EndpointSlic
       const frontends = computeFrontends(svc, port, family, ctx);
       if (frontends.length === 0) continue;
       const key = servicePortKey(svc, port, family);
-      const id = ids.serviceId(key, frontends.map((f) => frontendKey(f.addr, f.port, PROTO_NUM[proto])));
+      const id = ids.peekService(key) ?? ids.serviceId(key, frontends.map((f) => frontendKey(f.addr, f.port, PROTO_NUM[proto])));
       const endpoints = computeEndpoints(slices, port, family, ctx).filter((e) => (e.ready || (e.terminating && e.serving)) && (!local || e.local));
       const keep = new Set<string>();
       const backends: BackendSpec[] = endpoints.map((e) => {
-        keep.add(backendKey(id, e.addr, e.port));
+        keep.add(backendKey(e.addr, e.port));
         const b: BackendSpec = { id: ids.backendId(id, e.addr, e.port), addr: e.addr, port: e.port, ready: e.ready, serving: e.serving, terminating: e.terminating };
         if (e.local) b.local = true;
         return b;
@@ -234,7 +235,7 @@ function planMeshPodFrontends(key: string, name: string, endpoints: readonly End
   for (const e of endpoints) {
     const podKey = `${key}/pod/${e.addr}:${e.port}`;
     const id = ids.serviceId(podKey, [frontendKey(e.addr, e.port, PROTO_NUM.TCP)]);
-    ids.retainBackends(id, new Set([backendKey(id, e.addr, e.port)]));
+    ids.retainBackends(id, new Set([backendKey(e.addr, e.port)]));
     out.push({ key: podKey, service: name, spec: { id, proto: 'TCP', l7: true, frontends: [{ addr: e.addr, port: e.port, kind: 'ClusterIP' }], backends: [{ id: ids.backendId(id, e.addr, e.port), addr: e.addr, port: e.port, ready: true, ...(e.local ? { local: true } : {}) }] } });
   }
   return out;
@@ -265,8 +266,8 @@ export function planDatapath(state: ClusterState, ids: ServiceIds = new ServiceI
   const problems: string[] = [];
   const services: PlannedServicePort[] = [];
   // Sorted, so a fresh table allocates ids in the same order every time (golden dumps stay stable).
-  const sorted = [...state.services].sort((a, b) => (objectKey(a) < objectKey(b) ? -1 : objectKey(a) > objectKey(b) ? 1 : 0));
-  for (const svc of sorted) services.push(...planServicePorts(svc, slices.get(objectKey(svc)) ?? [], ctx, next, problems));
+  const sorted = state.services.map((s) => [objectKey(s), s] as const).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  for (const [key, svc] of sorted) for (const p of planServicePorts(svc, slices.get(key) ?? [], ctx, next, problems)) services.push(p);
   next.retainServices(new Set(services.map((s) => s.key)));
   return { services, problems, ids: next };
 }

@@ -15,13 +15,16 @@ import type { MapSet, NmLb4Key, NmLb6Key, NmLbBe, NmLbFe, NmLbSlot, NmLbSlotKey,
 import { possibleCpus } from '../bpf/index.ts';
 import { frontendKey } from './service-ids.ts';
 
-/** The entries of one service id, as tables keyed for diffing. */
+/**
+ * The entries of one service id. Arrays, not maps: a full sync of 10,000 services would otherwise
+ * build 40,000 small Maps; lookups are built per id only when there is something to diff against.
+ */
 interface SvcTables {
   svc: NmLbSvc | undefined;
-  fe4: Map<string, [NmLb4Key, NmLbFe]>;
-  fe6: Map<string, [NmLb6Key, NmLbFe]>;
-  slots: Map<number, NmLbSlot>;
-  be: Map<number, NmLbBe>;
+  fe4: Array<[string, NmLb4Key, NmLbFe]>;
+  fe6: Array<[string, NmLb6Key, NmLbFe]>;
+  slots: Array<[number, NmLbSlot]>;
+  be: Array<[number, NmLbBe]>;
 }
 
 /** What one reconcile pass changed, by map. */
@@ -54,17 +57,21 @@ export function isNoop(r: ReconcileCounts): boolean {
 }
 
 function emptyTables(): SvcTables {
-  return { svc: undefined, fe4: new Map(), fe6: new Map(), slots: new Map(), be: new Map() };
+  return { svc: undefined, fe4: [], fe6: [], slots: [], be: [] };
+}
+
+function isEmpty(t: SvcTables): boolean {
+  return !t.svc && t.fe4.length === 0 && t.fe6.length === 0 && t.slots.length === 0 && t.be.length === 0;
 }
 
 function tablesOf(e: ServiceEntries): SvcTables {
-  const t = emptyTables();
-  t.svc = e.svc;
-  for (const [k, v] of e.fe4) t.fe4.set(frontendKey(k.addr, k.port, k.proto), [k, v]);
-  for (const [k, v] of e.fe6) t.fe6.set(frontendKey(k.addr, k.port, k.proto), [k, v]);
-  for (const [k, v] of e.slots) t.slots.set(k.slot, v);
-  for (const [id, v] of e.backends) t.be.set(id, v);
-  return t;
+  return {
+    svc: e.svc,
+    fe4: e.fe4.map(([k, v]) => [frontendKey(k.addr, k.port, k.proto), k, v]),
+    fe6: e.fe6.map(([k, v]) => [frontendKey(k.addr, k.port, k.proto), k, v]),
+    slots: e.slots.map(([k, v]) => [k.slot, v]),
+    be: e.backends.map(([id, v]) => [id, v]),
+  };
 }
 
 function same(a: object | undefined, b: object | undefined): boolean {
@@ -138,22 +145,19 @@ export class MapReconciler {
   }
 
   #setClaims(id: number, prev: SvcTables | undefined, next: SvcTables | undefined): void {
-    const keys = new Set<string>();
-    for (const t of [prev, next]) {
-      if (!t) continue;
-      for (const k of t.fe4.keys()) keys.add(`4|${k}`);
-      for (const k of t.fe6.keys()) keys.add(`6|${k}`);
-    }
+    const wanted = new Set<string>();
+    for (const [fk] of next?.fe4 ?? []) wanted.add(`4|${fk}`);
+    for (const [fk] of next?.fe6 ?? []) wanted.add(`6|${fk}`);
+    const keys = new Set(wanted);
+    for (const [fk] of prev?.fe4 ?? []) keys.add(`4|${fk}`);
+    for (const [fk] of prev?.fe6 ?? []) keys.add(`6|${fk}`);
     for (const k of keys) {
-      const fam = k.slice(0, 1);
-      const fk = k.slice(2);
       const before = this.#owners.owner(k);
-      const wants = next ? (fam === '4' ? next.fe4.has(fk) : next.fe6.has(fk)) : false;
-      if (wants) this.#owners.claim(k, id);
+      if (wanted.has(k)) this.#owners.claim(k, id);
       else this.#owners.unclaim(k, id);
       const after = this.#owners.owner(k);
       // A frontend that changes hands must be rewritten by its new owner.
-      if (after !== undefined && after !== before) this.#dirty.add(after);
+      if (after !== undefined && after !== before && after !== id) this.#dirty.add(after);
     }
   }
 
@@ -192,17 +196,17 @@ export class MapReconciler {
       if (!t) actual.set(id, (t = emptyTables()));
       return t;
     };
-    for (const [k, v] of this.#maps.map('nm_lb4_fe').entries()) get(v.svc_id).fe4.set(frontendKey(k.addr, k.port, k.proto), [k, v]);
-    for (const [k, v] of this.#maps.map('nm_lb6_fe').entries()) get(v.svc_id).fe6.set(frontendKey(k.addr, k.port, k.proto), [k, v]);
+    for (const [k, v] of this.#maps.map('nm_lb4_fe').entries()) get(v.svc_id).fe4.push([frontendKey(k.addr, k.port, k.proto), k, v]);
+    for (const [k, v] of this.#maps.map('nm_lb6_fe').entries()) get(v.svc_id).fe6.push([frontendKey(k.addr, k.port, k.proto), k, v]);
     for (const [id, v] of this.#maps.map('nm_lb_svc').entries()) get(id).svc = v;
-    for (const [k, v] of this.#maps.map('nm_lb_slot').entries()) get(k.svc_id).slots.set(k.slot, v);
-    for (const [id, v] of this.#maps.map('nm_lb_be').entries()) get(v.svc_id).be.set(id, v);
+    for (const [k, v] of this.#maps.map('nm_lb_slot').entries()) get(k.svc_id).slots.push([k.slot, v]);
+    for (const [id, v] of this.#maps.map('nm_lb_be').entries()) get(v.svc_id).be.push([id, v]);
     this.#statsIds = new Set(this.#maps.map('nm_lb_stats').keys());
     this.#actual = actual;
     this.#actualFe = new Map();
     for (const [id, t] of actual) {
-      for (const fk of t.fe4.keys()) this.#actualFe.set(`4|${fk}`, id);
-      for (const fk of t.fe6.keys()) this.#actualFe.set(`6|${fk}`, id);
+      for (const [fk] of t.fe4) this.#actualFe.set(`4|${fk}`, id);
+      for (const [fk] of t.fe6) this.#actualFe.set(`6|${fk}`, id);
     }
     for (const id of actual.keys()) this.#dirty.add(id);
     for (const id of this.#statsIds) this.#dirty.add(id);
@@ -245,70 +249,83 @@ export class MapReconciler {
 
     for (const id of this.#dirty) {
       const want = this.#desired.get(id);
-      const have = this.#actual.get(id) ?? emptyTables();
+      const have = this.#actual.get(id);
       const result = emptyTables();
       let deletes = 0;
+      // Lookups over what is there, only when something is (a new service diffs against nothing).
+      const haveBe = have?.be.length ? new Map(have.be) : undefined;
+      const haveSlots = have?.slots.length ? new Map(have.slots) : undefined;
+      const haveFe4 = have?.fe4.length ? new Map(have.fe4.map(([fk, , v]) => [fk, v])) : undefined;
+      const haveFe6 = have?.fe6.length ? new Map(have.fe6.map(([fk, , v]) => [fk, v])) : undefined;
       if (want) {
-        for (const [bid, v] of want.be) {
-          if (!same(have.be.get(bid), v)) beUp.push([bid, v]);
-          result.be.set(bid, v);
+        for (const e of want.be) {
+          if (!same(haveBe?.get(e[0]), e[1])) beUp.push(e);
+          result.be.push(e);
         }
         for (const [slot, v] of want.slots) {
-          if (!same(have.slots.get(slot), v)) slotUp.push([{ svc_id: id, slot }, v]);
-          result.slots.set(slot, v);
+          if (!same(haveSlots?.get(slot), v)) slotUp.push([{ svc_id: id, slot }, v]);
+          result.slots.push([slot, v]);
         }
-        if (!same(have.svc, want.svc) && want.svc) svcUp.push([id, want.svc]);
+        if (want.svc && !same(have?.svc, want.svc)) svcUp.push([id, want.svc]);
         result.svc = want.svc;
         if (!this.#statsIds.has(id)) statsUp.push(id);
-        for (const [fk, [k, v]] of want.fe4) {
+        for (const e of want.fe4) {
+          const [fk, k, v] = e;
           const owner = this.#owners.owner(`4|${fk}`);
           if (owner !== id) {
             conflicts.push(`${k.addr}:${k.port}/${k.proto} wanted by service ids ${this.#owners.claimants(`4|${fk}`).sort((a, b) => a - b).join(',')}; ${owner} keeps it`);
             continue;
           }
-          if (!same(have.fe4.get(fk)?.[1], v)) fe4Up.push([k, v]);
-          result.fe4.set(fk, [k, v]);
+          if (!same(haveFe4?.get(fk), v)) fe4Up.push([k, v]);
+          result.fe4.push(e);
           const from = this.#actualFe.get(`4|${fk}`);
           if (from !== undefined && from !== id) moves.push({ fam: '4', fk, from });
         }
-        for (const [fk, [k, v]] of want.fe6) {
+        for (const e of want.fe6) {
+          const [fk, k, v] = e;
           if (this.#owners.owner(`6|${fk}`) !== id) continue;
-          if (!same(have.fe6.get(fk)?.[1], v)) fe6Up.push([k, v]);
-          result.fe6.set(fk, [k, v]);
+          if (!same(haveFe6?.get(fk), v)) fe6Up.push([k, v]);
+          result.fe6.push(e);
           const from = this.#actualFe.get(`6|${fk}`);
           if (from !== undefined && from !== id) moves.push({ fam: '6', fk, from });
         }
       }
-      // Deletes: whatever this id has that it no longer wants. A frontend another id owns now is
-      // left alone: that owner's write (earlier in this pass) has already replaced it.
-      for (const [fk, [k]] of have.fe4) {
-        if (result.fe4.has(fk) || this.#owners.owner(`4|${fk}`) !== undefined) continue;
-        deletes++;
-        if (opts.prune) fe4Del.push(k);
-        else result.fe4.set(fk, have.fe4.get(fk) as [NmLb4Key, NmLbFe]);
-      }
-      for (const [fk, [k]] of have.fe6) {
-        if (result.fe6.has(fk) || this.#owners.owner(`6|${fk}`) !== undefined) continue;
-        deletes++;
-        if (opts.prune) fe6Del.push(k);
-        else result.fe6.set(fk, have.fe6.get(fk) as [NmLb6Key, NmLbFe]);
-      }
-      if (!want && have.svc) {
-        deletes++;
-        if (opts.prune) svcDel.push(id);
-        else result.svc = have.svc;
-      }
-      for (const [slot, v] of have.slots) {
-        if (result.slots.has(slot)) continue;
-        deletes++;
-        if (opts.prune) slotDel.push({ svc_id: id, slot });
-        else result.slots.set(slot, v);
-      }
-      for (const [bid, v] of have.be) {
-        if (result.be.has(bid)) continue;
-        deletes++;
-        if (opts.prune) beDel.push(bid);
-        else result.be.set(bid, v);
+      if (have) {
+        // Deletes: whatever this id has that it no longer wants. A frontend another id owns now is
+        // left alone: that owner's write (earlier in this pass) has already replaced it.
+        const keep4 = new Set(result.fe4.map(([fk]) => fk));
+        const keep6 = new Set(result.fe6.map(([fk]) => fk));
+        const keepSlots = new Set(result.slots.map(([s]) => s));
+        const keepBe = new Set(result.be.map(([b]) => b));
+        for (const e of have.fe4) {
+          if (keep4.has(e[0]) || this.#owners.owner(`4|${e[0]}`) !== undefined) continue;
+          deletes++;
+          if (opts.prune) fe4Del.push(e[1]);
+          else result.fe4.push(e);
+        }
+        for (const e of have.fe6) {
+          if (keep6.has(e[0]) || this.#owners.owner(`6|${e[0]}`) !== undefined) continue;
+          deletes++;
+          if (opts.prune) fe6Del.push(e[1]);
+          else result.fe6.push(e);
+        }
+        if (!want && have.svc) {
+          deletes++;
+          if (opts.prune) svcDel.push(id);
+          else result.svc = have.svc;
+        }
+        for (const e of have.slots) {
+          if (keepSlots.has(e[0])) continue;
+          deletes++;
+          if (opts.prune) slotDel.push({ svc_id: id, slot: e[0] });
+          else result.slots.push(e);
+        }
+        for (const e of have.be) {
+          if (keepBe.has(e[0])) continue;
+          deletes++;
+          if (opts.prune) beDel.push(e[0]);
+          else result.be.push(e);
+        }
       }
       if (!want && this.#statsIds.has(id)) {
         deletes++;
@@ -318,7 +335,7 @@ export class MapReconciler {
         deferred += deletes;
         stillDirty.add(id);
       }
-      after.set(id, result.svc || result.fe4.size || result.fe6.size || result.slots.size || result.be.size ? result : undefined);
+      after.set(id, isEmpty(result) ? undefined : result);
     }
 
     try {
@@ -351,13 +368,13 @@ export class MapReconciler {
     for (const [id, t] of after) {
       const prev = this.#actual.get(id);
       if (prev) {
-        for (const fk of prev.fe4.keys()) if (this.#actualFe.get(`4|${fk}`) === id) this.#actualFe.delete(`4|${fk}`);
-        for (const fk of prev.fe6.keys()) if (this.#actualFe.get(`6|${fk}`) === id) this.#actualFe.delete(`6|${fk}`);
+        for (const [fk] of prev.fe4) if (this.#actualFe.get(`4|${fk}`) === id) this.#actualFe.delete(`4|${fk}`);
+        for (const [fk] of prev.fe6) if (this.#actualFe.get(`6|${fk}`) === id) this.#actualFe.delete(`6|${fk}`);
       }
       if (t) {
         this.#actual.set(id, t);
-        for (const fk of t.fe4.keys()) this.#actualFe.set(`4|${fk}`, id);
-        for (const fk of t.fe6.keys()) this.#actualFe.set(`6|${fk}`, id);
+        for (const [fk] of t.fe4) this.#actualFe.set(`4|${fk}`, id);
+        for (const [fk] of t.fe6) this.#actualFe.set(`6|${fk}`, id);
       } else {
         this.#actual.delete(id);
       }
@@ -366,8 +383,9 @@ export class MapReconciler {
     for (const m of moves) {
       if (after.has(m.from)) continue;
       const t = this.#actual.get(m.from);
-      if (m.fam === '4') t?.fe4.delete(m.fk);
-      else t?.fe6.delete(m.fk);
+      if (!t) continue;
+      if (m.fam === '4') t.fe4 = t.fe4.filter(([fk]) => fk !== m.fk);
+      else t.fe6 = t.fe6.filter(([fk]) => fk !== m.fk);
     }
     this.#dirty.clear();
     for (const id of stillDirty) this.#dirty.add(id);

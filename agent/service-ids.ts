@@ -17,9 +17,9 @@ export function frontendKey(addr: string, port: number, proto: number): string {
   return `${addr}|${port}|${proto}`;
 }
 
-/** A backend's key: one id per (service id, endpoint address, target port). */
-export function backendKey(svcId: number, addr: string, port: number): string {
-  return `${svcId}|${addr}|${port}`;
+/** A backend's key within its service: one id per (service id, endpoint address, target port). */
+export function backendKey(addr: string, port: number): string {
+  return `${addr}|${port}`;
 }
 
 const ADOPTED = 'adopted:';
@@ -32,9 +32,9 @@ const ADOPTED = 'adopted:';
 export class ServiceIds {
   readonly #svcByKey = new Map<string, number>();
   readonly #svcOwner = new Map<number, string>();
-  readonly #beByKey = new Map<string, number>();
+  // service id → (backendKey → backend id)
+  readonly #beBySvc = new Map<number, Map<string, number>>();
   readonly #beUsed = new Set<number>();
-  readonly #beKeysBySvc = new Map<number, Set<string>>();
   readonly #hints = new Map<string, number>();
   #nextSvc = 1;
   #nextBe = 1;
@@ -56,7 +56,7 @@ export class ServiceIds {
     }
     for (const [id] of maps.map('nm_lb_svc').entries()) reserve(id);
     for (const [id, be] of maps.map('nm_lb_be').entries()) {
-      ids.#claimBackend(backendKey(be.svc_id, be.addr, be.port), id, be.svc_id);
+      ids.#claimBackend(backendKey(be.addr, be.port), id, be.svc_id);
       ids.#nextBe = Math.max(ids.#nextBe, id === MAX_BACKEND_ID ? 1 : id + 1);
     }
     return ids;
@@ -67,9 +67,8 @@ export class ServiceIds {
     const c = new ServiceIds();
     for (const [k, v] of this.#svcByKey) c.#svcByKey.set(k, v);
     for (const [k, v] of this.#svcOwner) c.#svcOwner.set(k, v);
-    for (const [k, v] of this.#beByKey) c.#beByKey.set(k, v);
+    for (const [k, v] of this.#beBySvc) c.#beBySvc.set(k, new Map(v));
     for (const v of this.#beUsed) c.#beUsed.add(v);
-    for (const [k, v] of this.#beKeysBySvc) c.#beKeysBySvc.set(k, new Set(v));
     for (const [k, v] of this.#hints) c.#hints.set(k, v);
     c.#nextSvc = this.#nextSvc;
     c.#nextBe = this.#nextBe;
@@ -120,8 +119,8 @@ export class ServiceIds {
 
   /** Id of a backend of a service: stable per (service id, address, port). */
   backendId(svcId: number, addr: string, port: number): number {
-    const key = backendKey(svcId, addr, port);
-    const known = this.#beByKey.get(key);
+    const key = backendKey(addr, port);
+    const known = this.#beBySvc.get(svcId)?.get(key);
     if (known !== undefined) return known;
     for (let i = 0; i < 1_000_000; i++) {
       const id = this.#nextBe;
@@ -135,25 +134,27 @@ export class ServiceIds {
   }
 
   #claimBackend(key: string, id: number, svcId: number): void {
-    this.#beByKey.set(key, id);
     this.#beUsed.add(id);
-    let set = this.#beKeysBySvc.get(svcId);
-    if (!set) this.#beKeysBySvc.set(svcId, (set = new Set()));
-    set.add(key);
+    let m = this.#beBySvc.get(svcId);
+    if (!m) this.#beBySvc.set(svcId, (m = new Map()));
+    m.set(key, id);
   }
 
-  /** Frees the backend ids of a service that are not in `keep` (backend keys). */
+  /** Frees the backend ids of a service that are not in `keep` (backendKey values). */
   retainBackends(svcId: number, keep: ReadonlySet<string>): void {
-    const set = this.#beKeysBySvc.get(svcId);
-    if (!set) return;
-    for (const key of set) {
-      if (keep.has(key)) continue;
-      const id = this.#beByKey.get(key);
-      if (id !== undefined) this.#beUsed.delete(id);
-      this.#beByKey.delete(key);
-      set.delete(key);
+    const m = this.#beBySvc.get(svcId);
+    if (!m) return;
+    if (m.size === keep.size) {
+      let all = true;
+      for (const k of m.keys()) if (!keep.has(k)) all = false;
+      if (all) return;
     }
-    if (set.size === 0) this.#beKeysBySvc.delete(svcId);
+    for (const [key, id] of m) {
+      if (keep.has(key)) continue;
+      this.#beUsed.delete(id);
+      m.delete(key);
+    }
+    if (m.size === 0) this.#beBySvc.delete(svcId);
   }
 
   /** Frees a service port's id and its backends' ids. */

@@ -24,7 +24,7 @@ export interface SyncStatus {
   passes: number;
   failures: number;
   services: number;
-  lastPass?: ReconcileResult & { full: boolean; planMs: number; at: string };
+  lastPass?: ReconcileResult & { full: boolean; planMs: number; lagMs: number; at: string };
   lastError?: string;
 }
 
@@ -261,7 +261,7 @@ export class SyncLoop {
     }
     this.#failures = 0;
     this.#status.passes++;
-    this.#status.lastPass = { ...result, full, planMs, at: new Date().toISOString() };
+    this.#status.lastPass = { ...result, full, planMs, lagMs, at: new Date().toISOString() };
     for (const p of problems) this.#log.warn('plan problem', { problem: p });
     for (const c of result.conflicts) this.#log.warn('frontend conflict', { conflict: c });
     if (full || !isNoop(result)) {

@@ -93,7 +93,7 @@ export async function measureEndToEnd(opts: { t: BenchTopology; maps: MapSet; to
       await new Promise((r) => setTimeout(r, 200));
       await within(loop.idle(), 120_000, () => 'the agent did not catch up with the services created');
       opts.log(`  e2e: ${n} services in the API server (${Date.now() - t0} ms to create), agent caught up`);
-      const e: EndToEnd = { n, samplesMs: [], agentMs: [] };
+      const e: EndToEnd = { n, samplesMs: [], agentMs: [], apiToEventMs: [] };
       for (let s = 0; s < opts.samples; s++) {
         const i = extra++;
         const vip = opts.vip(i);
@@ -109,7 +109,12 @@ export async function measureEndToEnd(opts: { t: BenchTopology; maps: MapSet; to
         const last = loop.status().lastPass;
         if (at === null) throw new Error(`e2e: service ${vip} never answered`);
         e.samplesMs.push((at - startUs) / 1000);
-        if (last) e.agentMs.push((last as { planMs: number; ms: number }).planMs + last.ms);
+        if (last) {
+          // lagMs: event received → pass started; then planning and the map writes.
+          const total = last.lagMs + last.planMs + last.ms;
+          e.agentMs.push(total);
+          e.apiToEventMs.push(Date.parse(last.at) - total - startUs / 1000);
+        }
         await core.deleteNamespacedService({ name: svc.metadata?.name ?? '', namespace: 'bench' });
         await discovery.deleteNamespacedEndpointSlice({ name: slice.metadata?.name ?? '', namespace: 'bench' });
         await loop.idle();

@@ -7,11 +7,12 @@
  * docs/bench-l4.md, prints the tables, and removes everything it made, also on failure or ^C.
  *
  *   npm run bench:l4 -- [--reps 5] [--n 100,1000,10000] [--seed N] [--no-e2e] [--quick]
+ *   npm run bench:l4 -- --render bench/results/l4-<date>.json    (re-render the Markdown only)
  */
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Datapath, writeDatapathConfig } from '../bpf/index.ts';
@@ -199,8 +200,16 @@ async function main(): Promise<void> {
       'no-e2e': { type: 'boolean', default: false },
       quick: { type: 'boolean', default: false },
       out: { type: 'string' },
+      render: { type: 'string' },
     },
   });
+  if (values.render) {
+    // Re-render docs/bench-l4.md from a results file (after a change to the report, without a new run).
+    const r = JSON.parse(readFileSync(resolve(values.render), 'utf8')) as { meta: RunMeta; cells: Cell[]; e2e: EndToEnd[] };
+    writeFileSync(join(ROOT, 'docs/bench-l4.md'), renderMarkdown(r.meta, r.cells, r.e2e));
+    console.log(`docs/bench-l4.md rendered from ${values.render}`);
+    return;
+  }
   if (process.getuid?.() !== 0) throw new Error('the L4 benchmark needs root (network namespaces, cgroups, BPF, netfilter): run it with sudo');
   for (const tool of ['iptables-restore', 'nft', 'bpftool', 'clang']) {
     try {
@@ -255,6 +264,7 @@ async function main(): Promise<void> {
     await startBackends(t, TOOL);
     dp = Datapath.open({ pinDir: t.pinDir, cgroupPath: t.nodeCgroup });
     const c: Ctx = { t, dp, tmp, crr, seconds, log };
+    const loadBefore = loadavg().map((x) => x.toFixed(2)).join(' ');
     const random = createRandom(seed);
     const cells: Cell[] = [];
     for (const n of ns) {
@@ -274,6 +284,7 @@ async function main(): Promise<void> {
       e2e = await measureEndToEnd({ t, maps: dp, tool: TOOL, ns, samples: quick ? 3 : 5, vip: vipOf, log });
     }
     const meta = collectMeta(seed, reps, ns);
+    meta.notes.push(`Load average (1/5/15 min) at the start ${loadBefore}, at the end ${loadavg().map((x) => x.toFixed(2)).join(' ')}: other work on this shared machine adds noise to every variant alike.`);
     meta.notes.push('No CPU pinning: the machine has 2 vCPUs shared by the load generator, the backends and the kernel work; ratios pair each variant with the baseline of the same repetition to cancel drift.');
     meta.notes.push('CPU per connection is the whole machine\'s busy time: anything else running at the time is included.');
     meta.notes.push('iptables variant: nat table only (kube-proxy also writes filter-table chains, which no packet measured here traverses for a service with endpoints).');

@@ -10,11 +10,13 @@
  * It outlives its agent on purpose (mesh flows keep being served and policed while the agent restarts); the
  * next agent replaces it (pid file).
  */
+import cluster from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { ProxyConfig } from '../../l7proxy/config.ts';
 import { ProxyWorkerPool, type IdentityTable, type OriginalDstSource } from '../../l7proxy/workers.ts';
 import { createLogger } from '../logger.ts';
+import { isTelemetryBatch, type TelemetryBatch } from './telemetry-relay.ts';
 import type { MeshPluginData, MeshPluginInit } from './worker-plugin.ts';
 
 /** Agent → proxy messages. */
@@ -28,7 +30,9 @@ export type FromProxy =
   | { t: 'applied'; seq: number; generation: number }
   | { t: 'apply-failed'; seq: number; error: string }
   | { t: 'status'; seq: number; workers: { slot: number; pid: number | undefined; state: string; restarts: number; generation: number }[] }
-  | { t: 'fatal'; error: string };
+  | { t: 'fatal'; error: string }
+  /** A worker's telemetry records, passed through as the worker sent them. */
+  | TelemetryBatch;
 
 const PLUGIN_PATH = fileURLToPath(new URL('./worker-plugin.ts', import.meta.url));
 
@@ -116,6 +120,8 @@ async function main(): Promise<void> {
       send({ t: 'status', seq: m.seq, workers: active?.status() ?? [] });
     }
   });
+  // Workers' telemetry batches go to the agent as they are (the pool ignores messages it does not know).
+  cluster.on('message', (_worker, m: unknown) => { if (isTelemetryBatch(m)) send(m); });
   process.on('disconnect', () => log.warn('agent went away; serving with the last config until the next agent replaces this proxy'));
   const stop = (): void => {
     log.info('stopping: draining');

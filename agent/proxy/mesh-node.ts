@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { getNetnsCookie, writeDatapathConfig, type MapSet } from '../../bpf/index.ts';
 import { DEFAULT_MESH_NAMESPACE } from '../../crds/index.ts';
+import { computeTracingSettings, type TracingSettings } from '../../l7proxy/telemetry/config.ts';
 import { createCaClient } from '../ca-client.ts';
 import { CertManager } from '../certs/cert-manager.ts';
 import { describeError } from '../errors.ts';
@@ -21,6 +22,7 @@ import type { ClusterState } from '../plan-datapath.ts';
 import { computeNodeIps, planProxy, type MergedNodeState, type ProxyPlan } from './plan-proxy.ts';
 import { PodIngressGuard } from './pod-ingress.ts';
 import { ProxySupervisor, type ProxyStatus } from './proxy-supervisor.ts';
+import type { TelemetryBatch } from './telemetry-relay.ts';
 import type { MeshPluginData, PemIdentity } from './worker-plugin.ts';
 
 /** Ports of the node proxy (Istio's conventions). */
@@ -30,6 +32,8 @@ export const INBOUND_PORT = 15008;
 export const PROXY_MARK = 0x4e4d;
 /** ConfigMap the operator publishes the trust bundle in (key ca.crt). */
 export const TRUST_BUNDLE_CONFIGMAP = 'nodemesh-trust-bundle';
+/** ConfigMap of mesh-wide settings (`tracing.*` keys: l7proxy/telemetry/config.ts). */
+export const MESH_CONFIGMAP = 'nodemesh-config';
 
 /** What the mesh side needs from the agent. */
 export interface MeshNodeOptions {
@@ -58,6 +62,10 @@ export interface MeshNodeOptions {
   /** Where the proxy's pid file lives; default /run/nodemesh. */
   runDir?: string;
   meshNamespace?: string;
+  /** The proxy workers' telemetry batches (agent/telemetry.ts). */
+  onTelemetry?: (batch: TelemetryBatch) => void;
+  /** A NodeState set reached the proxy (or failed to): version, shards, seconds from its arrival. */
+  onApplied?: (a: { version: number; shards: number; seconds: number; ok: boolean }) => void;
 }
 
 /** The mesh side's health, for /statusz. */
@@ -70,6 +78,9 @@ export interface MeshNodeStatus {
   podIngress: { ports: number; problems: string[] };
   certificates: ReturnType<CertManager['status']> | 'no CA configured';
   trustBundle: 'none' | 'loaded';
+  /** The NodeState set the proxy serves: spec.version (highest of the shards), content hashes, when and how fast. */
+  applied: { version: number | undefined; contentHash: string; shards: number; appliedAt: string; applySeconds: number } | undefined;
+  tracing: { enabled: boolean; endpoint?: string; samplingRatio?: number; issues?: string[] };
 }
 
 /** The agent's mesh side for one node. */
@@ -92,11 +103,16 @@ export class MeshNode {
   #running: Promise<void> = Promise.resolve();
   #stopped = false;
   #podIngress = { ports: 0, problems: [] as string[] };
+  #stateAt = 0;
+  #applied: MeshNodeStatus['applied'];
+  #tracing: TracingSettings | undefined;
+  #tracingKey = '';
+  #tracingIssues: string[] = [];
 
   constructor(o: MeshNodeOptions) {
     this.#o = o;
     this.#log = o.log;
-    this.#watch = new NodeStateWatch({ kc: o.kc, nodeName: o.nodeName, log: o.log.child('nodestate'), onState: (s) => { this.#state = s; this.#schedule(); } });
+    this.#watch = new NodeStateWatch({ kc: o.kc, nodeName: o.nodeName, log: o.log.child('nodestate'), onState: (s) => { this.#state = s; this.#stateAt = Date.now(); this.#schedule(); } });
     const url = o.ca?.url ?? process.env.NODEMESH_CA_URL;
     // `{node}` in the token file name: one environment for every node's agent (the sandbox supervisor's).
     const tokenFile = (o.ca?.tokenFile ?? process.env.NODEMESH_CA_TOKEN_FILE)?.replaceAll('{node}', o.nodeName);
@@ -148,6 +164,10 @@ export class MeshNode {
       podIngress: this.#podIngress,
       certificates: this.#certs?.status() ?? 'no CA configured',
       trustBundle: this.#bundlePem ? 'loaded' : 'none',
+      applied: this.#applied,
+      tracing: this.#tracing?.enabled
+        ? { enabled: true, endpoint: this.#tracing.endpoint, samplingRatio: this.#tracing.samplingRatio, ...(this.#tracingIssues.length ? { issues: this.#tracingIssues } : {}) }
+        : { enabled: false, ...(this.#tracingIssues.length ? { issues: this.#tracingIssues } : {}) },
     };
   }
 
@@ -198,12 +218,20 @@ export class MeshNode {
     const pluginData = this.#pluginData(plan);
     const key = JSON.stringify([plan.outbound, plan.identities, pluginData]);
     if (key === this.#lastPushed) return;
+    const state = this.#state;
     try {
       await this.#proxy!.apply({ version: plan.version, config: plan.outbound, identities: plan.identities, pluginData });
       this.#lastPushed = key;
+      if (this.#applied?.contentHash !== state.version) {
+        const seconds = this.#stateAt ? (Date.now() - this.#stateAt) / 1000 : 0;
+        const shards = state.version.split(',').length;
+        this.#applied = { version: state.specVersion, contentHash: state.version, shards, appliedAt: new Date().toISOString(), applySeconds: seconds };
+        this.#o.onApplied?.({ version: state.specVersion ?? 0, shards, seconds, ok: true });
+      }
       this.#log.info('proxy config applied', { version: plan.version, services: plan.outbound.services.length, inbound: plan.inbound.services.length, certificates: Object.keys(pluginData.certs.workloads).length, problems: plan.problems.length });
     } catch (err) {
       this.#log.error('proxy config not applied; the proxy keeps its previous one', { error: describeError(err) });
+      this.#o.onApplied?.({ version: state.specVersion ?? 0, shards: state.version.split(',').length, seconds: this.#stateAt ? (Date.now() - this.#stateAt) / 1000 : 0, ok: false });
     }
     for (const p of plan.problems) this.#log.warn('proxy plan problem', { problem: p });
   }
@@ -214,6 +242,7 @@ export class MeshNode {
     this.#proxy = new ProxySupervisor({
       nodeName: this.#o.nodeName, host, outboundPort: OUTBOUND_PORT, inboundPort: INBOUND_PORT, workers: this.#o.workers ?? 2,
       pinDir: this.#o.pinDir, mark: PROXY_MARK, trustDomain: this.#state?.trustDomain ?? 'cluster.local', runDir: this.#o.runDir ?? '/run/nodemesh', log: this.#log.child('proxy'),
+      ...(this.#o.onTelemetry ? { onTelemetry: this.#o.onTelemetry } : {}),
     });
     await this.#proxy.start();
     // Mesh flows now go to the proxy, and only while its listener is registered (fail closed).
@@ -236,6 +265,7 @@ export class MeshNode {
       endpoints: plan.endpoints,
       identities: plan.identities,
       certs: { ...(this.#bundlePem ? { bundlePem: this.#bundlePem } : {}), ...(first ? { proxy: workloads[first] } : {}), workloads },
+      ...(this.#tracing?.enabled ? { tracing: this.#tracing } : {}),
     };
   }
 
@@ -254,9 +284,34 @@ export class MeshNode {
       } catch (err) {
         if (!this.#bundlePem) this.#log.debug('trust bundle not readable yet', { error: describeError(err) });
       }
+      await this.#readMeshConfig(core);
     };
     void read();
     const t = setInterval(() => { if (!this.#stopped) void read(); }, 5_000);
     t.unref();
+  }
+
+  /**
+   * Tracing settings from ConfigMap nodemesh-config (`tracing.*`), read with the bundle: a change reaches the proxy
+   * workers with the next push. A missing ConfigMap means tracing off; bad keys keep their defaults and are reported.
+   */
+  async #readMeshConfig(core: CoreV1Api): Promise<void> {
+    let data: Record<string, string> = {};
+    try {
+      const cm = await core.readNamespacedConfigMap({ namespace: this.#o.meshNamespace ?? DEFAULT_MESH_NAMESPACE, name: MESH_CONFIGMAP });
+      data = cm.data ?? {};
+    } catch (err) {
+      if ((err as { code?: number }).code !== 404) return; // unreachable API server: keep what we have
+    }
+    const { settings, issues } = computeTracingSettings(data);
+    const next = settings.enabled ? settings : undefined;
+    const key = JSON.stringify(next ?? null);
+    if (key === this.#tracingKey) return;
+    this.#tracingKey = key;
+    this.#tracing = next;
+    this.#tracingIssues = issues.map((i) => `${i.key}: ${i.message}`);
+    for (const i of issues) this.#log.warn(`ConfigMap ${MESH_CONFIGMAP}: ${i.key}: ${i.message}; its default is used`);
+    this.#log.info('tracing settings', next ? { enabled: true, endpoint: next.endpoint, samplingRatio: next.samplingRatio } : { enabled: false });
+    this.#schedule();
   }
 }

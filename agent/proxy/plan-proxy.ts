@@ -36,6 +36,8 @@ export interface MergedNodeState {
   services: NodeService[];
   /** Content hashes of the shards, joined: changes whenever any shard does. */
   version: string;
+  /** Highest spec.version among the shards (informational: what `kubectl mesh status` compares with the latest). */
+  specVersion?: number;
 }
 
 /** What the planner reads besides the NodeState: the agent's own watches. */

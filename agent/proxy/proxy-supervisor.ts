@@ -14,6 +14,7 @@ import type { IdentityTable } from '../../l7proxy/workers.ts';
 import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { FromProxy, ToProxy } from './main.ts';
+import type { TelemetryBatch } from './telemetry-relay.ts';
 import type { MeshPluginData } from './worker-plugin.ts';
 
 /** What one push to the proxy carries. */
@@ -47,6 +48,8 @@ export interface ProxySupervisorOptions {
   restartMaxMs?: number;
   /** Proxy entry point (tests may substitute). */
   entry?: string;
+  /** The workers' telemetry batches (records for metrics and the access log). */
+  onTelemetry?: (batch: TelemetryBatch) => void;
 }
 
 /** The supervisor's view of the proxy. */
@@ -60,6 +63,9 @@ export interface ProxyStatus {
   pending: string | undefined;
   lastError: string | undefined;
   lastExit: string | undefined;
+  /** Worker processes and listening addresses, once serving. */
+  workers?: number;
+  listeners?: string[];
 }
 
 const ENTRY = fileURLToPath(new URL('./main.ts', import.meta.url));
@@ -193,6 +199,8 @@ export class ProxySupervisor {
     switch (m.t) {
       case 'ready':
         this.#status.state = 'serving';
+        this.#status.workers = m.workers.length;
+        this.#status.listeners = [`${this.#o.host}:${m.outboundPort}`, `${this.#o.host}:${this.#o.inboundPort}`];
         this.#log.info('proxy serving', { pid: m.pid, outboundPort: m.outboundPort, workers: m.workers.join(',') });
         for (const r of this.#readyWaiters.splice(0)) r();
         return;
@@ -221,6 +229,9 @@ export class ProxySupervisor {
         this.#log.error('proxy cannot run', { error: m.error });
         return;
       case 'status':
+        return;
+      case 'nm-telemetry':
+        try { this.#o.onTelemetry?.(m); } catch (err) { this.#log.warn('telemetry batch not recorded', { error: describeError(err) }); }
         return;
     }
   }

@@ -19,10 +19,15 @@ import { parseTrustBundle, type TrustBundle } from '../../l7proxy/identity/trust
 import { createVerifyCounters } from '../../l7proxy/identity/verify-reasons.ts';
 import { NodeProxy, type SourceIdentity } from '../../l7proxy/proxy.ts';
 import type { ProxyLogger } from '../../l7proxy/stats.ts';
+import type { TracingSettings } from '../../l7proxy/telemetry/config.ts';
+import type { TelemetrySink } from '../../l7proxy/telemetry/records.ts';
+import { createRequestTelemetry } from '../../l7proxy/telemetry/request-telemetry.ts';
+import { createTracer, createTracerFromSettings, type MeshTracer } from '../../l7proxy/telemetry/tracer.ts';
 import type { UpstreamTarget } from '../../l7proxy/upstream.ts';
-import type { ProxyWorkerPlugin } from '../../l7proxy/workers.ts';
+import { computeStatsSum, type ProxyWorkerPlugin } from '../../l7proxy/workers.ts';
 import type { EndpointRoute } from './plan-proxy.ts';
 import { connectMarked } from './socket-mark.ts';
+import { BatchingSink, type TelemetryBatch } from './telemetry-relay.ts';
 
 /** Fixed settings of the plugin, given once by the proxy process. */
 export type MeshPluginInit = {
@@ -63,7 +68,12 @@ export type MeshPluginData = {
     /** Workload certificates by SPIFFE ID (presented by the outbound side). */
     workloads: Record<string, PemIdentity>;
   };
+  /** Tracing settings of the mesh (ConfigMap nodemesh-config); absent = tracing off (records still flow). */
+  tracing?: TracingSettings;
 };
+
+/** How often a worker sends its telemetry records to the agent. */
+const TELEMETRY_FLUSH_MS = 250;
 
 /** Counters of the plugin, for logs and tests. */
 export type MeshPluginStats = { hboneOpened: number; hboneFailed: number; local: number; plain: number; noIdentity: number };
@@ -86,11 +96,19 @@ export class MeshPlugin implements ProxyWorkerPlugin {
   #inboundAddrs = new Set<string>();
   #closed = false;
   readonly counters = createVerifyCounters();
+  #tracer: MeshTracer;
+  #tracing = '';
+  #outbound: NodeProxy | undefined;
+  readonly #sink: TelemetrySink;
+  #relay: { sink: BatchingSink; timer: NodeJS.Timeout } | undefined;
   readonly stats: MeshPluginStats = { hboneOpened: 0, hboneFailed: 0, local: 0, plain: 0, noIdentity: 0 };
 
-  constructor(init: MeshPluginInit, logger: ProxyLogger) {
+  /** `sink`: where request/connection records go; default a batch sent to the agent over IPC every 250 ms (none without IPC). */
+  constructor(init: MeshPluginInit, logger: ProxyLogger, sink?: TelemetrySink) {
     this.#init = init;
     this.#log = logger;
+    this.#tracer = createTracer({ nodeName: init.nodeName, enabled: false });
+    this.#sink = sink ?? this.#startRelay();
     // The destination side: policy of this node's pods, then plain TCP from the node proxy address.
     this.#inbound = new NodeProxy({
       originalDst: () => undefined,
@@ -99,6 +117,7 @@ export class MeshPlugin implements ProxyWorkerPlugin {
       connectUpstream: (t) => connectMarked(t.ip, t.port, { timeoutMs: t.timeoutMs, localAddress: init.host, ...(init.mark ? { mark: init.mark } : {}) }),
     });
     this.#inbound.serveStreams();
+    this.#inbound.setTelemetry(createRequestTelemetry({ direction: 'inbound', tracer: () => this.#tracer, sink: this.#sink }));
     this.#connector = new HboneConnector({
       trustDomain: init.trustDomain,
       bundle: () => this.#requireBundle(),
@@ -126,7 +145,7 @@ export class MeshPlugin implements ProxyWorkerPlugin {
       const [mine, theirs] = duplexPair();
       const source = t.identity.startsWith('anon:') ? undefined : this.#bySpiffe.get(t.identity);
       const remoteAddress = t.identity.startsWith('anon:') ? t.identity.slice(5) : this.#init.host;
-      this.#inbound.acceptStream(theirs, { dst: { ip: t.ip, port: t.port }, source, remoteAddress });
+      this.#inbound.acceptStream(theirs, { dst: { ip: t.ip, port: t.port }, source, remoteAddress, ...(t.traceHeaders ? { traceHeaders: t.traceHeaders } : {}) });
       return mine;
     }
     if (route.via === 'hbone') {
@@ -139,7 +158,7 @@ export class MeshPlugin implements ProxyWorkerPlugin {
           : `source ${t.identity.slice(5)} is not a workload of this node: no identity to present to ${key(t.ip, t.port)}`);
       }
       try {
-        const s = await this.#connector.open({ identity: { ...cert, spiffeId }, node: { ip: route.nodeIp, port: this.#init.inboundPort }, target: { ip: t.ip, port: t.port }, timeoutMs: t.timeoutMs });
+        const s = await this.#connector.open({ identity: { ...cert, spiffeId }, node: { ip: route.nodeIp, port: this.#init.inboundPort }, target: { ip: t.ip, port: t.port }, timeoutMs: t.timeoutMs, ...(t.traceHeaders ? { headers: t.traceHeaders } : {}) });
         this.stats.hboneOpened++;
         return s;
       } catch (err) {
@@ -163,11 +182,14 @@ export class MeshPlugin implements ProxyWorkerPlugin {
     this.#bySpiffe = new Map(Object.values(data.identities).map((id) => [id.spiffeId, id]));
     this.#data = data;
     this.#connector.retainIdentities(new Set(Object.keys(data.certs.workloads)));
+    this.#applyTracing(data.tracing);
     await this.#ensureServer();
   }
 
   /** Registers the outbound listener in the datapath (fail closed) once this worker listens. */
   async started(proxy: NodeProxy): Promise<void> {
+    this.#outbound = proxy;
+    proxy.setTelemetry(createRequestTelemetry({ direction: 'outbound', tracer: () => this.#tracer, sink: this.#sink }));
     if (!this.#init.pinDir) return;
     const fd = proxy.listenerFds()[0] ?? -1;
     if (fd < 0) throw new Error('the outbound listener has no file descriptor in this worker to register in nm_pxy_sock: run the pool with scheduling \'kernel\' (round-robin keeps the socket in the primary)');
@@ -185,6 +207,46 @@ export class MeshPlugin implements ProxyWorkerPlugin {
   async stop(): Promise<void> {
     this.#closed = true;
     await Promise.all([this.#server?.close(1000), this.#connector.close(1000), this.#inbound.stop({ drain: true, timeoutMs: 1000 })]);
+    if (this.#relay) { clearInterval(this.#relay.timer); this.#flushRelay(); }
+    await this.#tracer.shutdown().catch(() => {});
+  }
+
+  /** Replaces the tracer when the mesh's tracing settings change (the old one flushes what it holds). */
+  #applyTracing(settings: TracingSettings | undefined): void {
+    const key = settings ? JSON.stringify(settings) : '';
+    if (key === this.#tracing) return;
+    this.#tracing = key;
+    const old = this.#tracer;
+    try {
+      this.#tracer = settings
+        ? createTracerFromSettings(settings, { nodeName: this.#init.nodeName, onExportError: (m) => this.#log.warn(m) })
+        : createTracer({ nodeName: this.#init.nodeName, enabled: false });
+      this.#log.info('tracing settings applied', { enabled: this.#tracer.enabled, ...(settings?.enabled ? { endpoint: settings.endpoint, samplingRatio: settings.samplingRatio } : {}) });
+    } catch (err) {
+      this.#log.warn('tracing settings refused; spans stay as they were', { err: (err as Error).message });
+      return;
+    }
+    void old.shutdown().catch(() => {});
+  }
+
+  /** The default sink: batches for the agent, sent over the worker's IPC channel (none in-process: records are dropped). */
+  #startRelay(): TelemetrySink {
+    if (typeof process.send !== 'function') return { connectionOpened: () => {}, connectionClosed: () => {}, requestFinished: () => {} };
+    const sink = new BatchingSink();
+    const timer = setInterval(() => this.#flushRelay(), TELEMETRY_FLUSH_MS);
+    timer.unref();
+    this.#relay = { sink, timer };
+    return sink;
+  }
+
+  #flushRelay(): void {
+    if (!this.#relay || !process.connected) return;
+    const batch: TelemetryBatch = {
+      t: 'nm-telemetry', pid: process.pid, ...this.#relay.sink.drain(),
+      proxyStats: computeStatsSum([this.#inbound.stats, ...(this.#outbound ? [this.#outbound.stats] : [])]),
+      spanStats: this.#tracer.stats(),
+    };
+    try { process.send?.(batch); } catch { /* the channel is closing: the worker is going away */ }
   }
 
   #requireBundle(): TrustBundle {
@@ -215,6 +277,7 @@ export class MeshPlugin implements ProxyWorkerPlugin {
           dst: info.target,
           source: { spiffeId: info.peer.spiffeId, namespace: info.peer.namespace, serviceAccount: info.peer.serviceAccount },
           remoteAddress: info.remoteAddress,
+          ...(info.traceHeaders ? { traceHeaders: info.traceHeaders } : {}),
         });
       },
     });

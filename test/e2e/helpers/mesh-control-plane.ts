@@ -1,40 +1,58 @@
 /**
- * The mesh control plane for a sandbox instance whose supervisor does not run one (yet): the operator (NodeStates,
- * status, the CA signing service on node-1's fabric address) inside node-1's network namespace, and one node-bound
- * agent token per node for the CA (what operator/agent-credentials.ts mints), written where the agents read them
- * (NODEMESH_CA_TOKEN_FILE with `{node}`). As a CLI: `node mesh-control-plane.ts tokens KUBECONFIG PATTERN NODE...`.
+ * The mesh control plane of a sandbox instance, as its supervisor wires it (sandbox/mesh-wiring.ts): the operator
+ * daemon (CA on node-1's fabric address), one node-bound CA token per node, an OTLP receiver per node writing
+ * <stateDir>/spans.jsonl, and each agent's /statusz and /metrics on the loopback endpoint the Nodes are annotated
+ * with. Tests read it from here; none starts its own operator or mints its own tokens.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import { ensureAgentServiceAccount, mintAgentNodeToken } from '../../../operator/agent-credentials.ts';
+import { existsSync, readFileSync } from 'node:fs';
+import { sandboxPaths, type SandboxConfig } from '../../../sandbox/config.ts';
+import { meshPaths } from '../../../sandbox/mesh-wiring.ts';
+import type { SupervisorReport } from '../../../sandbox/supervisor-main.ts';
 
-const ROOT = resolve(import.meta.dirname, '../../..');
+/** What a test reads of an agent's /statusz (agent/main.ts). */
+export type AgentStatus = {
+  ready?: boolean;
+  version?: string;
+  nodeState?: { version?: number };
+  datapath?: { programs?: { name: string; attached: boolean }[] };
+  proxy?: { listening?: boolean; workers?: number; pid?: number; state?: string };
+  certificates?: { identity: string; notAfter: string }[];
+  telemetry?: { requests: number; tracing?: { enabled: boolean; endpoint?: string } };
+  mesh?: { proxy?: { pid?: number; state: string; applied?: string }; planned?: string; certificates?: unknown; problems?: string[] };
+};
 
-/** The CA URL agents use when the operator runs on node-1 (fabric address 10.200.0.11). */
-export const SANDBOX_CA_URL = 'https://10.200.0.11:15012';
-
-/** Writes one CA token per node, bound to its Node object, to `pattern` with `{node}` replaced. */
-export async function writeAgentTokens(kubeconfig: string, pattern: string, nodes: string[]): Promise<void> {
-  const kc = new KubeConfig();
-  kc.loadFromFile(kubeconfig);
-  const core = kc.makeApiClient(CoreV1Api);
-  await core.createNamespace({ body: { metadata: { name: 'nodemesh-system' } } }).catch(() => {});
-  await ensureAgentServiceAccount(kc, 'nodemesh-system');
-  for (const node of nodes) {
-    const t = await mintAgentNodeToken(kc, 'nodemesh-system', node);
-    writeFileSync(pattern.replaceAll('{node}', node), t.token, { mode: 0o600 });
-  }
+/** The supervisor's report of the instance. */
+export function readSupervisorReport(cfg: SandboxConfig): SupervisorReport {
+  return JSON.parse(readFileSync(sandboxPaths(cfg).supervisorStatus, 'utf8')) as SupervisorReport;
 }
 
-/** Starts the operator inside `netns` (API through the node's forwarder), CA on `caAddr`; output to `logFile`. */
-export function startOperator(netns: string, nodeKubeconfig: string, caAddr: string, logFile: string): ChildProcess {
-  const out = openSync(logFile, 'a');
-  return spawn('nsenter', [`--net=/run/netns/${netns}`, '--', process.execPath, join(ROOT, 'operator/main.ts'), '--kubeconfig', nodeKubeconfig, '--health-addr', '', '--ca-addr', caAddr, '--leaf-ttl', '1h'], { stdio: ['ignore', out, out] });
+/** Throws unless the supervisor runs the operator, the OTLP receiver and an agent per node, with CA tokens written. */
+export function assertMeshWired(cfg: SandboxConfig): SupervisorReport {
+  const r = readSupervisorReport(cfg);
+  const names = new Set(r.daemons.map((d) => d.name));
+  const missing = ['operator', ...r.nodes.flatMap((n) => [`agent/${n.name}`, `otlp-receiver/${n.name}`])].filter((n) => !names.has(n));
+  if (missing.length) throw new Error(`the sandbox supervisor does not run: ${missing.join(', ')} (see ${sandboxPaths(cfg).supervisorLog})`);
+  if (!r.mesh?.agentStatusUrl || !r.mesh.caUrl) throw new Error(`the supervisor report has no mesh wiring: ${JSON.stringify(r.mesh)}`);
+  for (const n of r.nodes) if (!existsSync(meshPaths(cfg).tokenFile(n.name))) throw new Error(`no CA token for ${n.name} at ${meshPaths(cfg).tokenFile(n.name)}`);
+  return r;
 }
 
-if (import.meta.main && process.argv[2] === 'tokens') {
-  await writeAgentTokens(process.argv[3]!, process.argv[4]!, process.argv.slice(5));
-  console.log('tokens written');
+/** One agent's endpoint (`statusz` or `metrics`) through the supervisor's loopback proxy. */
+export async function fetchAgent(cfg: SandboxConfig, node: string, what: 'statusz' | 'metrics'): Promise<string> {
+  const base = readSupervisorReport(cfg).mesh?.agentStatusUrl;
+  if (!base) throw new Error('the supervisor report names no agent status endpoint');
+  const res = await fetch(`${base}/nodes/${node}/${what}`, { signal: AbortSignal.timeout(5000) });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${base}/nodes/${node}/${what} answered ${res.status}: ${text}`);
+  return text;
+}
+
+/** The agent's /statusz of a node. */
+export async function agentStatus(cfg: SandboxConfig, node: string): Promise<AgentStatus> {
+  return JSON.parse(await fetchAgent(cfg, node, 'statusz')) as AgentStatus;
+}
+
+/** The spans file the sandbox's OTLP receiver writes. */
+export function spansFile(cfg: SandboxConfig): string {
+  return meshPaths(cfg).spansFile;
 }
