@@ -6,7 +6,7 @@
  * bound to a node: TokenReview then reports `authentication.kubernetes.io/node-name` (and node-uid) in the
  * user's extra. In a real cluster that is the agent pod's projected token (pod-bound tokens carry the pod's
  * node since Kubernetes 1.30); in the sandbox the supervisor mints one token per node with a TokenRequest whose
- * boundObjectRef is the Node (operator/agent-credentials.ts). The node-uid must match the Node object, so a
+ * boundObjectRef is the Node (sandbox/agent-credentials.ts in the sandbox; a projected token in a real cluster). The node-uid must match the Node object, so a
  * token outlives neither its node nor a re-created node of the same name. Any other ServiceAccount token may
  * ask only for its own identity (and, when pod-bound, only while that pod runs there).
  *

@@ -13,7 +13,7 @@ import type { HTTPRoute, NodeState } from '../../crds/index.ts';
 import { createCaClient, CaRequestError } from '../../agent/ca-client.ts';
 import { generateKeyAndCsr } from '../../agent/certs/workload-key.ts';
 import * as x509 from '../../agent/certs/x509.ts';
-import { ensureAgentServiceAccount, mintAgentNodeToken } from '../../operator/agent-credentials.ts';
+import { ensureAgentServiceAccount, mintAgentNodeToken } from '../../sandbox/agent-credentials.ts';
 import { opensslVerdict } from '../../operator/ca/testing/csr.ts';
 import {
   assertNodeStatesConverged,

@@ -6,8 +6,8 @@
  * to the CA: "the agent of node X" (TokenReview extra authentication.kubernetes.io/node-name and node-uid).
  */
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
-import { isConflict } from './backoff.ts';
-import { AGENT_SERVICE_ACCOUNT, CA_AUDIENCE } from './ca-service.ts';
+import { isConflict } from '../operator/backoff.ts';
+import { AGENT_SERVICE_ACCOUNT, CA_AUDIENCE } from '../operator/ca-service.ts';
 
 /** Creates the agent ServiceAccount in the mesh namespace unless it exists (deploy/ does this in a real cluster). */
 export async function ensureAgentServiceAccount(kc: KubeConfig, namespace: string): Promise<void> {
