@@ -35,6 +35,8 @@ export interface AgentConfig {
   healthHost: string;
   /** Also serve the health endpoint (and /metrics) on this unix socket; undefined = none. */
   statusSocket: string | undefined;
+  /** Access-log lines go to this file (appended); undefined = stdout (the container log). */
+  accessLogFile: string | undefined;
   /** Same-node socket redirection through the sockhash. */
   sockmap: boolean;
   /** Seconds between full resyncs (re-plan everything, re-read the maps, repair drift); 0 = never. */
@@ -46,9 +48,9 @@ export interface AgentConfig {
 }
 
 const USAGE = `usage: agent --node NAME --cgroup DIR [--kubeconfig FILE] [--bpffs-dir DIR] [--health-port N]
-             [--sockmap true|false] [--resync-seconds N] [--bpf-objects DIR] [--status-socket PATH] [--allow-root-cgroup] [--debug]
+             [--sockmap true|false] [--resync-seconds N] [--bpf-objects DIR] [--status-socket PATH] [--access-log FILE] [--allow-root-cgroup] [--debug]
 environment: NODE_NAME, KUBECONFIG, NODEMESH_CGROUP, NODEMESH_BPFFS_DIR, NODEMESH_HEALTH_PORT,
-             NODEMESH_SOCKMAP, NODEMESH_RESYNC_SECONDS, NODEMESH_BPF_OBJECTS, NODEMESH_STATUS_SOCKET`;
+             NODEMESH_SOCKMAP, NODEMESH_RESYNC_SECONDS, NODEMESH_BPF_OBJECTS, NODEMESH_STATUS_SOCKET, NODEMESH_ACCESS_LOG`;
 
 function parseBool(text: string | undefined, what: string, dflt: boolean): boolean {
   if (text === undefined || text === '') return dflt;
@@ -79,6 +81,7 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
         'health-port': { type: 'string' },
         'health-host': { type: 'string' },
         'status-socket': { type: 'string' },
+        'access-log': { type: 'string' },
         sockmap: { type: 'string' },
         'resync-seconds': { type: 'string' },
         'allow-root-cgroup': { type: 'boolean' },
@@ -109,6 +112,7 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     healthPort: parseInteger(str('health-port', 'NODEMESH_HEALTH_PORT'), '--health-port', DEFAULT_HEALTH_PORT, 0, 65535),
     healthHost: str('health-host', 'NODEMESH_HEALTH_HOST') ?? '0.0.0.0',
     statusSocket: str('status-socket', 'NODEMESH_STATUS_SOCKET'),
+    accessLogFile: str('access-log', 'NODEMESH_ACCESS_LOG'),
     sockmap: parseBool(str('sockmap', 'NODEMESH_SOCKMAP'), '--sockmap', SOCKMAP_DEFAULT),
     resyncSeconds: parseInteger(str('resync-seconds', 'NODEMESH_RESYNC_SECONDS'), '--resync-seconds', 300, 0, 86400),
     allowRootCgroup: values['allow-root-cgroup'] === true,

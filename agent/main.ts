@@ -11,8 +11,9 @@
  *   6. resync       full re-plan and map re-read every --resync-seconds
  * Stopping never detaches or unpins anything: the datapath keeps serving while no agent runs.
  */
+import { createWriteStream } from 'node:fs';
 import { release } from 'node:os';
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { KubeConfig } from '@kubernetes/client-node';
 import { parseAgentConfig } from './config.ts';
 import { describeError } from './errors.ts';
 import { startHealthServer } from './health.ts';
@@ -95,14 +96,13 @@ async function main(): Promise<void> {
   stops.push(['watches', () => watch.stop()]);
 
   // 4c. telemetry (made before the mesh: the proxy's first records must have somewhere to go)
-  const telemetry = new AgentTelemetry({ nodeName: cfg.nodeName, maps: datapath, serviceNames: () => loop.serviceNames(), log: log.child('telemetry') });
+  const telemetry = new AgentTelemetry({
+    nodeName: cfg.nodeName, maps: datapath, serviceNames: () => loop.serviceNames(), log: log.child('telemetry'),
+    ...(cfg.accessLogFile ? { accessLogStream: createWriteStream(cfg.accessLogFile, { flags: 'a' }) } : {}),
+  });
   telemetry.start();
   stops.push(['telemetry', () => telemetry.stop()]);
-  const namespaces = setInterval(() => {
-    kc.makeApiClient(CoreV1Api).listNamespace().then((l) => telemetry.setNamespaces(l.items), () => {});
-  }, 5000);
-  namespaces.unref();
-  stops.push(['namespaces', () => clearInterval(namespaces)]);
+  stops.push(['namespaces', telemetry.watchNamespaces(kc)]);
 
   // 4b. mesh (issue 5; owner: agent/proxy/): the node proxy and everything the NodeState asks of this node
   const mesh = new MeshNode({

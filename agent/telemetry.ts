@@ -4,6 +4,7 @@
  * `datapathEveryMs`), NodeState applies and certificate expiry; and the JSON access log for opted-in namespaces.
  */
 import type { Writable } from 'node:stream';
+import { CoreV1Api, ListWatch, Watch, type KubeConfig, type V1Namespace } from '@kubernetes/client-node';
 import { readDatapathCounters, readServiceCounters, type MapSet, nmCount } from '../bpf/index.ts';
 import type { MapName } from '../bpf/codecs.generated.ts';
 import { mapSpecs } from '../bpf/codecs.generated.ts';
@@ -102,6 +103,30 @@ export class AgentTelemetry {
     this.counts.connections += b.closed.length;
     this.counts.droppedInWorkers += b.dropped;
     this.#workers.set(b.pid, { at: Date.now(), ...(b.proxyStats ? { proxy: b.proxyStats } : {}), ...(b.spanStats ? { spans: b.spanStats } : {}) });
+  }
+
+  /**
+   * Watches Namespaces (list + watch, restarted 5 s after an error): the access log follows their
+   * `nodemesh.io/access-log` annotation as soon as it changes. Returns the stop function.
+   */
+  watchNamespaces(kc: KubeConfig): () => Promise<void> {
+    const core = kc.makeApiClient(CoreV1Api);
+    let stopped = false;
+    let timer: NodeJS.Timeout | undefined;
+    const lw = new ListWatch<V1Namespace>('/api/v1/namespaces', new Watch(kc), () => core.listNamespace(), false);
+    const changed = (): void => this.setNamespaces(lw.list());
+    lw.on('add', changed);
+    lw.on('update', changed);
+    lw.on('delete', changed);
+    const restart = (err: unknown): void => {
+      if (stopped || timer) return;
+      this.#o.log.debug('namespace watch failed; restarting in 5 s', { error: describeError(err) });
+      timer = setTimeout(() => { timer = undefined; if (!stopped) lw.start().then(changed, restart); }, 5000);
+      timer.unref();
+    };
+    lw.on('error', restart);
+    lw.start().then(changed, restart);
+    return async () => { stopped = true; if (timer) clearTimeout(timer); await lw.stop(); };
   }
 
   /** Namespaces changed: the access log follows their `nodemesh.io/access-log` annotation. */

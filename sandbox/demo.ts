@@ -1,7 +1,8 @@
 /**
- * `nodemesh demo`: a two-node sandbox (built when none is up), the echo Deployment and Service, a client pod,
- * and traffic from the client to echo pods on the other node, by pod address and by pod DNS name. Later
- * issues extend it (service names through the eBPF datapath, mTLS, routing).
+ * `nodemesh demo`: a two-node sandbox (built when none is up), the echo v1 and v2 Deployments and Services, a
+ * client pod, and traffic from the client to echo pods on the other node, by pod address, pod DNS name and
+ * Service name (eBPF datapath); then the mesh (demo-mesh.ts): a 90/10 canary route, mTLS STRICT, authorization,
+ * a capture of the node link, `kubectl mesh status` and a trace across both nodes.
  */
 import { AppsV1Api, CoreV1Api, type V1Deployment, type V1Pod, type V1Service } from '@kubernetes/client-node';
 import { spawn } from 'node:child_process';
@@ -11,18 +12,20 @@ import { SandboxError } from './errors.ts';
 import { locatePod } from './exec-pod.ts';
 import { httpStatusOf, loadKubeConfig } from './kube.ts';
 import { podWrapperArgv } from './kubelet/pod-exec.ts';
+import { runMeshDemo } from './demo-mesh.ts';
+import { meshPaths } from './mesh-wiring.ts';
 import { readState } from './state.ts';
 import { isSupervisorAlive, upSandbox, waitFor, waitForPodsReady } from './up.ts';
 
-/** The demo's echo Deployment: two replicas, spread over the nodes by the scheduler. */
-export function computeEchoDeployment(): V1Deployment {
-  const labels = { app: 'echo', version: 'v1' };
+/** The demo's echo Deployment of one version (v1: two replicas, spread over the nodes by the scheduler; v2: one). */
+export function computeEchoDeployment(version: 'v1' | 'v2' = 'v1'): V1Deployment {
+  const labels = { app: 'echo', version };
   return {
     apiVersion: 'apps/v1', kind: 'Deployment',
-    metadata: { name: 'echo', namespace: 'default', labels: { app: 'echo' } },
+    metadata: { name: `echo-${version}`, namespace: 'default', labels: { app: 'echo' } },
     spec: {
-      replicas: 2,
-      selector: { matchLabels: { app: 'echo' } },
+      replicas: version === 'v1' ? 2 : 1,
+      selector: { matchLabels: labels },
       template: {
         metadata: { labels },
         spec: {
@@ -37,12 +40,12 @@ export function computeEchoDeployment(): V1Deployment {
   };
 }
 
-/** The demo's echo Service. */
-export function computeEchoService(): V1Service {
+/** The demo's echo Service (every version), or the Service of one version (the route's backends). */
+export function computeEchoService(version?: 'v1' | 'v2'): V1Service {
   return {
     apiVersion: 'v1', kind: 'Service',
-    metadata: { name: 'echo', namespace: 'default', labels: { app: 'echo' } },
-    spec: { selector: { app: 'echo' }, ports: [{ name: 'http', port: 8080, targetPort: 8080, protocol: 'TCP' }] },
+    metadata: { name: version ? `echo-${version}` : 'echo', namespace: 'default', labels: { app: 'echo' } },
+    spec: { selector: { app: 'echo', ...(version ? { version } : {}) }, ports: [{ name: 'http', port: 8080, targetPort: 8080, protocol: 'TCP' }] },
   };
 }
 
@@ -53,6 +56,8 @@ export function computeClientPod(nodeName: string): V1Pod {
     metadata: { name: 'client', namespace: 'default', labels: { app: 'client' } },
     spec: {
       nodeName,
+      // Its own service account: the demo's AuthorizationPolicy allows exactly this identity.
+      serviceAccountName: 'client',
       containers: [{ name: 'client', image: 'nodemesh/client', args: ['--url', 'http://echo.default.svc.cluster.local:8080/', '--interval', '5s', '--timeout', '1s'] }],
       terminationGracePeriodSeconds: 2,
     },
@@ -76,15 +81,17 @@ export async function runDemo(cfg: SandboxConfig, out: (line: string) => void): 
   const core = kc.makeApiClient(CoreV1Api);
   const apps = kc.makeApiClient(AppsV1Api);
 
-  out('== 2. deploy: Deployment echo (nodemesh/echo, 2 replicas), Service echo, pod client (nodemesh/client)');
-  await applyService(core, computeEchoService());
-  await applyDeployment(apps, computeEchoDeployment());
+  out('== 2. deploy: Deployments echo-v1 (2 replicas) and echo-v2 (1), Services echo, echo-v1, echo-v2, pod client (service account client)');
+  for (const v of [undefined, 'v1', 'v2'] as const) await applyService(core, computeEchoService(v));
+  for (const v of ['v1', 'v2'] as const) await applyDeployment(apps, computeEchoDeployment(v));
+  await core.createNamespacedServiceAccount({ namespace: 'default', body: { metadata: { name: 'client', namespace: 'default' } } }).catch((err: unknown) => { if (httpStatusOf(err) !== 409) throw err; });
   let echoPods: V1Pod[] = [];
   await waitFor(async () => {
     const list = await core.listNamespacedPod({ namespace: 'default', labelSelector: 'app=echo' });
     echoPods = list.items.filter((p) => !p.metadata?.deletionTimestamp && p.status?.phase === 'Running' && p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
-    return echoPods.length >= 2;
-  }, 90_000, 'the 2 echo pods to be Ready (is the deployment controller running? see `nodemesh sandbox status`)');
+    return echoPods.filter((p) => p.metadata?.labels?.version === 'v1').length >= 2 && echoPods.some((p) => p.metadata?.labels?.version === 'v2');
+  }, 90_000, 'the 3 echo pods to be Ready (is the deployment controller running? see `nodemesh sandbox status`)');
+  echoPods = echoPods.filter((p) => p.metadata?.labels?.version === 'v1');
   const svc = await core.readNamespacedService({ name: 'echo', namespace: 'default' });
   for (const p of echoPods) out(`   echo pod ${p.metadata?.name} on ${p.spec?.nodeName} at ${p.status?.podIP}`);
   out(`   service echo: ClusterIP ${svc.spec?.clusterIP}:8080`);
@@ -108,13 +115,17 @@ export async function runDemo(cfg: SandboxConfig, out: (line: string) => void): 
   if (viaService !== 0) {
     out('   (no answer: a ClusterIP is only reachable through the nodemesh agent\'s datapath on each node; `nodemesh sandbox status` shows the agents)');
   }
+  await runMeshDemo(cfg, kc, core, out, 6);
   out('');
   out('next:');
-  out(`   export KUBECONFIG=${paths.hostKubeconfig}    # or: export KUBECONFIG="$(bin/nodemesh sandbox kubeconfig)"`);
-  out('   kubectl get nodes,pods,svc -o wide');
-  out(`   bin/nodemesh sandbox exec client -- curl -s http://${first.status?.podIP}:8080/`);
-  out('   bin/nodemesh sandbox status');
-  out('   bin/nodemesh sandbox down      # removes every namespace, cgroup, pin, process and file');
+  out(`   export KUBECONFIG=${paths.hostKubeconfig} PATH="$PWD/bin:$PATH"    # kubectl and the kubectl-mesh plugin`);
+  out('   kubectl get nodes,pods,svc,httproutes,nodestates -o wide');
+  out('   kubectl mesh status          # flags go after "mesh": kubectl mesh status --kubeconfig FILE');
+  out('   kubectl mesh stat            # success rate, requests/s and latency per service and route');
+  out('   kubectl mesh connectivity test');
+  out(`   jq -c '[.resource["k8s.node.name"], .kind, .name, .attributes["url.path"]]' ${meshPaths(cfg).spansFile}`);
+  out('   bin/nodemesh sandbox exec client -- curl -s http://echo.default.svc.cluster.local:8080/');
+  out('   bin/nodemesh sandbox down    # removes every namespace, cgroup, pin, process and file');
 }
 
 async function runClientInPod(cfg: SandboxConfig, urls: string[], count = 4): Promise<number> {

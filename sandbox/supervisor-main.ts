@@ -8,8 +8,10 @@
  *   2. API server on 127.0.0.1:<port> and on the unix socket; both kubeconfigs
  *   3. controllers (scheduler, deployments, replicasets, endpointslices)
  *   4. cluster DNS hosts files, one kubelet per node
- *   5. per-node daemons (planNodeDaemons: forwarders; planOperatorDaemon: the nodemesh operator; planAgentDaemons:
- *      the nodemesh agents), then the kube-dns objects
+ *   5. mesh wiring (mesh-wiring.ts): agent CA tokens, the mesh ConfigMap (tracing to the OTLP receiver), the
+ *      agents' status on 127.0.0.1 (Node annotation nodemesh.io/agent-status-url)
+ *   6. per-node daemons (planNodeDaemons: forwarders; planOperatorDaemon: the nodemesh operator;
+ *      planOtlpReceiverDaemon: a trace receiver per node; planAgentDaemons: the nodemesh agents), then the kube-dns objects
  */
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -26,6 +28,7 @@ import { createStreamLogger, type Logger } from './logger.ts';
 import { computeTopology, deleteNetns, etcNetnsDir, type Topology } from './net/topology.ts';
 import { readState, StateStore, writeFileAtomic } from './state.ts';
 import { DaemonSupervisor, type DaemonSpec, type DaemonStatus } from './supervisor.ts';
+import { annotateAgentStatusUrls, computeAgentWiring, computeCaUrl, computeOtlpEndpoint, ensureMeshConfig, meshPaths, planOtlpReceiverDaemon, startAgentStatusProxy, startAgentTokens, type AgentStatusProxy } from './mesh-wiring.ts';
 import { ensureClusterDns } from './workloads/dns.ts'; // nodemesh agent (issue 3): kube-dns Service + Deployment
 import { OPERATOR_CA_PORT, OPERATOR_STATUS_SOCKET } from '../operator/status-client.ts'; // nodemesh operator (issue 4)
 
@@ -37,6 +40,8 @@ export type SupervisorReport = {
   ready: boolean;
   error?: string;
   apiserver?: { url: string; socket: string };
+  /** The mesh as the sandbox wires it: CA, traces, the agents' status on loopback. */
+  mesh?: { caUrl?: string; otlpEndpoint?: string; spansFile: string; agentStatusUrl?: string };
   nodes: { name: string; netns: string; address: string; podCidr: string; pods: { key: string; ip?: string; netns: string; phase: string; containers: { name: string; pid?: number; restarts: number }[] }[] }[];
   daemons: DaemonStatus[];
 };
@@ -66,13 +71,18 @@ export function planNodeDaemons(cfg: SandboxConfig, topo: Topology): DaemonSpec[
 export function planAgentDaemons(cfg: SandboxConfig, topo: Topology, cgroupRoot: string | undefined): DaemonSpec[] {
   if (!cgroupRoot) return [];
   const paths = sandboxPaths(cfg);
-  return topo.nodes.map((n) => ({
-    name: `agent/${n.name}`,
-    node: n.name,
-    argv: ['nsenter', `--net=/run/netns/${n.netns}`, '--', process.execPath, join(REPO_ROOT, 'agent/main.ts'),
-      '--node', n.name, '--cgroup', join(cgroupRoot, n.name), '--bpffs-dir', join(cfg.bpfDir, n.name), '--kubeconfig', paths.nodeKubeconfig],
-    logFile: join(cfg.stateDir, `agent-${n.name}.log`),
-  }));
+  return topo.nodes.map((n) => {
+    // CA URL and node-bound token file (env), status socket the supervisor proxies (flag): mesh-wiring.ts.
+    const wiring = computeAgentWiring(cfg, topo, n.name);
+    return {
+      name: `agent/${n.name}`,
+      node: n.name,
+      argv: ['nsenter', `--net=/run/netns/${n.netns}`, '--', process.execPath, join(REPO_ROOT, 'agent/main.ts'),
+        '--node', n.name, '--cgroup', join(cgroupRoot, n.name), '--bpffs-dir', join(cfg.bpfDir, n.name), '--kubeconfig', paths.nodeKubeconfig, ...wiring.args],
+      env: wiring.env,
+      logFile: join(cfg.stateDir, `agent-${n.name}.log`),
+    };
+  });
 }
 // --- end nodemesh agent ---------------------------------------------------------------------
 
@@ -142,6 +152,8 @@ async function main(): Promise<void> {
   let api: ApiServerHandle | undefined;
   let controllers: ControllersHandle | undefined;
   let dns: { stop(): Promise<void> } | undefined;
+  let stopTokens: (() => void) | undefined;
+  let statusProxy: AgentStatusProxy | undefined;
   const writeReport = async (): Promise<void> => {
     report.updatedAt = new Date().toISOString();
     report.daemons = daemons.status();
@@ -158,6 +170,8 @@ async function main(): Promise<void> {
     log.info('stopping', { why });
     clearInterval(reportTimer);
     await daemons.stopAll().catch((e: unknown) => log.warn('stopping daemons', { error: describeError(e) }));
+    stopTokens?.();
+    await statusProxy?.close().catch(() => {});
     for (const k of kubelets.reverse()) await k.stop({ killPods: true }).catch((e: unknown) => log.warn('stopping kubelet', { error: describeError(e) }));
     await dns?.stop().catch(() => {});
     await controllers?.stop().catch((e: unknown) => log.warn('stopping controllers', { error: describeError(e) }));
@@ -191,6 +205,13 @@ async function main(): Promise<void> {
     }
     for (const spec of planNodeDaemons(cfg, topo)) daemons.add(spec);
     for (const spec of planOperatorDaemon(cfg, topo)) daemons.add(spec); // nodemesh operator (issue 4)
+    // Mesh wiring (issues 5, 6): CA tokens before the agents start, the mesh ConfigMap, traces, agent status.
+    stopTokens = await startAgentTokens(kc, cfg, topo, store, log.child('mesh'));
+    await ensureMeshConfig(kc, topo);
+    for (const spec of planOtlpReceiverDaemon(cfg, topo)) daemons.add(spec);
+    statusProxy = await startAgentStatusProxy(cfg, topo, cfg.apiPort + 1, log.child('mesh'));
+    await annotateAgentStatusUrls(kc, topo, statusProxy.url);
+    report.mesh = { caUrl: computeCaUrl(topo), otlpEndpoint: computeOtlpEndpoint(topo), spansFile: meshPaths(cfg).spansFile, agentStatusUrl: statusProxy.url };
     // nodemesh agent (issue 3): one per node, then the cluster DNS it serves at 10.96.0.10.
     for (const spec of planAgentDaemons(cfg, topo, cgroupRoot)) daemons.add(spec);
     await ensureClusterDns(kc, cfg).catch((e: unknown) => log.warn('cluster DNS objects not created', { error: describeError(e) }));

@@ -6,11 +6,13 @@
 import { parseArgs } from 'node:util';
 import { parseAgentEndpoints } from './agent-status.ts';
 import { runCheck } from './check.ts';
+import { runConnectivityTest } from './connectivity.ts';
 import { CliError } from './errors.ts';
 import { runExplain } from './explain.ts';
 import { contextNamespace, createClusterReader, loadKubeConfig, type ClusterReader } from './kube.ts';
 import type { OutputFormat } from './output.ts';
 import { runRoutes } from './routes.ts';
+import { runStat } from './stat.ts';
 import { runStatus } from './status.ts';
 
 /** The plugin's version (printed by `kubectl mesh version`). */
@@ -25,6 +27,11 @@ Usage:
                                          with SERVICE: also its policies and what each node programmed
   kubectl mesh explain KIND/NAME         conditions with reasons and where the object is programmed
                                          (KIND: httproute, trafficpolicy, authorizationpolicy, meshtlspolicy, svc, nodestate)
+  kubectl mesh stat [SERVICE]            golden metrics per service and route from the agents: requests, success
+                                         rate, requests/s (over --window), p50/p95/p99 (all namespaces unless -n)
+  kubectl mesh connectivity test         deploys test pods in namespace nodemesh-connectivity-test, checks pod→pod
+                                         (same node, across nodes), pod→Service, DNS, mTLS, STRICT, a denied path;
+                                         prints a line per check and "N/N tests passed", then cleans up
   kubectl mesh version
 
 Flags (after the subcommand or before it, never before "mesh"):
@@ -34,7 +41,13 @@ Flags (after the subcommand or before it, never before "mesh"):
       --kubeconfig PATH     kubeconfig (default $KUBECONFIG, else ~/.kube/config)
       --context NAME        kubeconfig context
       --agent-endpoints L   node=url,... where agents serve /statusz (default $NODEMESH_AGENT_ENDPOINTS,
-                            else the Node annotation nodemesh.io/agent-status-url)
+                            else the Node annotation nodemesh.io/agent-status-url); /metrics beside it
+      --window DURATION     stat: time between the two scrapes that give requests/s (default 1s; 0 = one scrape)
+      --keep                connectivity test: keep the test namespace afterwards
+      --image-echo IMG, --image-client IMG   connectivity test images (default nodemesh/echo, nodemesh/client)
+
+kubectl refuses flags before a plugin name: write "kubectl mesh status --kubeconfig FILE", or
+"KUBECONFIG=FILE kubectl mesh status" (sandbox: KUBECONFIG=$(bin/nodemesh sandbox kubeconfig)).
 `;
 
 /** What running the plugin produced. */
@@ -59,6 +72,11 @@ export async function runPlugin(argv: readonly string[], env: Readonly<Record<st
         // Flags `explain FROM-POD URL` will take; accepted now so the syntax is stable.
         method: { type: 'string', short: 'X' },
         header: { type: 'string', short: 'H', multiple: true },
+        window: { type: 'string' },
+        keep: { type: 'boolean', default: false },
+        'image-echo': { type: 'string' },
+        'image-client': { type: 'string' },
+        'check-deadline': { type: 'string' },
       },
     });
   } catch (e) {
@@ -108,9 +126,25 @@ export async function runPlugin(argv: readonly string[], env: Readonly<Record<st
         const { reader, namespace } = open();
         return { stdout: await runExplain(reader, { target: rest[0], namespace: values.namespace ?? namespace, format }), stderr: '', code: 0 };
       }
-      case 'stat':
-      case 'connectivity':
-        throw new CliError('NM_ERR_CLI_NOT_AVAILABLE', `${cmd} needs the agents' metrics and the sandbox's test pods, which are not wired yet`);
+      case 'stat': {
+        arity(1, 'stat [SERVICE] [-n NS]');
+        const { reader, namespace } = open();
+        const windowMs = values.window === undefined ? 1000 : parseDurationMs(values.window, '--window');
+        const ns = values.namespace ?? (rest[0] ? namespace : undefined);
+        return { stdout: await runStat(reader, { format, agentEndpoints, windowMs, ...(ns !== undefined ? { namespace: ns } : {}), ...(rest[0] ? { service: rest[0] } : {}) }), stderr: '', code: 0 };
+      }
+      case 'connectivity': {
+        if (rest[0] !== 'test' || rest.length > 1) throw new CliError('NM_ERR_CLI_USAGE', 'usage: kubectl mesh connectivity test [--keep]');
+        const o = { ...(values.kubeconfig ? { kubeconfig: values.kubeconfig } : {}), ...(values.context ? { context: values.context } : {}) };
+        const kc = loadKubeConfig(o);
+        const progress: string[] = [];
+        const r = await runConnectivityTest(kc, {
+          format, keep: values.keep, progress: (l) => progress.push(`… ${l}\n`),
+          images: { ...(values['image-echo'] ? { echo: values['image-echo'] } : {}), ...(values['image-client'] ? { client: values['image-client'] } : {}) },
+          ...(values['check-deadline'] ? { checkDeadlineSeconds: parseDurationMs(values['check-deadline'], '--check-deadline') / 1000 } : {}),
+        });
+        return { stdout: r.text, stderr: progress.join(''), code: r.ok ? 0 : 1 };
+      }
       default:
         throw new CliError('NM_ERR_CLI_USAGE', `unknown command "${cmd}"`);
     }
@@ -118,4 +152,12 @@ export async function runPlugin(argv: readonly string[], env: Readonly<Record<st
     if (e instanceof CliError) return { stdout: '', stderr: `error: ${e.message}\n${e.code === 'NM_ERR_CLI_USAGE' ? `\n${USAGE}` : ''}`, code: e.exitCode };
     return { stdout: '', stderr: `error: ${(e as Error).message}\n`, code: 1 };
   }
+}
+
+/** `500ms`, `2s`, `1m` (or plain milliseconds) → milliseconds; the error names the flag. */
+export function parseDurationMs(text: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  if (!m) throw new CliError('NM_ERR_CLI_USAGE', `${flag} ${text}: not a duration (e.g. 500ms, 2s, 1m)`);
+  const n = Number(m[1]);
+  return Math.round(m[2] === 's' ? n * 1000 : m[2] === 'm' ? n * 60_000 : n);
 }

@@ -105,10 +105,12 @@ export function formatStatusView(v: StatusView, format: OutputFormat, now: numbe
     const agentCell = !a.reachable ? 'unknown' : a.ready === undefined ? 'answering' : a.ready ? 'Ready' : 'NotReady';
     const applied = a.appliedVersion !== undefined ? `${a.appliedVersion}/${ns?.version ?? '-'}` : `-/${ns?.version ?? '-'}`;
     const certs = a.certificates === undefined ? '-' : `${a.certificates}${a.earliestCertExpiry ? ` (next ${formatAge(Date.parse(a.earliestCertExpiry) - now)})` : ''}`;
-    const proxy = !a.proxy ? '-' : `${a.proxy.listening === false ? 'down' : 'up'}${a.proxy.workers !== undefined ? ` ${a.proxy.workers}w` : ''}`;
-    return [n.node, nsCell, String(ns?.services ?? '-'), String(ns?.workloads ?? '-'), agentCell, applied, a.programs ? String(a.programs.length) : '-', a.fullestMap ? `${Math.round(a.fullestMap.fill * 100)}% ${a.fullestMap.name}` : '-', proxy, certs];
+    // Listener ports only (`:15001,:15008`): the address is the node's, already on the line.
+    const ports = (a.proxy?.listeners ?? []).map((l) => l.slice(l.lastIndexOf(':'))).join(',');
+    const proxy = !a.proxy ? '-' : `${a.proxy.listening === false ? 'down' : 'up'}${a.proxy.workers !== undefined ? ` ${a.proxy.workers}w` : ''}${ports ? ` ${ports}` : ''}`;
+    return [n.node, nsCell, String(ns?.services ?? '-'), String(ns?.workloads ?? '-'), agentCell, a.version ?? '-', applied, a.programs ? String(a.programs.length) : '-', a.fullestMap ? `${Math.round(a.fullestMap.fill * 100)}% ${a.fullestMap.name}` : '-', proxy, certs];
   });
-  out += indent(formatTable(['node', 'nodestate', 'services', 'workloads', 'agent', 'applied/latest', 'programs', 'fullest map', 'proxy', 'certs'], rows));
+  out += indent(formatTable(['node', 'nodestate', 'services', 'workloads', 'agent', 'version', 'applied/latest', 'programs', 'fullest map', 'proxy', 'certs'], rows));
   const unreachable = v.nodes.filter((n) => !n.agent.reachable);
   if (unreachable.length > 0) out += `\n${unreachable.length} agent(s) not reachable: ${unreachable[0]!.agent.error}\n`;
   return out;

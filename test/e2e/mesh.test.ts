@@ -18,18 +18,15 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { resolveSandboxConfig, sandboxPaths } from '../../sandbox/config.ts';
-import type { SupervisorReport } from '../../sandbox/supervisor-main.ts';
-import { SANDBOX_CA_URL, startOperator, writeAgentTokens } from './helpers/mesh-control-plane.ts';
+import { resolveSandboxConfig } from '../../sandbox/config.ts';
+import { agentStatus as fetchAgentStatus, assertMeshWired, readSupervisorReport, type AgentStatus } from './helpers/mesh-control-plane.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const NODEMESH = join(ROOT, 'bin/nodemesh');
 const INSTANCE = 'mesh';
 const cfg = resolveSandboxConfig({ NODEMESH_SANDBOX_INSTANCE: INSTANCE });
-const paths = sandboxPaths(cfg);
-const TOKEN_PATTERN = join(cfg.stateDir, 'agent-{node}.token');
-// The agents inherit the supervisor's environment: where the CA is and where their node-bound token lies.
-const ENV = { ...process.env, NODEMESH_SANDBOX_INSTANCE: INSTANCE, NODEMESH_CA_URL: SANDBOX_CA_URL, NODEMESH_CA_TOKEN_FILE: TOKEN_PATTERN };
+// The supervisor wires the control plane itself (operator, CA tokens, OTLP receiver): nothing to pass here.
+const ENV = { ...process.env, NODEMESH_SANDBOX_INSTANCE: INSTANCE };
 
 type Run = { code: number; stdout: string; stderr: string; ms: number };
 
@@ -78,22 +75,15 @@ async function podCurl(pod: string, ns: string, url: string, extra: string[] = [
   return { code: r.code, status: Number(r.stdout.slice(nl + 1)) || 0, body: r.stdout.slice(0, Math.max(nl, 0)), ms: r.ms };
 }
 
-function report(): SupervisorReport {
-  return JSON.parse(readFileSync(paths.supervisorStatus, 'utf8')) as SupervisorReport;
-}
+const report = (): ReturnType<typeof readSupervisorReport> => readSupervisorReport(cfg);
 
 function podNetns(key: string): string {
   for (const n of report().nodes) for (const p of n.pods) if (p.key === key) return p.netns;
   throw new Error(`pod ${key} not in the supervisor report`);
 }
 
-/** The agent's /statusz of a node (health port 10256 inside the node's namespace). */
-async function agentStatus(node: string): Promise<{ mesh?: { proxy?: { pid?: number; state: string; applied?: string }; planned?: string; certificates?: unknown; problems?: string[] } }> {
-  const n = report().nodes.find((x) => x.name === node);
-  if (!n) throw new Error(`node ${node} not in the supervisor report`);
-  const r = await run('ip', ['netns', 'exec', n.netns, 'curl', '-s', '--max-time', '2', 'http://127.0.0.1:10256/statusz']);
-  return JSON.parse(r.stdout) as Awaited<ReturnType<typeof agentStatus>>;
-}
+/** The agent's /statusz of a node, through the supervisor's loopback endpoint (Node annotation nodemesh.io/agent-status-url). */
+const agentStatus = (node: string): Promise<AgentStatus> => fetchAgentStatus(cfg, node);
 
 const objects = (rawDir: string): string => `
 apiVersion: v1
@@ -200,7 +190,6 @@ describe('mesh in the sandbox (root)', { timeout: 900_000 }, () => {
   let plainIp = '';
   let echoV1Ip = '';
   const captures: ChildProcess[] = [];
-  let operator: ChildProcess | undefined;
 
   const rawLogs = (): string => ['v1', 'v2'].map((v) => (existsSync(join(rawDir, `echo-${v}.raw`)) ? readFileSync(join(rawDir, `echo-${v}.raw`), 'latin1') : '')).join('');
 
@@ -211,12 +200,8 @@ describe('mesh in the sandbox (root)', { timeout: 900_000 }, () => {
     await nodemesh('sandbox', 'down');
     ok(await nodemesh('sandbox', 'up', '--nodes', '2', '--pods-per-node', '0'), 'nodemesh sandbox up');
     kubeconfig = ok(await nodemesh('sandbox', 'kubeconfig'), 'sandbox kubeconfig').trim();
-    // The control plane: the sandbox's own operator daemon when it has one; else this test runs one in node-1's
-    // namespace (CA on its fabric address) and mints the agents' node-bound CA tokens.
-    if (!report().daemons.some((d) => d.name.startsWith('operator'))) {
-      await writeAgentTokens(kubeconfig, TOKEN_PATTERN, ['node-1', 'node-2']);
-      operator = startOperator(report().nodes.find((n) => n.name === 'node-1')!.netns, paths.nodeKubeconfig, '10.200.0.11:15012', join(cfg.stateDir, 'operator-e2e.log'));
-    }
+    // The control plane is the sandbox's own: operator daemon, node-bound CA tokens, OTLP receiver, agents.
+    assertMeshWired(cfg);
     const file = join(rawDir, 'objects.yaml');
     await writeFile(file, objects(rawDir));
     ok(await kubectl('apply', '-f', file), 'kubectl apply');
@@ -235,7 +220,6 @@ describe('mesh in the sandbox (root)', { timeout: 900_000 }, () => {
 
   after(async () => {
     for (const c of captures) if (c.exitCode === null) c.kill('SIGTERM');
-    if (operator?.pid && operator.exitCode === null) process.kill(operator.pid, 'SIGTERM');
     const down = await nodemesh('sandbox', 'down');
     if (rawDir) await rm(rawDir, { recursive: true, force: true });
     assert.equal(down.code, 0, `sandbox down failed:\n${down.stderr}`);

@@ -51,6 +51,19 @@ async function golden(name: string, actual: string): Promise<void> {
   assert.equal(got, want, `output differs from ${file} (UPDATE_GOLDEN=1 rewrites it)`);
 }
 
+/** What the stand-in agent serves on /metrics: source- and destination-side counters of two services. */
+const AGENT_METRICS = [
+  '# TYPE nodemesh_requests_total counter',
+  'nodemesh_requests_total{reporter="source",source_workload="web",source_namespace="shop",destination_service="reviews",destination_namespace="shop",route="shop/reviews",code="200"} 90',
+  'nodemesh_requests_total{reporter="source",source_workload="web",source_namespace="shop",destination_service="reviews",destination_namespace="shop",route="shop/reviews",code="503"} 10',
+  'nodemesh_requests_total{reporter="destination",source_workload="web",source_namespace="shop",destination_service="reviews-v1",destination_namespace="shop",route="",code="200"} 90',
+  'nodemesh_requests_total{reporter="source",source_workload="web",source_namespace="shop",destination_service="ratings",destination_namespace="shop",route="",code="200"} 5',
+  '# TYPE nodemesh_request_duration_seconds histogram',
+  ...[['0.001', 10], ['0.005', 60], ['0.01', 95], ['+Inf', 100]].map(([le, n]) => `nodemesh_request_duration_seconds_bucket{reporter="source",source_workload="web",source_namespace="shop",destination_service="reviews",destination_namespace="shop",route="shop/reviews",le="${le}"} ${n}`),
+  ...[['0.001', 0], ['0.005', 5], ['0.01', 5], ['+Inf', 5]].map(([le, n]) => `nodemesh_request_duration_seconds_bucket{reporter="source",source_workload="web",source_namespace="shop",destination_service="ratings",destination_namespace="shop",route="",le="${le}"} ${n}`),
+  '',
+].join('\n');
+
 const condition = (type: string, status: string, reason: string, message: string, generation = 1): Record<string, unknown> => ({ type, status, reason, message, observedGeneration: generation, lastTransitionTime: '2026-11-20T10:00:00Z' });
 const allTrue = (what: string): Record<string, unknown>[] => [
   condition('Accepted', 'True', 'Accepted', 'accepted'),
@@ -119,11 +132,16 @@ describe('kubectl mesh (real kubectl, embedded API server)', () => {
     await applyCaSecret(await makeCa('root-good', 3650));
     // A stand-in agent for node-a answering /statusz as the agent does.
     agent = createServer((req, res) => {
+      if (req.url === '/metrics') {
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+        res.end(AGENT_METRICS);
+        return;
+      }
       res.writeHead(req.url === '/statusz' ? 200 : 404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({
         node: 'node-a', version: '0.1.0', sync: { ready: true, synced: true }, nodeState: { version: 3 },
         datapath: { programs: [{ name: 'sock4_connect', attached: true }, { name: 'sock4_getpeername', attached: true }, { name: 'sockops', attached: true }], maps: [{ name: 'nm_lb_be', entries: 100, capacity: 65536 }, { name: 'nm_lb4_fe', entries: 410, capacity: 16384 }] },
-        proxy: { listening: true, workers: 2 },
+        proxy: { listening: true, workers: 2, listeners: ['10.0.0.1:15001', '10.0.0.1:15008'] },
         certificates: [{ identity: 'spiffe://cluster.local/ns/shop/sa/web', notAfter: new Date(Date.now() + 20 * 3600_000).toISOString() }],
       }));
     });
@@ -174,6 +192,21 @@ describe('kubectl mesh (real kubectl, embedded API server)', () => {
     const j = JSON.parse((await mesh(['status', '-o', 'json'])).stdout) as { operator: { state: string; leader: string }; nodes: { node: string; agent: { reachable: boolean } }[] };
     assert.equal(j.operator.state, 'Leading');
     assert.deepEqual(j.nodes.map((n) => [n.node, n.agent.reachable]), [['node-a', false], ['node-b', false]]);
+  });
+
+  it('stat: success rate, latency per service and route, from the agents\' /metrics (source side only)', async () => {
+    const r = await mesh(['stat', `--agent-endpoints=node-a=${agentUrl}`, '--window', '0']);
+    assert.equal(r.code, 0, r.stderr);
+    await golden('stat', r.stdout);
+    const j = JSON.parse((await mesh(['stat', 'reviews', '-n', 'shop', `--agent-endpoints=node-a=${agentUrl}`, '--window', '0', '-o', 'json'])).stdout) as { rows: { service: string; route: string; requests: number; successRate: number; p50: number }[] };
+    assert.deepEqual(j.rows.map((x) => [x.service, x.route, x.requests, x.successRate]), [['reviews', 'shop/reviews', 100, 0.9]]);
+    assert.ok(Math.abs(j.rows[0]!.p50 - 0.0042) < 1e-9, `p50 ${j.rows[0]!.p50}`);
+  });
+
+  it('connectivity: usage is checked before anything is deployed', async () => {
+    const r = await mesh(['connectivity']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /usage: kubectl mesh connectivity test/);
   });
 
   it('check: passes on a healthy cluster', async () => {
