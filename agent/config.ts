@@ -37,6 +37,8 @@ export interface AgentConfig {
   statusSocket: string | undefined;
   /** Access-log lines go to this file (appended); undefined = stdout (the container log). */
   accessLogFile: string | undefined;
+  /** Directory for the agent's runtime files (the node proxy's pid file, so a restarted agent replaces it). */
+  runDir: string;
   /** Same-node socket redirection through the sockhash. */
   sockmap: boolean;
   /** Seconds between full resyncs (re-plan everything, re-read the maps, repair drift); 0 = never. */
@@ -48,7 +50,7 @@ export interface AgentConfig {
 }
 
 const USAGE = `usage: agent --node NAME --cgroup DIR [--kubeconfig FILE] [--bpffs-dir DIR] [--health-port N]
-             [--sockmap true|false] [--resync-seconds N] [--bpf-objects DIR] [--status-socket PATH] [--access-log FILE] [--allow-root-cgroup] [--debug]
+             [--sockmap true|false] [--resync-seconds N] [--bpf-objects DIR] [--status-socket PATH] [--access-log FILE] [--run-dir DIR] [--allow-root-cgroup] [--debug]
 environment: NODE_NAME, KUBECONFIG, NODEMESH_CGROUP, NODEMESH_BPFFS_DIR, NODEMESH_HEALTH_PORT,
              NODEMESH_SOCKMAP, NODEMESH_RESYNC_SECONDS, NODEMESH_BPF_OBJECTS, NODEMESH_STATUS_SOCKET, NODEMESH_ACCESS_LOG`;
 
@@ -82,6 +84,7 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
         'health-host': { type: 'string' },
         'status-socket': { type: 'string' },
         'access-log': { type: 'string' },
+        'run-dir': { type: 'string' },
         sockmap: { type: 'string' },
         'resync-seconds': { type: 'string' },
         'allow-root-cgroup': { type: 'boolean' },
@@ -113,6 +116,7 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     healthHost: str('health-host', 'NODEMESH_HEALTH_HOST') ?? '0.0.0.0',
     statusSocket: str('status-socket', 'NODEMESH_STATUS_SOCKET'),
     accessLogFile: str('access-log', 'NODEMESH_ACCESS_LOG'),
+    runDir: str('run-dir', 'NODEMESH_RUN_DIR') ?? '/run/nodemesh',
     sockmap: parseBool(str('sockmap', 'NODEMESH_SOCKMAP'), '--sockmap', SOCKMAP_DEFAULT),
     resyncSeconds: parseInteger(str('resync-seconds', 'NODEMESH_RESYNC_SECONDS'), '--resync-seconds', 300, 0, 86400),
     allowRootCgroup: values['allow-root-cgroup'] === true,

@@ -12,7 +12,7 @@ describe('sandbox mesh wiring', () => {
   it('agents get the CA on node-1\'s fabric address, their token pattern and a status socket', () => {
     const w = computeAgentWiring(cfg, topo, 'node-2');
     assert.deepEqual(w.env, { NODEMESH_CA_URL: 'https://10.200.0.11:15012', NODEMESH_CA_TOKEN_FILE: '/run/nodemesh/sandbox-unit/agent-{node}.token' });
-    assert.deepEqual(w.args, ['--status-socket', '/run/nodemesh/sandbox-unit/agent-node-2.sock', '--access-log', '/run/nodemesh/sandbox-unit/access-node-2.log']);
+    assert.deepEqual(w.args, ['--status-socket', '/run/nodemesh/sandbox-unit/agent-node-2.sock', '--access-log', '/run/nodemesh/sandbox-unit/access-node-2.log', '--run-dir', '/run/nodemesh/sandbox-unit']);
   });
   it('one OTLP receiver per node on its loopback, all writing the one spans file; tracing points there, ratio 1', () => {
     const d = planOtlpReceiverDaemon(cfg, topo);

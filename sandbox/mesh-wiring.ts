@@ -68,7 +68,7 @@ export function computeAgentWiring(cfg: SandboxConfig, topo: Topology, node: str
   const ca = computeCaUrl(topo);
   return {
     env: ca ? { NODEMESH_CA_URL: ca, NODEMESH_CA_TOKEN_FILE: p.tokenPattern } : {},
-    args: ['--status-socket', p.statusSocket(node), '--access-log', p.accessLog(node)],
+    args: ['--status-socket', p.statusSocket(node), '--access-log', p.accessLog(node), '--run-dir', cfg.stateDir],
   };
 }
 
