@@ -22,7 +22,7 @@ import { type ProxyService, renderIptablesAddOne, renderIptablesRestore, renderN
 import { measureEndToEnd, benchObjects } from './l4-e2e.ts';
 import { type Cell, type EndToEnd, type RunMeta, type Variant, VARIANTS, renderMarkdown } from './l4-report.ts';
 import { type BenchTopology, buildBenchTopology, computeBenchTopology, destroyBenchTopology, runClient, sh, startBackends, writeTemp } from './l4-topology.ts';
-import { createRandom, shuffle } from './seeded-random.ts';
+import { computeShuffled, createRandom } from './lib/stats.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const TOOL = join(ROOT, 'bench/build/l4-tool');
@@ -269,7 +269,7 @@ async function main(): Promise<void> {
     const cells: Cell[] = [];
     for (const n of ns) {
       for (let rep = 0; rep < reps; rep++) {
-        const order = shuffle(VARIANTS, random);
+        const order = computeShuffled(VARIANTS, random);
         log(`N=${n} rep ${rep + 1}/${reps}: ${order.join(' → ')}`);
         for (const [i, v] of order.entries()) {
           const cell = await runVariant(c, v, n, rep, i);
