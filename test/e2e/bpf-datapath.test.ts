@@ -22,6 +22,7 @@ import {
   writeServicesBulk,
 } from '../../bpf/lb-tables.ts';
 import { type BpfTopology, createTopology, destroyTopology, ensureBpffs, findCgroup2Mount, runClient, sh, spawnHelper, waitForLine } from './helpers/bpf-topology.ts';
+import { requireRoot } from './helpers/sandbox-instance.ts';
 
 const CLUSTER_IP = '10.96.77.10';
 const EMPTY_IP = '10.96.77.11';
@@ -71,7 +72,7 @@ describe('BPF datapath (privileged)', { timeout: 180_000 }, () => {
 
   before(() => {
     // Fail, never skip: a skipped privileged test looks like a pass in CI.
-    assert.equal(process.getuid?.(), 0, 'this test needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run it with sudo');
+    requireRoot('this test needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run it with sudo');
     ensureBpffs();
     findCgroup2Mount();
     sh('make', ['-s', '-C', `${import.meta.dirname}/../../bpf`]);

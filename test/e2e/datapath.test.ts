@@ -11,25 +11,23 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CoreV1Api, DiscoveryV1Api, type V1Pod, type V1Service } from '@kubernetes/client-node';
 import { CGROUP_PROGRAMS } from '../../bpf/datapath.ts';
 import { locateCgroupRoot } from '../../sandbox/cgroup.ts';
-import { resolveSandboxConfig, sandboxPaths } from '../../sandbox/config.ts';
 import { findLeftovers } from '../../sandbox/down.ts';
 import { locatePod } from '../../sandbox/exec-pod.ts';
 import { loadKubeConfig } from '../../sandbox/kube.ts';
 import { podWrapperArgv } from '../../sandbox/kubelet/pod-exec.ts';
 import type { SupervisorReport } from '../../sandbox/supervisor-main.ts';
+import { NODEMESH, ROOT, poller, requireRoot, sandboxInstance } from './helpers/sandbox-instance.ts';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const NODEMESH = join(ROOT, 'bin/nodemesh');
 const CLIENT = join(import.meta.dirname, 'helpers/datapath-client.ts');
 const DNS = join(ROOT, 'sandbox/workloads/dns.ts');
-const ENV = { ...process.env, NODEMESH_SANDBOX_INSTANCE: 'dp' };
-const cfg = resolveSandboxConfig(ENV);
-const paths = sandboxPaths(cfg);
+const sb = sandboxInstance('dp');
+const { cfg, paths, env: ENV } = sb;
+const eventually = poller({ timeoutMs: 30_000, everyMs: 100 });
 
 function sh(cmd: string, args: string[], env = ENV): string {
   try {
@@ -38,21 +36,6 @@ function sh(cmd: string, args: string[], env = ENV): string {
     const e = err as { stderr?: string; stdout?: string; message: string };
     throw new Error(`${cmd} ${args.join(' ')} failed: ${e.stderr?.trim() || e.message}\n${e.stdout ?? ''}`, { cause: err });
   }
-}
-
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, everyMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
 }
 
 /** Starts a command in a pod (its netns and cgroup); resolves with its last stdout JSON line. */
@@ -138,7 +121,7 @@ describe('L4 datapath in the sandbox (root)', { timeout: 900_000 }, () => {
 
   before(async () => {
     // Fail, never skip: a skipped privileged test looks like a pass in CI.
-    assert.equal(process.getuid?.(), 0, 'this test needs root (network namespaces, cgroups, BPF): run it with sudo');
+    requireRoot('this test needs root (network namespaces, cgroups, BPF): run it with sudo');
     sh('bpftool', ['version']);
     sh('make', ['-s', '-C', join(ROOT, 'bpf')]);
     tmp = mkdtempSync(join(tmpdir(), 'nmdp-'));

@@ -22,6 +22,7 @@ import { mapSpecs } from '../../bpf/codecs.generated.ts';
 import { openPinnedMap } from '../../bpf/map.ts';
 import type { MeshHostSpec } from './helpers/mesh-proxy-host.ts';
 import { ensureBpffs, findCgroup2Mount, sh, waitForLine } from './helpers/bpf-topology.ts';
+import { requireRoot } from './helpers/sandbox-instance.ts';
 
 const ID = `nmt-mesh-${process.pid}`;
 const NODE_NS = `${ID}-n`;
@@ -66,7 +67,7 @@ describe('mesh datapath on one node (privileged)', { timeout: 180_000 }, () => {
   }
 
   before(async () => {
-    assert.equal(process.getuid?.(), 0, 'this test needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run it with sudo');
+    requireRoot('this test needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run it with sudo');
     ensureBpffs();
     sh('make', ['-s', '-C', join(REPO, 'bpf')]);
     // Namespaces: node in the middle, a client pod and a server pod on veths whose host sides live in the node.

@@ -15,58 +15,16 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { resolveSandboxConfig } from '../../sandbox/config.ts';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { agentStatus as fetchAgentStatus, assertMeshWired, readSupervisorReport, type AgentStatus } from './helpers/mesh-control-plane.ts';
+import { NODEMESH, ROOT, ok, poller, requireRoot, sandboxInstance, tempDir } from './helpers/sandbox-instance.ts';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const NODEMESH = join(ROOT, 'bin/nodemesh');
 const INSTANCE = 'mesh';
-const cfg = resolveSandboxConfig({ NODEMESH_SANDBOX_INSTANCE: INSTANCE });
 // The supervisor wires the control plane itself (operator, CA tokens, OTLP receiver): nothing to pass here.
-const ENV = { ...process.env, NODEMESH_SANDBOX_INSTANCE: INSTANCE };
-
-type Run = { code: number; stdout: string; stderr: string; ms: number };
-
-function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    const t0 = Date.now();
-    const child = spawn(cmd, args, { env: ENV, stdio: ['pipe', 'pipe', 'pipe'], timeout: opts.timeoutMs ?? 120_000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    child.on('error', reject);
-    child.on('close', (code) => resolvePromise({ code: code ?? 1, stdout, stderr, ms: Date.now() - t0 }));
-    child.stdin.on('error', () => {});
-    child.stdin.end(opts.input ?? '');
-  });
-}
-
-const nodemesh = (...args: string[]): Promise<Run> => run(NODEMESH, args, { timeoutMs: 300_000 });
-let kubeconfig = '';
-const kubectl = (...args: string[]): Promise<Run> => run('kubectl', ['--kubeconfig', kubeconfig, ...args]);
-const ok = (r: Run, what: string): string => {
-  assert.equal(r.code, 0, `${what} failed (exit ${r.code}):\n${r.stderr}\n${r.stdout}`);
-  return r.stdout;
-};
-
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-}
+const sb = sandboxInstance(INSTANCE, { nodemeshTimeoutMs: 300_000 });
+const { cfg, run, kubectl } = sb;
+const eventually = poller({ timeoutMs: 90_000, everyMs: 500 });
 
 /** curl inside a pod (its netns and cgroup: the datapath applies), via `nodemesh sandbox exec`. */
 async function podCurl(pod: string, ns: string, url: string, extra: string[] = []): Promise<{ code: number; status: number; body: string; ms: number }> {
@@ -194,12 +152,9 @@ describe('mesh in the sandbox (root)', { timeout: 900_000 }, () => {
   const rawLogs = (): string => ['v1', 'v2'].map((v) => (existsSync(join(rawDir, `echo-${v}.raw`)) ? readFileSync(join(rawDir, `echo-${v}.raw`), 'latin1') : '')).join('');
 
   before(async () => {
-    assert.equal(process.getuid?.(), 0, 'this end-to-end test needs root (network namespaces, cgroups, bpffs, tc); run it with sudo');
-    rawDir = await mkdtemp(join(tmpdir(), 'nm-mesh-e2e-'));
-    // Only this test's own instance is ever brought down: other engineers' sandboxes are left alone.
-    await nodemesh('sandbox', 'down');
-    ok(await nodemesh('sandbox', 'up', '--nodes', '2', '--pods-per-node', '0'), 'nodemesh sandbox up');
-    kubeconfig = ok(await nodemesh('sandbox', 'kubeconfig'), 'sandbox kubeconfig').trim();
+    requireRoot('this end-to-end test needs root (network namespaces, cgroups, bpffs, tc); run it with sudo');
+    rawDir = await tempDir('nm-mesh-e2e-');
+    await sb.up('--nodes', '2', '--pods-per-node', '0');
     // The control plane is the sandbox's own: operator daemon, node-bound CA tokens, OTLP receiver, agents.
     assertMeshWired(cfg);
     const file = join(rawDir, 'objects.yaml');
@@ -220,9 +175,7 @@ describe('mesh in the sandbox (root)', { timeout: 900_000 }, () => {
 
   after(async () => {
     for (const c of captures) if (c.exitCode === null) c.kill('SIGTERM');
-    const down = await nodemesh('sandbox', 'down');
-    if (rawDir) await rm(rawDir, { recursive: true, force: true });
-    assert.equal(down.code, 0, `sandbox down failed:\n${down.stderr}`);
+    await sb.teardown({ dir: rawDir });
   });
 
   it('90/10 within ±3% over 2,000 requests, and the node link carries only TLS', async () => {

