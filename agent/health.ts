@@ -1,7 +1,7 @@
 /**
  * The agent's health endpoint, in the node's network namespace: /healthz (the process and its
  * datapath are alive), /readyz (ready after the first complete sync; 503 with the reason before),
- * /statusz (JSON: last pass, watches, attachments), and whatever `extra` serves (/metrics). Optionally also on a
+ * /statusz (JSON: last pass, watches, attachments), /explain (read-only: agent/explain.ts), and whatever `extra` serves (/metrics). Optionally also on a
  * unix socket, which a host-side process can reach across network namespaces (the sandbox supervisor does).
  */
 import { rmSync } from 'node:fs';
@@ -30,6 +30,8 @@ export interface HealthServerOptions {
   socketPath?: string;
   /** Serves other paths first (e.g. /metrics); returns false to fall through. */
   extra?: (req: IncomingMessage, res: ServerResponse) => boolean;
+  /** GET /explain?...: a read-only answer (JSON) from the query, or `{ code, error }` (agent/explain.ts). */
+  explain?: (query: URLSearchParams) => { code: number; body: unknown };
 }
 
 /** Starts the endpoint; rejects with NM_ERR_AGENT_HEALTH when the port is taken. */
@@ -49,8 +51,13 @@ export async function startHealthServer(host: string, port: number, src: HealthS
       const why = src.readiness();
       return answer(why ? 503 : 200, why ? `not ready: ${why}\n` : 'ok\n');
     }
+    if (path === '/explain' && opts.explain) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') return answer(405, 'GET only\n');
+      const r = opts.explain(new URLSearchParams((req.url ?? '').split('?')[1] ?? ''));
+      return answer(r.code, `${JSON.stringify(r.body, null, 2)}\n`, 'application/json');
+    }
     if (path === '/statusz') return answer(200, `${JSON.stringify(src.status(), (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`, 'application/json');
-    answer(404, `try /healthz, /readyz or /statusz${opts.extra ? ' or /metrics' : ''}\n`);
+    answer(404, `try /healthz, /readyz or /statusz${opts.extra ? ' or /metrics' : ''}${opts.explain ? ' or /explain' : ''}\n`);
   };
   const server: Server = createServer(handle);
   await new Promise<void>((resolve, reject) => {

@@ -7,7 +7,7 @@
  *   4b. mesh        NodeState → node proxy, mesh flows, STRICT pod guards, certificates (proxy/mesh-node.ts; issue 5)
  *   4c. telemetry   /metrics registry fed by the proxy's records, BPF counters, map fill, applies, certificates;
  *                   the access log of opted-in namespaces (telemetry.ts)
- *   5. health       /healthz, /readyz, /statusz, /metrics in the node's network namespace, and on --status-socket (health.ts)
+ *   5. health       /healthz, /readyz, /statusz, /metrics, /explain in the node's network namespace, and on --status-socket (health.ts)
  *   6. resync       full re-plan and map re-read every --resync-seconds
  * Stopping never detaches or unpins anything: the datapath keeps serving while no agent runs.
  */
@@ -16,6 +16,7 @@ import { release } from 'node:os';
 import { KubeConfig } from '@kubernetes/client-node';
 import { parseAgentConfig } from './config.ts';
 import { describeError } from './errors.ts';
+import { computeExplanation, parseExplainQuery } from './explain.ts';
 import { startHealthServer } from './health.ts';
 import { ClusterWatch } from './informers.ts';
 import { createLogger } from './logger.ts';
@@ -149,7 +150,16 @@ async function main(): Promise<void> {
         mesh: m,
       };
     },
-  }, { ...(cfg.statusSocket ? { socketPath: cfg.statusSocket } : {}), extra: telemetry.handler() });
+  }, {
+    ...(cfg.statusSocket ? { socketPath: cfg.statusSocket } : {}), extra: telemetry.handler(),
+    explain: (query) => {
+      const q = parseExplainQuery(query);
+      if ('error' in q) return { code: 400, body: { error: q.error } };
+      const plan = mesh.plan();
+      if (!plan) return { code: 503, body: { error: 'no proxy plan yet (no NodeState, or no InternalIP for this node)' } };
+      return { code: 200, body: computeExplanation(cfg.nodeName, plan, q) };
+    },
+  });
   stops.push(['health', () => health.close()]);
   log.info('health endpoint listening', { addr: `${cfg.healthHost}:${health.port}`, ...(cfg.statusSocket ? { socket: cfg.statusSocket } : {}) });
 

@@ -24,6 +24,8 @@ describe('sandbox mesh wiring', () => {
   it('the loopback endpoint forwards only read-only agent paths of known nodes', () => {
     assert.deepEqual(routeAgentRequest('GET', '/nodes/node-1/statusz', ['node-1']), { node: 'node-1', path: '/statusz' });
     assert.deepEqual(routeAgentRequest('GET', '/nodes/node-1/metrics?x=1', ['node-1']), { node: 'node-1', path: '/metrics' });
+    assert.deepEqual(routeAgentRequest('GET', '/nodes/node-1/explain?url=http%3A%2F%2Fecho%2F&src=10.0.0.1', ['node-1']), { node: 'node-1', path: '/explain?url=http%3A%2F%2Fecho%2F&src=10.0.0.1' });
+    assert.equal((routeAgentRequest('POST', '/nodes/node-1/explain?url=x', ['node-1']) as { status: number }).status, 405);
     assert.equal((routeAgentRequest('POST', '/nodes/node-1/statusz', ['node-1']) as { status: number }).status, 405);
     assert.equal((routeAgentRequest('GET', '/nodes/node-9/statusz', ['node-1']) as { status: number }).status, 404);
     assert.equal((routeAgentRequest('GET', '/nodes/node-1/../../etc', ['node-1']) as { status: number }).status, 404);

@@ -38,7 +38,9 @@ export const AGENT_STATUS_ANNOTATION = 'nodemesh.io/agent-status-url';
 /** Agent tokens live this long; renewed at half-life. */
 const TOKEN_SECONDS = 3600;
 /** Paths the loopback status endpoint forwards to an agent (read-only). */
-const AGENT_PATHS = new Set(['/statusz', '/metrics', '/healthz', '/readyz']);
+const AGENT_PATHS = new Set(['/statusz', '/metrics', '/healthz', '/readyz', '/explain']);
+/** Of those, the paths whose query string is forwarded (the question `kubectl mesh explain` asks). */
+const QUERY_PATHS = new Set(['/explain']);
 
 /** Where the sandbox keeps per-node agent files and the spans. */
 export function meshPaths(cfg: SandboxConfig): { tokenPattern: string; tokenFile(node: string): string; statusSocket(node: string): string; accessLog(node: string): string; spansFile: string } {
@@ -139,15 +141,15 @@ export async function startAgentTokens(kc: KubeConfig, cfg: SandboxConfig, topo:
 /** The loopback endpoint in front of the agents' unix sockets. */
 export type AgentStatusProxy = { url: string; close(): Promise<void> };
 
-/** Pure: which agent socket and path a request maps to, or why not (`/nodes/<node>/<statusz|metrics|healthz|readyz>`). */
+/** Pure: which agent socket and path a request maps to, or why not (`/nodes/<node>/<statusz|metrics|healthz|readyz|explain>`). */
 export function routeAgentRequest(method: string | undefined, url: string | undefined, nodes: readonly string[]): { node: string; path: string } | { status: number; message: string } {
   if (method !== 'GET' && method !== 'HEAD') return { status: 405, message: 'GET only\n' };
   const m = /^\/nodes\/([^/?]+)(\/[a-z]+)(\?.*)?$/.exec(url ?? '');
   if (!m) return { status: 404, message: `try /nodes/<node>/statusz or /nodes/<node>/metrics; nodes: ${nodes.join(', ')}\n` };
-  const [, node, path] = m;
+  const [, node, path, query] = m;
   if (!nodes.includes(node!)) return { status: 404, message: `no node ${node} in this sandbox (nodes: ${nodes.join(', ')})\n` };
   if (!AGENT_PATHS.has(path!)) return { status: 404, message: `${path} is not forwarded; use ${[...AGENT_PATHS].join(', ')}\n` };
-  return { node: node!, path: path! };
+  return { node: node!, path: QUERY_PATHS.has(path!) && query ? `${path!}${query}` : path! };
 }
 
 /** Serves the agents' status on 127.0.0.1:`port` (0: any free port), forwarding to each agent's unix socket. */

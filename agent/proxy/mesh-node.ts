@@ -153,6 +153,11 @@ export class MeshNode {
     this.#pollBundle();
   }
 
+  /** The proxy plan last computed (what `/explain` evaluates), if any. */
+  plan(): ProxyPlan | undefined {
+    return this.#plan;
+  }
+
   /** The mesh side's state. */
   status(): MeshNodeStatus {
     return {

@@ -12,6 +12,7 @@ import {
   type V1CustomResourceDefinition,
   type V1Lease,
   type V1Node,
+  type V1Pod,
   type V1Secret,
   type V1Service,
 } from '@kubernetes/client-node';
@@ -43,6 +44,8 @@ export type ClusterReader = {
   getSecret(namespace: string, name: string): Promise<V1Secret | undefined>;
   listNodes(): Promise<V1Node[]>;
   listServices(namespace?: string): Promise<V1Service[]>;
+  /** One Pod, or undefined when it does not exist (optional: fakes of subcommands that need no pods omit it). */
+  getPod?(namespace: string, name: string): Promise<V1Pod | undefined>;
 };
 
 /** Loads the kubeconfig: explicit path, else KUBECONFIG (colon-separated), else the default; then the context. */
@@ -109,6 +112,7 @@ export function createClusterReader(kc: KubeConfig): ClusterReader {
     getLease: (namespace, name) => coord.readNamespacedLease({ namespace, name }).then((x) => x, notFoundAs(undefined)).catch(wrap(`reading Lease ${namespace}/${name}`, server)),
     getSecret: (namespace, name) => core.readNamespacedSecret({ namespace, name }).then((x) => x, notFoundAs(undefined)).catch(wrap(`reading Secret ${namespace}/${name}`, server)),
     listNodes: async () => (await core.listNode().catch(wrap('listing Nodes', server))).items,
+    getPod: (namespace, name) => core.readNamespacedPod({ namespace, name }).then((x) => x, notFoundAs(undefined)).catch(wrap(`reading Pod ${namespace}/${name}`, server)),
     listServices: async (namespace) => (await (namespace === undefined ? core.listServiceForAllNamespaces() : core.listNamespacedService({ namespace })).catch(wrap('listing Services', server))).items,
   };
 }

@@ -8,6 +8,7 @@ import { parseAgentEndpoints } from './agent-status.ts';
 import { runCheck } from './check.ts';
 import { runConnectivityTest } from './connectivity.ts';
 import { CliError } from './errors.ts';
+import { explainRequest, formatRequestExplanation } from './explain-request.ts';
 import { runExplain } from './explain.ts';
 import { contextNamespace, createClusterReader, loadKubeConfig, type ClusterReader } from './kube.ts';
 import type { OutputFormat } from './output.ts';
@@ -27,6 +28,9 @@ Usage:
                                          with SERVICE: also its policies and what each node programmed
   kubectl mesh explain KIND/NAME         conditions with reasons and where the object is programmed
                                          (KIND: httproute, trafficpolicy, authorizationpolicy, meshtlspolicy, svc, nodestate)
+  kubectl mesh explain FROM-POD URL      why a request would be routed or denied: matched route, weighted backends and
+      [-X M] [-H 'name: value']...       endpoints, TrafficPolicy, AuthorizationPolicy verdict (policy, rule), identities;
+                                         asked of the source pod's agent and each destination endpoint's agent
   kubectl mesh stat [SERVICE]            golden metrics per service and route from the agents: requests, success
                                          rate, requests/s (over --window), p50/p95/p99 (all namespaces unless -n)
   kubectl mesh connectivity test         deploys test pods in namespace nodemesh-connectivity-test, checks pod→pod
@@ -69,7 +73,7 @@ export async function runPlugin(argv: readonly string[], env: Readonly<Record<st
         context: { type: 'string' },
         'agent-endpoints': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
-        // Flags `explain FROM-POD URL` will take; accepted now so the syntax is stable.
+        // explain FROM-POD URL: the request's method and headers.
         method: { type: 'string', short: 'X' },
         header: { type: 'string', short: 'H', multiple: true },
         window: { type: 'string' },
@@ -120,8 +124,16 @@ export async function runPlugin(argv: readonly string[], env: Readonly<Record<st
         return { stdout: await runRoutes(reader, { namespace: ns, ...(rest[0] ? { service: rest[0] } : {}), format }), stderr: '', code: 0 };
       }
       case 'explain': {
-        if (rest.length === 2) throw new CliError('NM_ERR_CLI_NOT_AVAILABLE', 'explain FROM-POD URL (why a request would be routed or denied) needs the agents\' explain endpoint, which is not there yet; explain KIND/NAME works now');
-        arity(1, 'explain KIND/NAME [-n NS]');
+        if (rest.length === 2) {
+          const { reader, namespace } = open();
+          const v = await explainRequest(reader, {
+            pod: rest[0]!, url: rest[1]!, namespace: values.namespace ?? namespace, agentEndpoints,
+            ...(values.method ? { method: values.method } : {}), ...(values.header ? { headers: values.header } : {}),
+          });
+          return { stdout: formatRequestExplanation(v, format), stderr: '', code: 0 };
+        }
+        if (values.method || values.header) throw new CliError('NM_ERR_CLI_USAGE', 'explain: --method and -H go with explain FROM-POD URL');
+        arity(2, 'explain KIND/NAME [-n NS] | explain FROM-POD URL [--method M] [-H \'name: value\']...');
         if (!rest[0]) throw new CliError('NM_ERR_CLI_USAGE', 'explain: which object? usage: kubectl mesh explain KIND/NAME (e.g. httproute/reviews)');
         const { reader, namespace } = open();
         return { stdout: await runExplain(reader, { target: rest[0], namespace: values.namespace ?? namespace, format }), stderr: '', code: 0 };
