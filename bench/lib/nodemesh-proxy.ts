@@ -11,18 +11,25 @@ import { ProxyWorkerPool } from '../../l7proxy/workers.ts';
 const SERVICE = { ip: '10.96.0.10', port: 80 };
 
 /** One HTTP service at SERVICE sending everything to the upstream, no routes, no policy (the plain forwarding cost). */
-export function planBenchConfig(upstreamPort: number): ProxyConfig {
-  return {
+export function planBenchConfig(upstreamPort: number, extraServices = 0): ProxyConfig {
+  const config: ProxyConfig = {
     version: 'bench',
     services: [{ name: 'bench/upstream', addresses: [SERVICE], protocol: 'http', defaultBackend: 'bench/upstream:80' }],
     backends: [{ name: 'bench/upstream:80', endpoints: [{ ip: '127.0.0.1', port: upstreamPort, ready: true }] }],
   };
+  // More services (for the RSS goal): each its own address 10.100.x.y:80 and backend with one endpoint.
+  for (let i = 0; i < extraServices; i++) {
+    const name = `bench/svc-${i}`;
+    config.services.push({ name, addresses: [{ ip: `10.100.${(i >> 8) & 255}.${i & 255}`, port: 80 }], protocol: 'http', defaultBackend: `${name}:80` });
+    config.backends.push({ name: `${name}:80`, endpoints: [{ ip: `10.200.${(i >> 8) & 255}.${i & 255}`, port: 8080, ready: true }] });
+  }
+  return config;
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({ options: { port: { type: 'string' }, upstream: { type: 'string' }, workers: { type: 'string', default: '1' }, control: { type: 'string' }, scheduling: { type: 'string', default: 'round-robin' } } });
+  const { values } = parseArgs({ options: { port: { type: 'string' }, upstream: { type: 'string' }, workers: { type: 'string', default: '1' }, control: { type: 'string' }, scheduling: { type: 'string', default: 'round-robin' }, services: { type: 'string', default: '1' } } });
   if (!values.port || !values.upstream || !values.control) {
-    console.error('usage: node bench/lib/nodemesh-proxy.ts --port P --upstream U --control C [--workers N] [--scheduling kernel|round-robin]');
+    console.error('usage: node bench/lib/nodemesh-proxy.ts --port P --upstream U --control C [--workers N] [--scheduling kernel|round-robin] [--services N]');
     process.exit(2);
   }
   const logger = {
@@ -31,7 +38,7 @@ if (import.meta.main) {
     warn: (m: string, f?: Record<string, unknown>) => console.error('warn', m, JSON.stringify(f ?? {})),
     error: (m: string, f?: Record<string, unknown>) => console.error('error', m, JSON.stringify(f ?? {})),
   };
-  const pool = new ProxyWorkerPool({ workers: Number(values.workers), originalDst: { kind: 'fixed', ...SERVICE }, config: planBenchConfig(Number(values.upstream)), logger, scheduling: values.scheduling === 'round-robin' ? 'round-robin' : 'kernel' });
+  const pool = new ProxyWorkerPool({ workers: Number(values.workers), originalDst: { kind: 'fixed', ...SERVICE }, config: planBenchConfig(Number(values.upstream), Number(values.services) - 1), logger, scheduling: values.scheduling === 'round-robin' ? 'round-robin' : 'kernel' });
   const ports = await pool.start({ outboundPort: Number(values.port), host: '127.0.0.1' });
   const control = http.createServer((req, res) => {
     pool.stats().then((s) => {
