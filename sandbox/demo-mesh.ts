@@ -1,7 +1,8 @@
 /**
  * The mesh part of `nodemesh demo` (after the plain L2/L4 steps): the demo's policies (an HTTPRoute splitting
- * echo 90/10 between the v1 and v2 Deployments, MeshTLSPolicy STRICT for the namespace, an AuthorizationPolicy
- * allowing only the client's service account and denying /admin), then what they do: 1,000 requests split ~90/10,
+ * echo 90/10 between the v1 and v2 Deployments, with a header-matched canary rule and a /slow rule with a 500 ms
+ * timeout, MeshTLSPolicy STRICT for the namespace, an AuthorizationPolicy
+ * allowing only the client's service account and denying /admin), then what they do: 1,000 requests split ~90/10, the canary header and the timeout,
  * /admin answered 403 by the destination node's proxy, a capture on the node link holding no plaintext HTTP, the
  * route's conditions, `kubectl mesh status`, and one request's trace across both nodes from the OTLP file.
  */
@@ -30,7 +31,13 @@ export function computeDemoPolicies(ns: string, clientSa: string): { httpRoute: 
       apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'echo', namespace: ns },
       spec: {
         parentRefs: [{ group: '', kind: 'Service', name: 'echo', port: 8080 }],
-        rules: [{ backendRefs: [{ name: 'echo-v1', port: 8080, weight: 90 }, { name: 'echo-v2', port: 8080, weight: 10 }] }],
+        rules: [
+          // A header-matched route: callers that ask for the canary get v2 only.
+          { matches: [{ headers: [{ name: 'x-canary', value: 'true' }] }], backendRefs: [{ name: 'echo-v2', port: 8080 }] },
+          // A route with a deadline: /slow answers 504 once 500 ms have passed, however long the backend takes.
+          { matches: [{ path: { type: 'PathPrefix', value: '/slow' } }], timeouts: { request: '500ms' }, backendRefs: [{ name: 'echo-v1', port: 8080 }] },
+          { backendRefs: [{ name: 'echo-v1', port: 8080, weight: 90 }, { name: 'echo-v2', port: 8080, weight: 10 }] },
+        ],
       },
     },
     meshTls: { apiVersion: 'nodemesh.io/v1alpha1', kind: 'MeshTLSPolicy', metadata: { name: 'default', namespace: ns }, spec: { mode: 'STRICT' } },
@@ -96,11 +103,13 @@ async function runInPod(cfg: SandboxConfig, pod: string, command: string[], time
 }
 
 /** `curl` from the client pod with a W3C trace context we choose, so the trace can be found afterwards. */
-async function curlTraced(cfg: SandboxConfig, url: string): Promise<{ status: number; body: string; traceId: string }> {
+async function curlTraced(cfg: SandboxConfig, url: string, headers: string[] = []): Promise<{ status: number; body: string; traceId: string; seconds: number }> {
   const traceId = randomBytes(16).toString('hex');
-  const r = await runInPod(cfg, 'client', ['curl', '-s', '--max-time', '3', '-H', `traceparent: 00-${traceId}-${randomBytes(8).toString('hex')}-01`, '-o', '-', '-w', '\n%{http_code}', url], 30_000);
+  const extra = headers.flatMap((h) => ['-H', h]);
+  const r = await runInPod(cfg, 'client', ['curl', '-s', '--max-time', '3', '-H', `traceparent: 00-${traceId}-${randomBytes(8).toString('hex')}-01`, ...extra, '-o', '-', '-w', '\n%{http_code} %{time_total}', url], 30_000);
   const nl = r.stdout.lastIndexOf('\n');
-  return { status: Number(r.stdout.slice(nl + 1)) || 0, body: r.stdout.slice(0, Math.max(nl, 0)), traceId };
+  const [code, total] = r.stdout.slice(nl + 1).split(' ');
+  return { status: Number(code) || 0, body: r.stdout.slice(0, Math.max(nl, 0)), traceId, seconds: Number(total) || 0 };
 }
 
 async function createOrReplace(custom: CustomObjectsApi, group: string, version: string, plural: string, body: { metadata: { name: string; namespace: string } }): Promise<void> {
@@ -129,7 +138,7 @@ export async function runMeshDemo(cfg: SandboxConfig, kc: KubeConfig, core: Core
   let step = first;
   const head = (text: string): void => out(`== ${step++}. ${text}`);
 
-  head('mesh policies: HTTPRoute echo 90/10 v1/v2, MeshTLSPolicy STRICT, AuthorizationPolicy allow sa/client + deny /admin');
+  head('mesh policies: HTTPRoute echo 90/10 v1/v2 (+ x-canary header rule, /slow 500 ms timeout), MeshTLSPolicy STRICT, AuthorizationPolicy allow sa/client + deny /admin');
   const p = computeDemoPolicies(NS, 'client');
   await createOrReplace(custom, GATEWAY.group, GATEWAY.version, GATEWAY.plural, p.httpRoute as never);
   await createOrReplace(custom, MESH.group, MESH.version, 'meshtlspolicies', p.meshTls as never);
@@ -171,6 +180,16 @@ export async function runMeshDemo(cfg: SandboxConfig, kc: KubeConfig, core: Core
   }
   const capture = await describeCapture(pcap);
   out(`   node link capture: ${capture}`);
+
+  head('a header-matched route (x-canary: true → v2 only) and a route timeout (/slow: 500 ms)');
+  const canary: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const c = await curlTraced(cfg, 'http://echo.default.svc.cluster.local:8080/canary', ['x-canary: true']);
+    canary.push(c.status === 200 ? ((JSON.parse(c.body) as { version?: string }).version ?? '?') : String(c.status));
+  }
+  out(`   4 requests with x-canary: true answered by: ${canary.join(', ')}`);
+  const slow = await curlTraced(cfg, 'http://echo.default.svc.cluster.local:8080/slow?delay=2s');
+  out(`   /slow?delay=2s (the backend waits 2 s): ${slow.status} after ${Math.round(slow.seconds * 1000)} ms — the route's timeouts.request`);
 
   head('a request to /admin');
   // The route may pick an echo pod on the client's own node; a few tries show one answered from the other node.
