@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { CGROUP_PROGRAMS, Datapath, getNetnsCookie, queryCgroupPrograms, writeDatapathConfig } from '../bpf/index.ts';
+import { CGROUP_PROGRAMS, Datapath, getNetnsCookie, queryCgroupPrograms, replaceCounterMaps, writeDatapathConfig } from '../bpf/index.ts';
 import type { AgentConfig } from './config.ts';
 import { AgentError, describeError } from './errors.ts';
 import type { Logger } from './logger.ts';
@@ -65,6 +65,9 @@ export function openNodeDatapath(cfg: AgentConfig, log: Logger): { datapath: Dat
       pinDir: cfg.bpffsDir,
       cgroupPath: cfg.cgroupPath,
       ...(cfg.bpfObjectDir ? { objectDir: cfg.bpfObjectDir } : {}),
+      // A counter map pinned by an older agent with another layout (nm_lb_stats was a per-CPU
+      // hash) is unpinned and recreated empty; any other layout change still fails the start.
+      onIncompatibleMap: replaceCounterMaps,
       logger: { debug: (m, f) => log.debug(m, f), info: (m, f) => log.info(m, f), warn: (m, f) => log.warn(m, f) },
     });
   } catch (err) {

@@ -21,6 +21,10 @@ function apply(rec: MapReconciler, s: ClusterState, ids: ServiceIds, prune = tru
   return { ids: plan.ids, result: rec.reconcile({ prune }) };
 }
 
+function counts(translations: bigint): { translations: bigint; no_backend: bigint; aff_hits: bigint; proxied: bigint } {
+  return { translations, no_backend: 0n, aff_hits: 0n, proxied: 0n };
+}
+
 describe('MapReconciler', () => {
   it('(the invariant checker itself catches a frontend written before its service)', () => {
     const maps = new CheckedMapSet();
@@ -46,10 +50,15 @@ describe('MapReconciler', () => {
       state([b, makeService('default', 'c', '10.96.0.1', 80)], [makeSlice('default', 'b', 8080, ['10.244.2.2']), makeSlice('default', 'c', 8080, ['10.244.3.1'])]),
       state([], []),
     ];
-    for (const s of steps) ids = apply(rec, s, ids).ids;
+    steps.forEach((s, i) => {
+      ids = apply(rec, s, ids).ids;
+      // The datapath counts connects to the services of the first step.
+      if (i === 0) for (const [id] of maps.inner.map('nm_lb_svc').entries()) maps.inner.map('nm_lb_stats').set(id, [counts(5n), counts(2n)]);
+    });
     assert.deepEqual(maps.violations, []);
     assert.equal(dumpMaps(maps.inner), '');
-    assert.equal([...maps.inner.map('nm_lb_stats').keys()].length, 0, 'counters of removed services are removed');
+    const counted = [...maps.inner.map('nm_lb_stats').entries()].filter(([, v]) => v.some((c) => c.translations !== 0n));
+    assert.deepEqual(counted, [], 'counters of removed services are zeroed');
   });
 
   it('writes each map with at most one batch per pass', () => {
@@ -58,11 +67,31 @@ describe('MapReconciler', () => {
     const services = Array.from({ length: 50 }, (_, i) => makeService('default', `s${i}`, `10.96.1.${i + 1}`, 80));
     const slices = services.map((s, i) => makeSlice('default', s.metadata?.name ?? '', 8080, [`10.244.1.${i + 1}`, `10.244.2.${i + 1}`]));
     apply(rec, state(services, slices), new ServiceIds());
-    for (const name of ['nm_lb4_fe', 'nm_lb_svc', 'nm_lb_slot', 'nm_lb_be', 'nm_lb_stats'] as const) {
+    for (const name of ['nm_lb4_fe', 'nm_lb_svc', 'nm_lb_slot', 'nm_lb_be'] as const) {
       const st = maps.fake(name).stats;
       assert.equal(st.set, 0, `${name}: no single-entry writes`);
       assert.equal(st.setMany, 1, `${name}: one batch`);
     }
+    assert.equal(maps.fake('nm_lb_stats').stats.set + maps.fake('nm_lb_stats').stats.setMany, 0, 'nm_lb_stats: nothing written for new services (preallocated array)');
+  });
+
+  it('zeroes a released service id\'s counters in one batch, and leaves those of services that stay', () => {
+    const maps = new FakeMapSet(2);
+    const rec = new MapReconciler(maps);
+    const a = makeService('default', 'a', '10.96.0.1', 80);
+    const b = makeService('default', 'b', '10.96.0.2', 80);
+    const ids = apply(rec, state([a, b], [makeSlice('default', 'a', 8080, ['10.244.1.1']), makeSlice('default', 'b', 8080, ['10.244.1.2'])]), new ServiceIds()).ids;
+    const idA = ids.peekService('default/a:80/TCP/v4') as number;
+    const idB = ids.peekService('default/b:80/TCP/v4') as number;
+    for (const id of [idA, idB]) maps.map('nm_lb_stats').set(id, [counts(4n), counts(1n)]);
+    // Held back while pruning is not allowed: still counted.
+    apply(rec, state([a], [makeSlice('default', 'a', 8080, ['10.244.1.1'])]), ids, false);
+    assert.equal(maps.map('nm_lb_stats').get(idB)?.[0]?.translations, 4n);
+    const before = maps.fake('nm_lb_stats').stats.setMany;
+    apply(rec, state([a], [makeSlice('default', 'a', 8080, ['10.244.1.1'])]), ids);
+    assert.equal(maps.fake('nm_lb_stats').stats.setMany, before + 1);
+    assert.deepEqual(maps.map('nm_lb_stats').get(idB), [counts(0n), counts(0n)]);
+    assert.deepEqual(maps.map('nm_lb_stats').get(idA), [counts(4n), counts(1n)]);
   });
 
   it('prunes nothing while pruning is not allowed, and everything stale once it is', () => {

@@ -3,16 +3,22 @@
  * planServiceEntries) and what is in the maps, diffs the services marked dirty and applies the
  * difference in batches, in an order a concurrent connect() can never trip over:
  *
- *   write  backends → slots → services (counts) → counters → frontends
- *   delete frontends → services → slots → backends → counters
+ *   write  backends → slots → services (counts) → frontends
+ *   delete frontends → counters (zeroed) → services → slots → backends
  *
  * A frontend is written only once its service is complete and deleted before anything it points at,
  * and a service's count is raised only after its slots exist, so a lookup never sees a
  * half-written service. What is in the maps is read once at start (adoption) and on every full
  * resync; in between the reconciler trusts its own record of what it wrote.
+ *
+ * Counters (nm_lb_stats) are a preallocated per-CPU array indexed by service id: a new service
+ * costs no write. A released id's slot is zeroed in the pass that removes the service, after its
+ * frontends are gone (no new connect counts) and before its service entry: an agent that dies in
+ * between still finds the service entry, adopts the id and zeroes it again when it removes it, so
+ * a reused id never inherits old counts.
  */
-import type { MapSet, NmLb4Key, NmLb6Key, NmLbBe, NmLbFe, NmLbSlot, NmLbSlotKey, NmLbStat, NmLbSvc, ServiceEntries } from '../bpf/index.ts';
-import { possibleCpus } from '../bpf/index.ts';
+import type { MapSet, NmLb4Key, NmLb6Key, NmLbBe, NmLbFe, NmLbSlot, NmLbSlotKey, NmLbSvc, ServiceEntries } from '../bpf/index.ts';
+import { zeroServiceCounters } from '../bpf/index.ts';
 import { frontendKey } from './service-ids.ts';
 
 /**
@@ -84,10 +90,6 @@ function same(a: object | undefined, b: object | undefined): boolean {
   return true;
 }
 
-function zeroStats(): NmLbStat[] {
-  return Array.from({ length: possibleCpus }, () => ({ translations: 0n, no_backend: 0n, aff_hits: 0n, proxied: 0n }));
-}
-
 /** Which service id owns a frontend key: the lowest id among those that want it. */
 class FrontendOwners {
   readonly #claims = new Map<string, Set<number>>();
@@ -123,7 +125,6 @@ export class MapReconciler {
   readonly #maps: MapSet;
   readonly #desired = new Map<number, SvcTables>();
   #actual = new Map<number, SvcTables>();
-  #statsIds = new Set<number>();
   readonly #dirty = new Set<number>();
   readonly #owners = new FrontendOwners();
   // Which service id's record holds a frontend ('4|key' / '6|key'), to move it when it changes hands.
@@ -201,7 +202,6 @@ export class MapReconciler {
     for (const [id, v] of this.#maps.map('nm_lb_svc').entries()) get(id).svc = v;
     for (const [k, v] of this.#maps.map('nm_lb_slot').entries()) get(k.svc_id).slots.push([k.slot, v]);
     for (const [id, v] of this.#maps.map('nm_lb_be').entries()) get(v.svc_id).be.push([id, v]);
-    this.#statsIds = new Set(this.#maps.map('nm_lb_stats').keys());
     this.#actual = actual;
     this.#actualFe = new Map();
     for (const [id, t] of actual) {
@@ -209,7 +209,6 @@ export class MapReconciler {
       for (const [fk] of t.fe6) this.#actualFe.set(`6|${fk}`, id);
     }
     for (const id of actual.keys()) this.#dirty.add(id);
-    for (const id of this.#statsIds) this.#dirty.add(id);
     for (const id of this.#desired.keys()) this.#dirty.add(id);
     this.#actualRead = true;
   }
@@ -232,7 +231,6 @@ export class MapReconciler {
     const beUp: Array<[number, NmLbBe]> = [];
     const slotUp: Array<[NmLbSlotKey, NmLbSlot]> = [];
     const svcUp: Array<[number, NmLbSvc]> = [];
-    const statsUp: number[] = [];
     const fe4Up: Array<[NmLb4Key, NmLbFe]> = [];
     const fe6Up: Array<[NmLb6Key, NmLbFe]> = [];
     const fe4Del: NmLb4Key[] = [];
@@ -240,7 +238,7 @@ export class MapReconciler {
     const svcDel: number[] = [];
     const slotDel: NmLbSlotKey[] = [];
     const beDel: number[] = [];
-    const statsDel: number[] = [];
+    const statsZero: number[] = [];
     const after = new Map<number, SvcTables | undefined>();
     const moves: Array<{ fam: '4' | '6'; fk: string; from: number }> = [];
     let deferred = 0;
@@ -268,7 +266,6 @@ export class MapReconciler {
         }
         if (want.svc && !same(have?.svc, want.svc)) svcUp.push([id, want.svc]);
         result.svc = want.svc;
-        if (!this.#statsIds.has(id)) statsUp.push(id);
         for (const e of want.fe4) {
           const [fk, k, v] = e;
           const owner = this.#owners.owner(`4|${fk}`);
@@ -327,10 +324,8 @@ export class MapReconciler {
           else result.be.push(e);
         }
       }
-      if (!want && this.#statsIds.has(id)) {
-        deletes++;
-        if (opts.prune) statsDel.push(id);
-      }
+      // The id is released: its counters go back to zero (the slot itself cannot be deleted).
+      if (!want && have && opts.prune) statsZero.push(id);
       if (deletes && !opts.prune) {
         deferred += deletes;
         stillDirty.add(id);
@@ -348,17 +343,14 @@ export class MapReconciler {
       write('nm_lb_be', beUp);
       write('nm_lb_slot', slotUp);
       write('nm_lb_svc', svcUp);
-      if (statsUp.length) this.#maps.map('nm_lb_stats').setMany(statsUp.map((id) => [id, zeroStats()] as const), 'any');
-      for (const id of statsUp) this.#statsIds.add(id);
       write('nm_lb4_fe', fe4Up);
       write('nm_lb6_fe', fe6Up);
       del('nm_lb4_fe', fe4Del);
       del('nm_lb6_fe', fe6Del);
+      zeroServiceCounters(this.#maps, statsZero);
       del('nm_lb_svc', svcDel);
       del('nm_lb_slot', slotDel);
       del('nm_lb_be', beDel);
-      del('nm_lb_stats', statsDel);
-      for (const id of statsDel) this.#statsIds.delete(id);
     } catch (err) {
       // Part of a batch may have landed: forget what we think is in the maps and read them again.
       this.#actualRead = false;

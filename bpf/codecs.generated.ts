@@ -337,14 +337,14 @@ export const mapSpecs = {
     flags: 1,
     objects: ['sock-lb'],
   } as MapSpec<NmLbSlotKey, NmLbSlot>,
-  /** percpu_hash __u32 -> struct nm_lb_stat; in sk-msg, sock-lb, sock-ops. */
+  /** percpu_array __u32 -> struct nm_lb_stat; in sk-msg, sock-lb, sock-ops. */
   nm_lb_stats: {
     name: 'nm_lb_stats',
-    type: 'percpu_hash',
+    type: 'percpu_array',
     key: u32,
     value: nmLbStatCodec,
     maxEntries: 65536,
-    flags: 1,
+    flags: 0,
     objects: ['sk-msg', 'sock-lb', 'sock-ops'],
   } as MapSpec<number, NmLbStat>,
   /** hash __u32 -> struct nm_lb_svc; in sock-lb. */

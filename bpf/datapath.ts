@@ -14,7 +14,7 @@ import { type BpfLogger, silentLogger } from './logger.ts';
 import { type BpfMap, openPinnedMap } from './map.ts';
 import type { MapKey, MapLike, MapSet, MapValue } from './map-like.ts';
 import type { MapSpec } from './map-spec.ts';
-import { BpfObject } from './object.ts';
+import { BpfObject, type IncompatibleMapPolicy } from './object.ts';
 
 /** Root of the per-node pin directories: /sys/fs/bpf/nodemesh/<node>/{maps,links}. */
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/nodemesh';
@@ -54,10 +54,20 @@ export interface DatapathOptions {
   cgroupPath: string;
   /** Directory holding <object>.bpf.o; default bpf/build. */
   objectDir?: string;
-  /** A pinned map whose layout changed: fail (default) or recreate it empty. */
-  onIncompatibleMap?: 'fail' | 'replace';
+  /** A pinned map whose layout changed: fail (default) or recreate it empty; a function decides per map. */
+  onIncompatibleMap?: IncompatibleMapPolicy;
   logger?: BpfLogger;
 }
+
+/**
+ * Maps that hold nothing but counters: a pinned one of an older layout (e.g. nm_lb_stats, a per-CPU
+ * hash before it became a per-CPU array) can be replaced by an empty one without losing state the
+ * datapath needs; only the counts restart at zero.
+ */
+export const COUNTER_MAPS: readonly MapName[] = ['nm_lb_stats', 'nm_dp_count', 'nm_pod_count'];
+
+/** onIncompatibleMap policy: replace counter maps (COUNTER_MAPS), fail on any other. */
+export const replaceCounterMaps: IncompatibleMapPolicy = (map) => ((COUNTER_MAPS as readonly string[]).includes(map) ? 'replace' : 'fail');
 
 /** One attachment and what opening did to it. */
 export interface AttachmentReport {

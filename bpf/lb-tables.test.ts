@@ -91,7 +91,8 @@ describe('writing service entries', () => {
     maps.map('nm_lb_stats').set(7, [{ translations: 1n, no_backend: 0n, aff_hits: 0n, proxied: 0n }, { translations: 0n, no_backend: 0n, aff_hits: 0n, proxied: 0n }]);
     removeServiceEntries(maps, second);
     assert.deepEqual(dump(maps), []);
-    assert.equal(readServiceCounters(maps, 7), undefined, 'counters go with the service');
+    assert.deepEqual(readServiceCounters(maps, 7), { translations: 0n, noBackend: 0n, affinityHits: 0n, proxied: 0n }, 'counters are zeroed with the service');
+    assert.equal(readServiceCounters(maps, 0), undefined, 'no slot outside 1..MAX_SERVICE_ID');
   });
 
   it('drops stale slots and backends even without the previous plan', () => {

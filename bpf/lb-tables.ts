@@ -22,6 +22,7 @@ import {
   nmFeKind,
   nmSvcFlags,
 } from './codecs.generated.ts';
+import { possibleCpus } from './cpus.ts';
 import { BpfCodecError, BpfError } from './errors.ts';
 import type { MapSet } from './map-like.ts';
 
@@ -211,7 +212,20 @@ export function removeServiceEntries(maps: MapSet, prev: ServiceEntries): void {
   const total = Math.max(prev.slots.length, old ? old.ready + old.terminating : 0);
   maps.map('nm_lb_slot').deleteMany(Array.from({ length: total }, (_, i) => ({ svc_id: prev.id, slot: i + 1 })));
   maps.map('nm_lb_be').deleteMany(prev.backends.map(([id]) => id));
-  maps.map('nm_lb_stats').delete(prev.id);
+  zeroServiceCounters(maps, [prev.id]);
+}
+
+/**
+ * Zeroes the counters of released service ids (nm_lb_stats is a preallocated per-CPU array: its
+ * slots cannot be deleted, and a reused id must not inherit old counts). One batch write.
+ */
+export function zeroServiceCounters(maps: MapSet, svcIds: readonly number[]): number {
+  if (!svcIds.length) return 0;
+  const m = maps.map('nm_lb_stats');
+  // Slot 0 (no service) is never counted; its length is this map's number of possible CPUs.
+  const cpus = m.get(0)?.length ?? possibleCpus;
+  const zero = Array.from({ length: cpus }, () => ({ translations: 0n, no_backend: 0n, aff_hits: 0n, proxied: 0n }));
+  return m.setMany(svcIds.map((id) => [id, zero] as const));
 }
 
 /** Node-wide settings (nm_dp_cfg). */
@@ -258,8 +272,12 @@ export interface ServiceCounters {
   proxied: bigint;
 }
 
-/** Reads one service's counters, summed over CPUs; undefined when the service has none. */
+/**
+ * Reads one service's counters, summed over CPUs (every id in range has a slot, zero until used);
+ * undefined only for an id outside 1..MAX_SERVICE_ID.
+ */
 export function readServiceCounters(maps: MapSet, svcId: number): ServiceCounters | undefined {
+  if (!Number.isInteger(svcId) || svcId < 1 || svcId > MAX_SERVICE_ID) return undefined;
   const perCpu = maps.map('nm_lb_stats').get(svcId);
   if (!perCpu) return undefined;
   const sum: ServiceCounters = { translations: 0n, noBackend: 0n, affinityHits: 0n, proxied: 0n };

@@ -14,10 +14,16 @@ export interface OpenObjectOptions {
    * entries included (that is how a restarted agent adopts the datapath and how objects share maps).
    */
   mapPinDir?: string;
-  /** A pinned map whose type, sizes, limits or flags differ from the object's: fail (default) or unpin and recreate it empty. */
-  onIncompatibleMap?: 'fail' | 'replace';
+  /**
+   * A pinned map whose type, sizes, limits or flags differ from the object's: fail (default) or
+   * unpin and recreate it empty; a function decides per map (e.g. replace only maps of counters).
+   */
+  onIncompatibleMap?: IncompatibleMapPolicy;
   logger?: BpfLogger;
 }
+
+/** What to do with a pinned map of another layout, for every map or per map name. */
+export type IncompatibleMapPolicy = 'fail' | 'replace' | ((map: string) => 'fail' | 'replace');
 
 /** A program of a loaded object. */
 export interface BpfProgram {
@@ -90,7 +96,7 @@ export class BpfObject {
     for (let m = ffi.bpf_object__next_map(this.#ptr, null) as MapPtr | null; m; m = ffi.bpf_object__next_map(this.#ptr, m) as MapPtr | null) {
       const name = ffi.bpf_map__name(m) as string;
       const pin = join(opts.mapPinDir, name);
-      if (existsSync(pin)) this.#checkPinned(m, name, pin, opts.onIncompatibleMap ?? 'fail', logger);
+      if (existsSync(pin)) this.#checkPinned(m, name, pin, policyFor(opts.onIncompatibleMap, name), logger);
       const rc = ffi.bpf_map__set_pin_path(m, pin) as number;
       if (rc < 0) throw new BpfError('NM_ERR_BPF_PIN', `map ${name}: cannot set pin path ${pin}`, { errno: -rc, object: name });
     }
@@ -178,4 +184,8 @@ export class BpfObject {
     if (this.#ptr) ffi.bpf_object__close(this.#ptr);
     this.#ptr = null;
   }
+}
+
+function policyFor(p: IncompatibleMapPolicy | undefined, map: string): 'fail' | 'replace' {
+  return typeof p === 'function' ? p(map) : (p ?? 'fail');
 }

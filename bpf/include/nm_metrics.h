@@ -17,14 +17,12 @@ struct nm_lb_stat {
 	__u64 proxied;      /* connects rewritten to the node proxy (mesh flows) */
 };
 
-/* Per-service counters keyed by service id. Created by the first connect to the service (once per
- * service, see __lb_stat_get), deleted by the agent with the service. No preallocation, so memory
- * follows the number of services in use, not max_entries x CPUs; creating them from BPF keeps
- * bulk programming fast (per-CPU allocations from user space stall on the kernel's atomic pool).
+/* Per-service counters indexed by service id. Preallocated at load (NM_LB_SVC_MAX x CPUs x 32 B:
+ * 4 MiB on 2 CPUs), so a new service costs no write and no per-CPU allocation; user space never
+ * creates entries, it zeroes a slot when its service id is released (a reused id starts at 0).
  * The per-CPU translation count doubles as that CPU's round-robin cursor (see nm_lb.h). */
 struct {
-	NM_MAP(BPF_MAP_TYPE_PERCPU_HASH, __u32, struct nm_lb_stat, NM_LB_SVC_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	NM_MAP(BPF_MAP_TYPE_PERCPU_ARRAY, __u32, struct nm_lb_stat, NM_LB_SVC_MAX);
 } nm_lb_stats SEC(".maps");
 
 /* Node-wide counters: drop reasons and datapath events (index of nm_dp_count). */
@@ -48,16 +46,12 @@ struct {
 	NM_MAP(BPF_MAP_TYPE_PERCPU_ARRAY, __u32, __u64, NM_CNT_MAX);
 } nm_dp_count SEC(".maps");
 
-/* The service's counters on this CPU, creating the entry on the service's first use; NULL only
- * if the kernel cannot allocate it (the caller then balances without a cursor). */
+/* The service's counters on this CPU; NULL only for an id outside the array (the caller then
+ * balances without a cursor). */
 static __always_inline struct nm_lb_stat *__lb_stat_get(__u32 svc_id)
 {
-	struct nm_lb_stat *stat = bpf_map_lookup_elem(&nm_lb_stats, &svc_id);
-	struct nm_lb_stat zero = {};
-
-	if (stat)
-		return stat;
-	bpf_map_update_elem(&nm_lb_stats, &svc_id, &zero, BPF_NOEXIST);
+	if (svc_id >= NM_LB_SVC_MAX)
+		return NULL;
 	return bpf_map_lookup_elem(&nm_lb_stats, &svc_id);
 }
 
