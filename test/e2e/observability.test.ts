@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { waitForAgentsMeshReady } from '../../sandbox/mesh-wiring.ts';
 import { assertMeshWired, fetchAgent, spansFile } from './helpers/mesh-control-plane.ts';
 import { NODEMESH, ROOT, ok, poller, requireRoot, sandboxInstance, tempDir } from './helpers/sandbox-instance.ts';
+import { twoNodeEchoYaml } from './helpers/two-node-echo.ts';
 
 const INSTANCE = 'obs';
 const GOLDEN = join(import.meta.dirname, 'golden/kubectl-mesh');
@@ -78,60 +79,7 @@ function golden(name: string, actual: string): void {
 
 let echoIp = '';
 
-const objects = `
-apiVersion: v1
-kind: Namespace
-metadata: {name: obs, annotations: {nodemesh.io/access-log: json}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: web, namespace: obs}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: echo, namespace: obs}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: obs, labels: {app: web}}
-spec:
-  nodeName: node-1
-  serviceAccountName: web
-  containers: [{name: main, image: nodemesh/echo, args: ["--port", "8080"]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: echo-0, namespace: obs, labels: {app: echo}}
-spec:
-  nodeName: node-2
-  serviceAccountName: echo
-  containers:
-  - name: echo
-    image: nodemesh/echo
-    args: ["--port", "8080"]
-    ports: [{name: http, containerPort: 8080}]
-    readinessProbe: {httpGet: {path: /ready, port: http}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: obs}
-spec:
-  selector: {app: echo}
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: echo, namespace: obs}
-spec:
-  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
-  rules:
-  - backendRefs: [{name: echo, port: 80}]
----
-apiVersion: nodemesh.io/v1alpha1
-kind: MeshTLSPolicy
-metadata: {name: default, namespace: obs}
-spec: {mode: STRICT}
----
+const objects = twoNodeEchoYaml({ namespace: 'obs', client: 'web', annotations: { 'nodemesh.io/access-log': 'json' } }) + `---
 apiVersion: nodemesh.io/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: deny-admin, namespace: obs}
