@@ -10,6 +10,7 @@
  * - The operator answers 200 with the chain, 401 (token), 403 with a reason code (e.g. pod_on_other_node),
  *   400 (bad CSR), 503 (not ready / API server unreachable; retryable).
  */
+import { createHash } from 'node:crypto';
 import { request } from 'node:https';
 import type { PeerCertificate } from 'node:tls';
 import type { RequestCertificate, SignedCertificate } from './certs/cert-manager.ts';
@@ -72,41 +73,51 @@ export function checkOperatorIdentity(cert: PeerCertificate, expected?: string):
   return ok ? undefined : new Error(`CA server presents ${id}, not ${expected ?? 'the nodemesh operator (spiffe://<td>/ns/nodemesh-system/sa/nodemesh-operator)'}`);
 }
 
-/** Makes the `requestCertificate` function for CertManager. */
-export function createCaClient(o: CaClientOptions): RequestCertificate {
+/** POSTs JSON to the CA service (TLS 1.3, operator identity checked, bearer token); status 0 never returned: rejects instead. */
+async function postToCa(o: CaClientOptions, base: URL, path: string, payload: unknown): Promise<{ status: number; text: string }> {
+  const token = typeof o.token === 'function' ? await o.token() : o.token;
+  const ca = typeof o.caPem === 'function' ? o.caPem() : o.caPem;
+  const body = JSON.stringify(payload);
+  return new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const req = request(
+      new URL(path, base),
+      {
+        method: 'POST',
+        ca,
+        minVersion: 'TLSv1.3',
+        checkServerIdentity: (_host, cert) => checkOperatorIdentity(cert, o.serverSpiffeId),
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${token}` },
+        timeout: o.timeoutMs ?? 10_000,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size <= 1024 * 1024) chunks.push(c);
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${o.timeoutMs ?? 10_000} ms`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+function baseUrlOf(o: CaClientOptions): URL {
   const base = new URL(o.url);
   if (base.protocol !== 'https:') throw new CertsError('NM_ERR_CERTS_SIGNER_FAILED', `CA url ${o.url}: must be https`);
+  return base;
+}
+
+/** Makes the `requestCertificate` function for CertManager. */
+export function createCaClient(o: CaClientOptions): RequestCertificate {
+  const base = baseUrlOf(o);
   return async (csrPem: string, identity: WorkloadIdentity): Promise<SignedCertificate> => {
-    const token = typeof o.token === 'function' ? await o.token() : o.token;
-    const ca = typeof o.caPem === 'function' ? o.caPem() : o.caPem;
-    const body = JSON.stringify({ csr: csrPem, namespace: identity.namespace, serviceAccount: identity.serviceAccount, nodeName: o.nodeName });
     const who = `${identity.namespace}/${identity.serviceAccount}`;
-    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const req = request(
-        new URL('/v1/certificates', base),
-        {
-          method: 'POST',
-          ca,
-          minVersion: 'TLSv1.3',
-          checkServerIdentity: (_host, cert) => checkOperatorIdentity(cert, o.serverSpiffeId),
-          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${token}` },
-          timeout: o.timeoutMs ?? 10_000,
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          let size = 0;
-          res.on('data', (c: Buffer) => {
-            size += c.length;
-            if (size <= 1024 * 1024) chunks.push(c);
-          });
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-          res.on('error', reject);
-        },
-      );
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${o.timeoutMs ?? 10_000} ms`)));
-      req.on('error', reject);
-      req.end(body);
-    }).catch((err: unknown) => {
+    const { status, text } = await postToCa(o, base, '/v1/certificates', { csr: csrPem, namespace: identity.namespace, serviceAccount: identity.serviceAccount, nodeName: o.nodeName }).catch((err: unknown) => {
       throw new CaRequestError(`certificate for ${who}: CA ${base.origin} unreachable: ${(err as Error).message}`, 0, undefined, { cause: err });
     });
     let parsed: { certChainPem?: unknown; notAfter?: unknown; code?: unknown; message?: unknown } = {};
@@ -123,4 +134,24 @@ export function createCaClient(o: CaClientOptions): RequestCertificate {
     if (typeof parsed.certChainPem !== 'string') throw new CaRequestError(`certificate for ${who}: CA answer has no certChainPem`, status);
     return { certChainPem: parsed.certChainPem, ...(typeof parsed.notAfter === 'string' ? { notAfter: parsed.notAfter } : {}) };
   };
+}
+
+/**
+ * Makes the function that tells the operator which trust bundle this node's proxy serves (SHA-256 fingerprints of
+ * every certificate in it). The CA rotation controller switches the issuer only once every live node reports the
+ * new root and intermediate, so a new-chain certificate never meets a proxy that would refuse it.
+ */
+export function createBundleReporter(o: CaClientOptions): (fingerprints: readonly string[]) => Promise<void> {
+  const base = baseUrlOf(o);
+  return async (fingerprints) => {
+    const { status, text } = await postToCa(o, base, '/v1/trust-bundle/report', { nodeName: o.nodeName, fingerprints }).catch((err: unknown) => {
+      throw new CaRequestError(`trust bundle report: CA ${base.origin} unreachable: ${(err as Error).message}`, 0, undefined, { cause: err });
+    });
+    if (status !== 200) throw new CaRequestError(`trust bundle report: CA answered ${status}: ${text.slice(0, 200)}`, status);
+  };
+}
+
+/** SHA-256 fingerprints (hex) of every certificate of a PEM bundle, in order. */
+export function pemFingerprints(pem: string): string[] {
+  return [...pem.matchAll(/-----BEGIN CERTIFICATE-----([^-]*)-----END CERTIFICATE-----/g)].map((m) => createHash('sha256').update(Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64')).digest('hex'));
 }

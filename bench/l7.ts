@@ -17,6 +17,8 @@ import type { MeshBenchCerts } from './lib/nodemesh-mesh.ts';
 import type { HandshakeResult } from './lib/tls-handshakes.ts';
 import { MeshCa } from '../operator/ca/mesh-ca.ts';
 import { generateKeyAndCsr } from '../agent/certs/workload-key.ts';
+import { computeNodemeshEnv, warmCompileCache } from './lib/nodemesh-env.ts';
+import { PRIMARY_EXEC_ARGV } from '../l7proxy/process-memory.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 
@@ -36,6 +38,7 @@ const { values: argv } = parseArgs({
     'handshake-seconds': { type: 'string', default: '2' },
     'rss-services': { type: 'string', default: '10000' },
     'no-mesh': { type: 'boolean', default: false },
+    'compile-cache': { type: 'boolean', default: false },
     'no-docs': { type: 'boolean', default: false },
     quick: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
@@ -45,7 +48,7 @@ const { values: argv } = parseArgs({
 if (argv.help) {
   console.log(`usage: npm run bench:l7 -- [--reps 3] [--seconds 3] [--rate 1000] [--rate-seconds 3] [--connections 64]
   [--rate-connections 16] [--workers N] [--body-bytes 128] [--warmup 1.5] [--seed S] [--rate-all] [--no-docs] [--quick]
-  [--handshake-seconds 2] [--rss-services 10000 (0: skip)] [--no-mesh]`);
+  [--handshake-seconds 2] [--rss-services 10000 (0: skip)] [--no-mesh] [--compile-cache]`);
   process.exit(0);
 }
 
@@ -88,6 +91,9 @@ type Cell = {
 };
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'nmb7-l7-'));
+/** nodemesh processes run as the agent starts them; `--compile-cache` adds Node's compile cache, warmed once
+ *  (bench/lib/nodemesh-env.ts: the agent does not set it yet). */
+const nodemeshEnv = argv['compile-cache'] ? computeNodemeshEnv(dir) : process.env;
 const log = (m: string): void => { process.stderr.write(`[bench:l7] ${m}\n`); };
 
 function nginxConf(name: string, port: number, workers: number, body: string): string {
@@ -247,8 +253,8 @@ async function startMeshVariant(v: Variant, upstream: number): Promise<void> {
   } else if (v.kind === 'nodemesh') {
     let ready: () => void = () => {};
     const readyP = new Promise<void>((r) => { ready = r; });
-    v.proc = startProcess(v.id, process.execPath, [path.join(REPO, 'bench/lib/nodemesh-mesh.ts'), '--port', String(v.port), '--b-port', String(await findFreePort()), '--hbone', String(v.tlsPort), '--upstream', String(upstream), '--pod-ip', '127.0.0.3', '--certs', c.json], {
-      cpus, logFile, onStdout: (line) => { if (line.includes('"ready":true')) ready(); },
+    v.proc = startProcess(v.id, process.execPath, [...PRIMARY_EXEC_ARGV, path.join(REPO, 'bench/lib/nodemesh-mesh.ts'), '--port', String(v.port), '--b-port', String(await findFreePort()), '--hbone', String(v.tlsPort), '--upstream', String(upstream), '--pod-ip', '127.0.0.3', '--certs', c.json], {
+      cpus, logFile, env: nodemeshEnv, onStdout: (line) => { if (line.includes('"ready":true')) ready(); },
     });
     await Promise.race([readyP, new Promise<void>((_, rej) => setTimeout(() => rej(new Error(`${v.id} not ready after 30 s; see ${logFile}`)), 30_000))]);
   }
@@ -268,8 +274,8 @@ async function startVariant(v: Variant, upstream: number): Promise<void> {
     v.control = await findFreePort();
     let ready: () => void = () => {};
     const readyP = new Promise<void>((r) => { ready = r; });
-    v.proc = startProcess(v.id, process.execPath, [path.join(REPO, 'bench/lib/nodemesh-proxy.ts'), '--port', String(v.port), '--upstream', String(upstream), '--workers', String(v.cores), '--control', String(v.control), '--scheduling', v.scheduling ?? 'round-robin'], {
-      cpus, logFile, onStdout: (line) => { if (line.includes('"ready":true')) ready(); },
+    v.proc = startProcess(v.id, process.execPath, [...PRIMARY_EXEC_ARGV, path.join(REPO, 'bench/lib/nodemesh-proxy.ts'), '--port', String(v.port), '--upstream', String(upstream), '--workers', String(v.cores), '--control', String(v.control), '--scheduling', v.scheduling ?? 'round-robin'], {
+      cpus, logFile, env: nodemeshEnv, onStdout: (line) => { if (line.includes('"ready":true')) ready(); },
     });
     await Promise.race([readyP, new Promise<void>((_, rej) => setTimeout(() => rej(new Error(`${v.id} not ready after 20 s; see ${logFile}`)), 20_000))]);
   }
@@ -571,6 +577,7 @@ async function main(): Promise<void> {
   log(`seed ${SEED}; ${CPUS} CPUs; load average ${info.loadAvg.join(' ')}; temp dir ${dir}`);
   if (CPUS < 2) log('warning: one CPU only: the generator, the upstream and the proxies share it');
 
+  if (argv['compile-cache']) await warmCompileCache(nodemeshEnv);
   const upPort = await findFreePort();
   const upstream = startProcess('upstream', 'nginx', ['-c', nginxConf('upstream', upPort, 1, 'x'.repeat(BODY_BYTES)), '-e', path.join(dir, 'upstream', 'error.log'), '-g', 'daemon off; master_process on;'], { cpus: GEN_CPU, logFile: path.join(dir, 'upstream.log') });
   await waitForPort(upPort, upstream, 10_000, path.join(dir, 'upstream.log'));
@@ -641,8 +648,8 @@ async function main(): Promise<void> {
     let ready: () => void = () => {};
     const readyP = new Promise<void>((r) => { ready = r; });
     const t0 = Date.now();
-    const p = startProcess('nodemesh-rss', process.execPath, [path.join(REPO, 'bench/lib/nodemesh-proxy.ts'), '--port', String(port), '--upstream', String(upPort), '--workers', '1', '--control', String(control), '--services', String(RSS_SERVICES)], {
-      cpus: SUT1_CPU, logFile, onStdout: (line) => { if (line.includes('"ready":true')) ready(); },
+    const p = startProcess('nodemesh-rss', process.execPath, [...PRIMARY_EXEC_ARGV, path.join(REPO, 'bench/lib/nodemesh-proxy.ts'), '--port', String(port), '--upstream', String(upPort), '--workers', '1', '--control', String(control), '--services', String(RSS_SERVICES)], {
+      cpus: SUT1_CPU, logFile, env: nodemeshEnv, onStdout: (line) => { if (line.includes('"ready":true')) ready(); },
     });
     try {
       await Promise.race([readyP, new Promise<void>((_, rej) => setTimeout(() => rej(new Error(`nodemesh-rss not ready after 60 s; see ${logFile}`)), 60_000))]);

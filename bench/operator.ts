@@ -8,7 +8,7 @@
  * docs/bench-operator.md.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,11 +29,13 @@ const { values: argv } = parseArgs({
     'pod-services': { type: 'string', default: '300' },
     concurrency: { type: 'string', default: '48' },
     'no-docs': { type: 'boolean', default: false },
+    /** Write the operator's whole log (with --debug: a line per reconcile with its phases) to this file. */
+    'operator-log': { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
 if (argv.help) {
-  console.log('usage: npm run bench:operator -- [--services 10000] [--routes 1000] [--policies 500] [--nodes 3] [--changes 200] [--pod-services 300] [--concurrency 48] [--no-docs]');
+  console.log('usage: npm run bench:operator -- [--services 10000] [--routes 1000] [--policies 500] [--nodes 3] [--changes 200] [--pod-services 300] [--concurrency 48] [--no-docs] [--operator-log FILE]');
   process.exit(0);
 }
 
@@ -255,8 +257,12 @@ await server.writeKubeconfig(kubeconfig);
 const nodes = Array.from({ length: N_NODES }, (_, n) => nodeName(n));
 let operatorLog = '';
 const tStart = performance.now();
-const child: ChildProcess = spawn(process.execPath, [path.join(REPO, 'operator/main.ts'), '--kubeconfig', kubeconfig, '--identity', 'bench', '--health-addr', '127.0.0.1:0', '--ca-addr', ''], { stdio: ['ignore', 'ignore', 'pipe'] });
-child.stderr?.on('data', (c: Buffer) => { operatorLog = (operatorLog + c.toString()).slice(-20000); });
+const operatorLogFile = argv['operator-log'];
+const child: ChildProcess = spawn(process.execPath, [path.join(REPO, 'operator/main.ts'), '--kubeconfig', kubeconfig, '--identity', 'bench', '--health-addr', '127.0.0.1:0', '--ca-addr', '', ...(operatorLogFile ? ['--debug'] : [])], { stdio: ['ignore', 'ignore', 'pipe'] });
+child.stderr?.on('data', (c: Buffer) => {
+  operatorLog = (operatorLog + c.toString()).slice(-20000);
+  if (operatorLogFile) appendFileSync(operatorLogFile, c);
+});
 const perNodeMs: Record<string, number> = {};
 try {
   await waitFor(() => {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { validateConfig, type ProxyConfig } from './config.ts';
+import { computeUpstreamProtocol, validateConfig, type ProxyConfig } from './config.ts';
 import { ProxyConfigError } from './errors.ts';
 import { NodeProxy } from './proxy.ts';
 
@@ -69,4 +69,14 @@ test('applyConfig is an atomic swap: a bad config throws and the previous one st
   assert.equal(proxy.configVersion, '3');
   assert.deepEqual([proxy.stats.config.applied, proxy.stats.config.rejected], [1, 1]);
   assert.throws(() => proxy.applyConfig(null as unknown as ProxyConfig), ProxyConfigError);
+});
+
+test('upstream protocol: appProtocol names that mean h2c, and a bad backend protocol named by its field', () => {
+  for (const v of ['kubernetes.io/h2c', 'h2c', 'grpc', 'GRPC', 'http2']) assert.equal(computeUpstreamProtocol(v), 'h2c', v);
+  for (const v of [undefined, 'http', 'kubernetes.io/ws', 'grpc-web', 'kubernetes.io/wss', 'https']) assert.equal(computeUpstreamProtocol(v), 'http1', String(v));
+  const c = good();
+  (c.backends[0] as { protocol?: string }).protocol = 'h3';
+  assert.deepEqual(validateConfig(c).map((i) => i.path), ['backends[0].protocol']);
+  c.backends[0]!.protocol = 'h2c';
+  assert.deepEqual(validateConfig(c), []);
 });

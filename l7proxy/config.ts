@@ -41,6 +41,11 @@ export type ProxyLimits = {
   sniffTimeoutMs?: number;
   /** A request head must arrive within this (slowloris); 408 and close after it; default 10000. */
   requestHeadersTimeoutMs?: number;
+  /**
+   * A request body that sends nothing for this long (slow body) is given up: 408 when nothing was answered yet,
+   * else the stream is reset; default 30000.
+   */
+  requestBodyIdleTimeoutMs?: number;
 };
 
 /** A destination as the client dialled it: a ClusterIP service port, or a meshed pod address dialled directly. */
@@ -139,7 +144,26 @@ export type BackendConfig = {
   name: string;
   endpoints: EndpointConfig[];
   trafficPolicy?: TrafficPolicyConfig;
+  /**
+   * How the proxy speaks to the endpoints: `http1` (default) or `h2c`, HTTP/2 with prior knowledge (gRPC needs it:
+   * streaming both ways, trailers). The agent sets it from the Service port's `appProtocol` (`computeUpstreamProtocol`).
+   */
+  protocol?: UpstreamProtocol;
 };
+
+/** The upstream wire protocol of a backend. */
+export type UpstreamProtocol = 'http1' | 'h2c';
+
+/**
+ * The upstream protocol a Service port's `appProtocol` asks for: `kubernetes.io/h2c` (the Kubernetes standard
+ * name), `h2c`, `http2` and `grpc` (Istio's names) mean HTTP/2 with prior knowledge; anything else, or none, HTTP/1.1.
+ * Names are compared case-insensitively, as Istio does.
+ */
+export function computeUpstreamProtocol(appProtocol: string | undefined): UpstreamProtocol {
+  if (appProtocol === undefined) return 'http1';
+  const v = appProtocol.toLowerCase();
+  return v === 'kubernetes.io/h2c' || v === 'h2c' || v === 'http2' || v === 'grpc' ? 'h2c' : 'http1';
+}
 
 /** One endpoint (a pod address). */
 export type EndpointConfig = {
@@ -206,6 +230,7 @@ export function computeLimits(config: Pick<ProxyConfig, 'limits'>): EffectiveLim
     downstreamIdleTimeoutMs: l.downstreamIdleTimeoutMs ?? 60_000,
     sniffTimeoutMs: l.sniffTimeoutMs ?? 300,
     requestHeadersTimeoutMs: l.requestHeadersTimeoutMs ?? 10_000,
+    requestBodyIdleTimeoutMs: l.requestBodyIdleTimeoutMs ?? 30_000,
   };
 }
 
@@ -279,6 +304,7 @@ export function validateConfig(config: unknown): ConfigIssue[] {
       ipPort(`${p}.endpoints[${ei}]`, e?.ip, e?.port);
       if (typeof e?.ready !== 'boolean') add(`${p}.endpoints[${ei}].ready`, 'must be a boolean');
     });
+    if (b.protocol !== undefined && b.protocol !== 'http1' && b.protocol !== 'h2c') add(`${p}.protocol`, `must be http1 or h2c (got ${JSON.stringify(b.protocol)}); set it from the Service port's appProtocol`);
     const tp = b.trafficPolicy;
     if (tp === undefined) return;
     const tpp = `${p}.trafficPolicy`;
@@ -465,6 +491,7 @@ export function validateConfig(config: unknown): ConfigIssue[] {
   optNum('limits.downstreamIdleTimeoutMs', lim.downstreamIdleTimeoutMs, 1, MAX_DURATION_MS);
   optNum('limits.sniffTimeoutMs', lim.sniffTimeoutMs, 1, 60_000);
   optNum('limits.requestHeadersTimeoutMs', lim.requestHeadersTimeoutMs, 100, 600_000);
+  optNum('limits.requestBodyIdleTimeoutMs', lim.requestBodyIdleTimeoutMs, 100, 3_600_000);
   return issues;
 }
 

@@ -2,23 +2,22 @@
 // Every step before the first `await` is synchronous on purpose: a refused HTTP/1 request marks its connection
 // poisoned before Node hands us the next pipelined request, so nothing after a refused request is ever forwarded.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { constants as http2Constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
-import type { Dispatcher } from 'undici';
 import { authorize, type AuthzPeer } from './authz.ts';
 import { pickEndpoint, recordOutcome, type EndpointState } from './balance.ts';
 import type { HeaderModifierConfig } from './config.ts';
-import { ProxyError, describeError } from './errors.ts';
-import { computeProxyHeaderList, computeRequestHeaders, computeResponseHeaderList, computeResponseHeaders, OVERLOADED_HEADER, readHeader, toFlatHeaders, toHeaderObject, toHeaderPairs } from './headers.ts';
+import { ProxyError, RequestRejection, describeError } from './errors.ts';
+import { computeGrpcStatus, computeProxyHeaderList, computeRequestHeaders, computeResponseHeaderList, computeResponseHeaders, computeTrailerList, encodeGrpcMessage, isGrpcContentType, OVERLOADED_HEADER, readHeader, toFlatHeaders, toHeaderObject, toHeaderPairs } from './headers.ts';
 import { checkHttp1Request, writeRawErrorAndClose } from './http1.ts';
 import { formatTarget, normalizeTarget } from './normalize.ts';
-import { computeAdmission, computeBackoff, computeFault } from './resilience.ts';
+import { computeAdmission, computeBackoff, computeFault, computeMaxRetries, computeOutlierPolicy, computeProxyErrorHeaders, isPeerConnectFailure } from './resilience.ts';
 import { applyHeaderModifier, chooseWeighted, computeRedirect, computeRewrittenPath, matchRoute, type HeaderList, type RouteCandidate, type RouteRequest } from './route.ts';
 import type { BackendState, CompiledService, ProxySnapshot } from './snapshot.ts';
 import type { RequestObserver, RequestTelemetry } from './telemetry/request-telemetry.ts';
 import { countResponse, type AccessLogEntry, type ProxyLogger, type ProxyStats } from './stats.ts';
 import { pipeBoth } from './tunnel.ts';
-import { sendUpstream, type UpstreamBody, type UpstreamCall, type UpstreamPools, type UpstreamResponse, type UpstreamUpgrade } from './upstream.ts';
+import { sendUpstream, type UpstreamBody, type UpstreamCall, type UpstreamPools, type UpstreamResponse, type UpstreamPool, type UpstreamTrailers, type UpstreamUpgrade } from './upstream.ts';
 
 /** The workload behind a source address, as the agent knows it. */
 export type SourceIdentity = { spiffeId: string; namespace: string; serviceAccount: string };
@@ -40,7 +39,7 @@ export type ConnContext = {
 };
 
 /** A pool remembered on a connection, with the options it was made with. */
-type CachedPool = { connectTimeoutMs: number; idleTimeoutMs: number; maxConnections: number | undefined; pool: Dispatcher };
+type CachedPool = { connectTimeoutMs: number; idleTimeoutMs: number; maxConnections: number | undefined; h2c: boolean; pool: UpstreamPool };
 
 /** What the request path needs from the proxy that runs it. */
 export type ForwardDeps = {
@@ -79,9 +78,16 @@ type Exchange = {
   bodyless: boolean;
   /** The client's Content-Length (validated before it is used), kept for a streamed body. */
   contentLength: string | undefined;
+  /** A gRPC call over HTTP/2: the proxy's own answers go out as gRPC statuses (HTTP 200, trailers-only). */
+  grpc: boolean;
   headersSent(): boolean;
-  /** Send a complete response; `close` ends an HTTP/1 connection after it. */
-  respond(status: number, headers: HeaderList, body: string | undefined, close: boolean): void;
+  /**
+   * Send a complete response; `close` ends an HTTP/1 connection after it. For a gRPC call the status becomes a
+   * grpc-status (`timeout`: the proxy's own deadline passed → DEADLINE_EXCEEDED) and the body its grpc-message.
+   */
+  respond(status: number, headers: HeaderList, body: string | undefined, close: boolean, timeout?: boolean): void;
+  /** Trailers (flat, already filtered) to send after the body; dropped where the response cannot carry them. */
+  addTrailers(trailers: string[]): void;
   /** Start relaying a response (headers as a flat `[name, value, ...]` list); returns the sink for its body. */
   start(status: number, headers: string[]): NodeJS.WritableStream;
   /** Abort: reset the stream or connection. */
@@ -102,6 +108,7 @@ class Http1Exchange implements Exchange {
   readonly body: IncomingMessage;
   readonly bodyless: boolean;
   readonly contentLength: string | undefined;
+  readonly grpc = false;
   trace: RequestObserver | undefined = undefined;
   readonly #res: ServerResponse;
   readonly #deps: ForwardDeps;
@@ -146,6 +153,12 @@ class Http1Exchange implements Exchange {
     return this.#res;
   }
 
+  addTrailers(trailers: string[]): void {
+    // Only a chunked response has a trailer section; with a Content-Length (or to an HTTP/1.0 client) they are dropped.
+    if (trailers.length === 0 || (this.#res as ServerResponse & { chunkedEncoding?: boolean }).chunkedEncoding !== true) return;
+    this.#res.addTrailers(toHeaderPairs(trailers));
+  }
+
   destroy(): void { this.#res.destroy(); this.body.socket.destroy(); }
   onClose(cb: () => void): void { this.#res.on('close', cb); }
   finished(): boolean { return this.#res.writableFinished; }
@@ -161,21 +174,41 @@ function http2Exchange(req: Http2ServerRequest, res: Http2ServerResponse): Excha
     if (name === 'host') hosts.push(req.rawHeaders[i + 1]!);
     else if (name === 'content-length' && contentLength === undefined) contentLength = req.rawHeaders[i + 1]!;
   }
+  const ct = req.headers['content-type'];
+  const grpc = isGrpcContentType(typeof ct === 'string' ? ct : undefined);
+  // Set when the proxy answered on the stream itself (a trailers-only gRPC status), bypassing the compat response.
+  let answered = false;
+  const stream = res.stream;
   return {
     protocol: 'http2', method: req.method, target: String(req.headers[':path'] ?? ''), hosts, rawHeaders: req.rawHeaders, body: req,
-    bodyless: false, contentLength, trace: undefined,
+    // HEADERS with END_STREAM: there is no body to read or wait for.
+    bodyless: req.stream.endAfterHeaders, contentLength, grpc, trace: undefined,
     headersSent: () => res.headersSent,
-    respond(status, headers, body) {
-      if (res.headersSent) { res.stream.close(); return; }
+    respond(status, headers, body, _close, timeout) {
+      if (res.headersSent) { res.stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR); return; }
+      if (grpc && status !== 200) {
+        // gRPC clients read the outcome from grpc-status, not :status: a trailers-only response (one HEADERS frame
+        // with END_STREAM) as Envoy sends for its local replies.
+        const h = toHeaderObject(headers.filter(([k]) => k !== 'content-type' && k !== 'content-length'));
+        h['content-type'] = 'application/grpc';
+        h['grpc-status'] = String(computeGrpcStatus(status, timeout === true));
+        h['grpc-message'] = encodeGrpcMessage((body ?? '').trim() || `HTTP ${status}`);
+        answered = true;
+        if (!res.stream.destroyed) res.stream.respond({ ...h, ':status': 200 }, { endStream: true });
+        return;
+      }
       const h = toHeaderObject(headers);
       if (body !== undefined) { h['content-type'] = 'text/plain'; h['content-length'] = String(Buffer.byteLength(body)); }
       res.writeHead(status, h);
       if (body === undefined) res.end(); else res.end(body);
     },
     start(status, headers) { res.writeHead(status, toHeaderObject(toHeaderPairs(headers))); return res; },
-    destroy: () => { res.stream.close(0x2); },
+    addTrailers(trailers) { if (trailers.length > 0) res.addTrailers(toHeaderObject(toHeaderPairs(trailers))); },
+    destroy: () => { res.stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR); },
     onClose: (cb) => { res.on('close', cb); },
-    finished: () => res.writableFinished,
+    // The compat response reports itself finished once its stream closed, however it closed: a stream the client
+    // reset (rstCode other than NO_ERROR) did not finish, and the upstream call must be cancelled.
+    finished: () => answered || (res.writableFinished && (stream.rstCode === undefined || stream.rstCode === http2Constants.NGHTTP2_NO_ERROR)),
   };
 }
 
@@ -202,6 +235,8 @@ type Prepared = {
   responseModifiers: HeaderModifierConfig[];
   mirrors: { backend: string; percent: number }[];
   backendName: string;
+  /** The client sent `TE: trailers` (gRPC does): passed on, the only TE value that may be. */
+  teTrailers: boolean;
 };
 
 type Refusal = { status: number; reason: string; close: boolean; headers?: HeaderList; body?: string; kind: 'malformed' | 'tooLarge' | 'target' | 'policy' | 'route' };
@@ -268,7 +303,7 @@ function prepare(deps: ForwardDeps, ctx: ConnContext, ex: Exchange, snap: ProxyS
     return { status: 403, reason: verdict.reason, close: false, body: 'RBAC: access denied\n', kind: 'policy' };
   }
   deps.stats.authz.allow++;
-  return { service, method, path, query: n.value.query, authority, headers, candidate, responseModifiers, mirrors, backendName };
+  return { service, method, path, query: n.value.query, authority, headers, candidate, responseModifiers, mirrors, backendName, teTrailers: cleaned.teTrailers };
 }
 
 function isRefusal(p: Prepared | Refusal): p is Refusal { return 'status' in p; }
@@ -290,12 +325,12 @@ function upstreamIdentity(ctx: ConnContext): string {
  * The upstream pool of this connection's identity to `ep`, remembered on the connection so a request does not
  * rebuild the pool key; a closed pool (pruned, proxy stopping) falls through to `UpstreamPools.get`.
  */
-function poolFor(deps: ForwardDeps, ctx: ConnContext, ep: EndpointState, connectTimeoutMs: number, idleTimeoutMs: number, maxConnections: number | undefined): Dispatcher {
+function poolFor(deps: ForwardDeps, ctx: ConnContext, ep: EndpointState, connectTimeoutMs: number, idleTimeoutMs: number, maxConnections: number | undefined, h2c = false): UpstreamPool {
   const cache = (ctx.pools ??= new Map());
   const hit = cache.get(ep);
-  if (hit && hit.connectTimeoutMs === connectTimeoutMs && hit.idleTimeoutMs === idleTimeoutMs && hit.maxConnections === maxConnections && !hit.pool.closed && !hit.pool.destroyed) return hit.pool;
-  const pool = deps.pools.get(upstreamIdentity(ctx), ep.ip, ep.port, { connectTimeoutMs, idleTimeoutMs, maxConnections });
-  cache.set(ep, { connectTimeoutMs, idleTimeoutMs, maxConnections, pool });
+  if (hit && hit.connectTimeoutMs === connectTimeoutMs && hit.idleTimeoutMs === idleTimeoutMs && hit.maxConnections === maxConnections && hit.h2c === h2c && !hit.pool.closed && !hit.pool.destroyed) return hit.pool;
+  const pool = deps.pools.get(upstreamIdentity(ctx), ep.ip, ep.port, { connectTimeoutMs, idleTimeoutMs, maxConnections, h2c });
+  cache.set(ep, { connectTimeoutMs, idleTimeoutMs, maxConnections, h2c, pool });
   return pool;
 }
 
@@ -328,7 +363,7 @@ function answerLocally(deps: ForwardDeps, ctx: ConnContext, ex: Exchange, starte
 function finishTimeout(deps: ForwardDeps, ctx: ConnContext, ex: Exchange, started: number, p: Prepared, target: string): void {
   deps.stats.timeouts.request++;
   if (ex.headersSent()) ex.destroy();
-  else ex.respond(504, [], 'upstream request timeout\n', false);
+  else ex.respond(504, [], 'upstream request timeout\n', false, true);
   logExchange(deps, ctx, ex, started, 504, { target, authority: p.authority, backend: p.backendName, reason: 'request timeout', forwarded: true });
 }
 
@@ -358,14 +393,20 @@ function runExchange(deps: ForwardDeps, ctx: ConnContext, ex: Exchange): void {
   }
 }
 
-/** Read the body into memory when it is at most `limit` bytes; otherwise hand back a stream that replays what was read. */
-function bufferBody(body: Readable, limit: number): Promise<{ buffered: Buffer } | { stream: Readable }> {
+/**
+ * Read the body into memory when it is at most `limit` bytes; otherwise hand back a stream that replays what was
+ * read. A body that sends nothing for `idleMs` while being buffered (slow body) rejects with a 408 RequestRejection.
+ */
+function bufferBody(body: Readable, limit: number, idleMs: number): Promise<{ buffered: Buffer } | { stream: Readable }> {
   return new Promise((resolve, reject) => {
     if (body.readableEnded) { resolve({ buffered: Buffer.alloc(0) }); return; }
     const chunks: Buffer[] = [];
     let size = 0;
+    let idle = setTimeout(onIdle, idleMs);
+    function onIdle(): void { cleanup(); reject(new RequestRejection(408, `request body idle for ${idleMs} ms`)); }
     const onData = (c: Buffer): void => {
       chunks.push(c); size += c.length;
+      idle.refresh();
       if (size > limit) {
         cleanup();
         body.pause();
@@ -379,13 +420,60 @@ function bufferBody(body: Readable, limit: number): Promise<{ buffered: Buffer }
     const onEnd = (): void => { cleanup(); resolve({ buffered: Buffer.concat(chunks) }); };
     const onError = (e: Error): void => { cleanup(); reject(e); };
     const onAborted = (): void => { cleanup(); reject(new Error('client aborted the request body')); };
-    const cleanup = (): void => { body.off('data', onData); body.off('end', onEnd); body.off('error', onError); body.off('close', onClose); };
+    const cleanup = (): void => { clearTimeout(idle); body.off('data', onData); body.off('end', onEnd); body.off('error', onError); body.off('close', onClose); };
     const onClose = (): void => { if (!body.readableEnded) onAborted(); };
+    idle = idle.unref();
     body.on('data', onData);
     body.on('end', onEnd);
     body.on('error', onError);
     body.on('close', onClose);
   });
+}
+
+/** The client's request trailers (HTTP/1 chunked or HTTP/2), filtered like response trailers; undefined when none. */
+function requestTrailers(body: Readable): Record<string, string | string[]> | undefined {
+  const t = (body as Readable & { trailers?: Record<string, string | string[] | undefined> }).trailers;
+  if (t === undefined || Object.keys(t).length === 0) return undefined;
+  const list = computeTrailerList(t);
+  return list.length === 0 ? undefined : toHeaderObject(toHeaderPairs(list));
+}
+
+/** A body streamed upstream as it arrives, with a copy kept while it fits `limit` so a retry can replay it. */
+type CapturedBody = { stream: Readable; capture: BodyCapture };
+
+/** The copy of a streamed body: whole (the client ended it within the limit) or given up. */
+class BodyCapture {
+  #chunks: Buffer[] | undefined = [];
+  #size = 0;
+  #ended = false;
+
+  constructor(body: Readable, limit: number) {
+    body.on('data', (c: Buffer) => {
+      if (this.#chunks === undefined) return;
+      this.#size += c.length;
+      if (this.#size > limit) this.#chunks = undefined;
+      else this.#chunks.push(c);
+    });
+    body.once('end', () => { this.#ended = true; });
+  }
+
+  /** The whole body when it ended within the limit (then it may be sent again), else undefined. */
+  replay(): Buffer | undefined {
+    return this.#ended && this.#chunks !== undefined ? Buffer.concat(this.#chunks) : undefined;
+  }
+}
+
+/**
+ * Stream a body of unknown length upstream at once (gRPC and other HTTP/2 streams: a client-streaming call sends
+ * its messages only as the server answers, so waiting for the end would never finish), keeping a replayable copy.
+ */
+function streamBody(body: Readable, limit: number): CapturedBody {
+  const capture = new BodyCapture(body, limit);
+  const pass = new PassThrough();
+  body.pipe(pass);
+  // A client that resets its stream mid-body must not look like a complete body upstream.
+  body.once('close', () => { if (!body.readableEnded) pass.destroy(new Error('client aborted the request body')); });
+  return { stream: pass, capture };
 }
 
 function sleep(ms: number): Promise<void> { return new Promise((r) => setTimeout(r, ms)); }
@@ -429,13 +517,15 @@ async function forward(
       const rule = p.candidate?.rule;
       const deadline = rule?.timeouts?.requestMs !== undefined ? started + rule.timeouts.requestMs : undefined;
       const perTry = rule?.timeouts?.backendRequestMs;
-      const maxRetries = rule?.retry?.attempts ?? 0;
+      // Without a route policy: safe retries only (resilience.ts computeMaxRetries; issue 5 F11).
+      const maxRetries = computeMaxRetries(rule?.retry?.attempts);
       const retryCodes: readonly number[] = rule?.retry?.codes ?? [];
       const backoffMs = rule?.retry?.backoffMs ?? 25;
       const idempotent = IDEMPOTENT.has(p.method);
       const connectTimeoutMs = tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
       const idleTimeoutMs = tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
       const maxConnections = tp?.circuitBreaker?.maxConnections;
+      const h2c = state.config.protocol === 'h2c';
       const lb = tp?.loadBalancer;
       let hashKey: string | undefined;
       if (lb?.type === 'ConsistentHash') {
@@ -465,27 +555,43 @@ async function forward(
       });
 
       try {
-        let body: { buffered: Buffer } | { stream: Readable };
+        let body: { buffered: Buffer } | { stream: Readable } | CapturedBody;
         if (ex.bodyless) {
           // Nothing to read (no Content-Length, or 0, and no Transfer-Encoding): the stream is left to the server.
           body = EMPTY_BODY;
         } else {
-          const bodyP = bufferBody(ex.body, snap.limits.maxBufferedBodyBytes);
-          let got: Awaited<typeof bodyP> | 'deadline';
-          try {
-            got = deadlineHit ? await Promise.race([bodyP, deadlineHit]) : await bodyP;
-          } catch (err) {
-            // A body that fails to parse (bad chunk framing) or a client that left: the HTTP/1 server has already
-            // answered 400 and closed; nothing was sent upstream.
-            logExchange(deps, ctx, ex, started, 400, { target, authority: p.authority, backend: p.backendName, reason: `request body: ${describeError(err)}` });
-            ex.destroy();
-            return;
+          // Telemetry hook: request body bytes as they arrive (one more 'data' listener; nothing is held for it).
+          const t = ex.trace;
+          if (t) ex.body.on('data', (c: Buffer) => { t.requestBytes += c.length; });
+          if (ex.protocol === 'http2' && ex.contentLength === undefined) {
+            // An HTTP/2 stream of unknown length (gRPC): streamed at once, replayable only if it ends small.
+            body = streamBody(ex.body, snap.limits.maxBufferedBodyBytes);
+          } else {
+            const bodyP = bufferBody(ex.body, snap.limits.maxBufferedBodyBytes, snap.limits.requestBodyIdleTimeoutMs);
+            let got: Awaited<typeof bodyP> | 'deadline';
+            try {
+              got = deadlineHit ? await Promise.race([bodyP, deadlineHit]) : await bodyP;
+            } catch (err) {
+              if (err instanceof RequestRejection && !ex.headersSent()) {
+                // Slow body: nothing was sent upstream; answer 408 and close (the rest of the body is never read).
+                if (ex.protocol === 'http1') ctx.poisoned = true;
+                ex.respond(err.status, [], `${err.message}\n`, true);
+                logExchange(deps, ctx, ex, started, err.status, { target, authority: p.authority, backend: p.backendName, reason: `request body: ${err.message}` });
+                if (ex.protocol === 'http1') setTimeout(() => ex.destroy(), 1000).unref();
+                return;
+              }
+              // A body that fails to parse (bad chunk framing) or a client that left: the HTTP/1 server has already
+              // answered 400 and closed; nothing was sent upstream.
+              logExchange(deps, ctx, ex, started, 400, { target, authority: p.authority, backend: p.backendName, reason: `request body: ${describeError(err)}` });
+              ex.destroy();
+              return;
+            }
+            if (got === 'deadline') { finishTimeout(deps, ctx, ex, started, p, target); return; }
+            body = got;
           }
-          if (got === 'deadline') { finishTimeout(deps, ctx, ex, started, p, target); return; }
-          body = got;
         }
-        const replayable = 'buffered' in body;
-        const upstreamHeaders = computeProxyHeaderList({ headers: p.headers, authority: p.authority, clientAddress: ctx.remoteAddress, sourceSpiffeId: ctx.source?.spiffeId, teTrailers: false });
+        let replayable = 'buffered' in body;
+        const upstreamHeaders = computeProxyHeaderList({ headers: p.headers, authority: p.authority, clientAddress: ctx.remoteAddress, sourceSpiffeId: ctx.source?.spiffeId, teTrailers: p.teTrailers });
         ex.trace?.inject(upstreamHeaders);
         if ('buffered' in body) {
           if (body.buffered.length > 0 || !NO_LENGTH_WHEN_EMPTY.has(p.method)) upstreamHeaders.push('content-length', String(body.buffered.length));
@@ -508,11 +614,14 @@ async function forward(
             break;
           }
           if (maxRetries > 0) (tried ??= new Set()).add(ep.key);
-          const pool = poolFor(deps, ctx, ep, connectTimeoutMs, idleTimeoutMs, maxConnections);
+          // Telemetry hook: with retries possible, each attempt gets its own CLIENT span (and its traceparent upstream).
+          const attemptTrace = maxRetries > 0 ? ex.trace?.attempt(attempts, ep.key, upstreamHeaders) : undefined;
+          const pool = poolFor(deps, ctx, ep, connectTimeoutMs, idleTimeoutMs, maxConnections, h2c);
           const call = sendUpstream(pool, {
             method: p.method, path: target, headers: upstreamHeaders,
             body: 'buffered' in body ? (body.buffered.length > 0 ? body.buffered : undefined) : body.stream,
             idempotent: idempotent && replayable,
+            trailers: h2c && !ex.bodyless ? () => requestTrailers(ex.body) : undefined,
           });
           current = call;
           let perTryTimedOut = false;
@@ -531,12 +640,15 @@ async function forward(
             ep.inflight--;
             current = undefined;
           }
+          attemptTrace?.end(outcome.kind === 'response' ? outcome.res.statusCode : undefined, outcome.kind === 'error' ? outcome.err.message : undefined);
           if (timedOut) { if (outcome.kind === 'response') outcome.res.body.destroy(); finishTimeout(deps, ctx, ex, started, p, target); return; }
           if (clientGone) { if (outcome.kind === 'response') outcome.res.body.destroy(); logExchange(deps, ctx, ex, started, 499, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, reason: 'client went away', forwarded: true }); return; }
 
           // Outlier detection sees every attempt: 5xx and connection failures count against the endpoint.
           const failed = outcome.kind === 'error' || outcome.res.statusCode >= 500;
-          if (recordOutcome(ep, failed, state.endpoints, tp?.outlierDetection, deps.now())) {
+          // A connect failure here or at the destination's proxy (F11): nothing reached a workload.
+          const connectFailed = outcome.kind === 'error' ? outcome.err.code === 'NM_ERR_PROXY_UPSTREAM_CONNECT' : isPeerConnectFailure(outcome.res.statusCode, outcome.res.headers);
+          if (recordOutcome(ep, failed, state.endpoints, computeOutlierPolicy(tp?.outlierDetection, connectFailed), deps.now())) {
             deps.stats.upstream.ejections++;
             deps.log.warn('endpoint ejected', { backend: p.backendName, endpoint: ep.key, forMs: ep.ejectedUntilMs - deps.now() });
           }
@@ -546,9 +658,14 @@ async function forward(
             else if (outcome.timeout) deps.stats.timeouts.backendRequest++;
             else deps.stats.upstream.resets++;
           }
+          if (!replayable && attempts <= maxRetries && 'capture' in body) {
+            // A streamed body the client finished within the buffer limit was copied whole: it may be sent again.
+            const again = body.capture.replay();
+            if (again !== undefined) { body = { buffered: again }; replayable = true; }
+          }
           if (attempts > maxRetries || !replayable) break;
           const retryable = outcome.kind === 'response'
-            ? retryCodes.includes(outcome.res.statusCode)
+            ? retryCodes.includes(outcome.res.statusCode) || connectFailed
             : outcome.err.code === 'NM_ERR_PROXY_UPSTREAM_CONNECT' || !outcome.sent
               || (idempotent && outcome.err.code !== 'NM_ERR_PROXY_UPSTREAM_PROTOCOL' && (outcome.timeout === undefined || retryCodes.includes(504)));
           if (!retryable) break;
@@ -565,7 +682,7 @@ async function forward(
 
         if (outcome.kind === 'error') {
           const status = outcome.status;
-          ex.respond(status, [], `${outcome.err.message}\n`, false);
+          ex.respond(status, computeProxyErrorHeaders(outcome.err.code), `${outcome.err.message}\n`, false, outcome.timeout !== undefined);
           logExchange(deps, ctx, ex, started, status, { target, authority: p.authority, backend: p.backendName, endpoint: outcome.ep?.key, attempts, reason: outcome.err.message, forwarded: outcome.sent });
           return;
         }
@@ -587,8 +704,12 @@ async function forward(
           logExchange(deps, ctx, ex, started, 502, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, reason: describeError(err), forwarded: true });
           return;
         }
-        if (!res.body.writeWholeTo(sink as unknown as Duplex)) {
-          await relayBody(res.body, sink, deadlineHit, (abort) => { relayAbort = abort; });
+        // Telemetry hook: response body bytes counted on their way to the client.
+        const t = ex.trace;
+        // Trailers go out with the end of the body: set now when the body is already whole, else at its end.
+        if (res.body.ended && res.body.trailers !== undefined) ex.addTrailers(computeTrailerList(res.body.trailers));
+        if (!res.body.writeWholeTo(t ? { write: (c: Buffer) => { t.responseBytes += c.length; return sink.write(c); }, end: (c?: Buffer) => { if (c) { t.responseBytes += c.length; return sink.end(c); } return sink.end(); } } : sink as unknown as Duplex)) {
+          await relayBody(res.body, sink, deadlineHit, (abort) => { relayAbort = abort; }, t, (trailers) => ex.addTrailers(computeTrailerList(trailers)), () => ex.destroy());
         }
         if (timedOut) { finishTimeout(deps, ctx, ex, started, p, target); return; }
         if (deps.accessLog || ex.trace) logExchange(deps, ctx, ex, started, res.statusCode, { target, authority: p.authority, backend: p.backendName, endpoint: ep.key, attempts, forwarded: true });
@@ -609,7 +730,7 @@ async function forward(
  * resolves at its end, on an upstream error (the client connection is cut), when the client goes away (the caller
  * invokes the function given to `onClientGone`: the upstream request is aborted) or at the deadline.
  */
-function relayBody(body: UpstreamBody, sink: NodeJS.WritableStream, deadlineHit: Promise<'deadline'> | undefined, onClientGone: (abort: () => void) => void): Promise<void> {
+function relayBody(body: UpstreamBody, sink: NodeJS.WritableStream, deadlineHit: Promise<'deadline'> | undefined, onClientGone: (abort: () => void) => void, counter: { responseBytes: number } | undefined, onTrailers: (trailers: UpstreamTrailers) => void, cut: () => void): Promise<void> {
   return new Promise((resolve) => {
     const out = sink as unknown as Duplex;
     let done = false;
@@ -624,12 +745,14 @@ function relayBody(body: UpstreamBody, sink: NodeJS.WritableStream, deadlineHit:
     onClientGone(() => { body.destroy(); finish(); });
     body.pipeTo({
       write: (chunk) => {
+        if (counter) counter.responseBytes += chunk.length;
         if (out.write(chunk)) return true;
         if (!draining) { draining = true; out.on('drain', onDrain); }
         return false;
       },
-      end: () => { out.end(); finish(); },
-      error: () => { out.destroy(); finish(); },
+      end: (trailers) => { if (trailers !== undefined) onTrailers(trailers); out.end(); finish(); },
+      // The upstream failed mid-body: cut the client's stream or connection so it cannot mistake this for an end.
+      error: () => { cut(); finish(); },
     });
     deadlineHit?.then(() => { body.destroy(); finish(); }, () => {});
   });
@@ -673,11 +796,17 @@ async function upgradeExchange(deps: ForwardDeps, ctx: ConnContext, req: Incomin
   for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'host') hosts.push(req.rawHeaders[i + 1]!);
   // A raw-socket view just good enough for `prepare`; responses are written by hand below.
   const ex = { protocol: 'http1', method: req.method ?? '', target: req.url ?? '', hosts, rawHeaders: req.rawHeaders, body: req } as unknown as Exchange;
+  let trace: RequestObserver | undefined;
   const log = (status: number, fields: Partial<AccessLogEntry>): void => {
     countResponse(deps.stats, status);
-    deps.accessLog?.({ connection: ctx.id, protocol: 'websocket', method: ex.method, target: ex.target, authority: undefined, status, forwarded: false, backend: undefined, endpoint: undefined, attempts: 1, durationMs: deps.now() - started, source: ctx.source?.spiffeId, reason: undefined, ...fields });
+    if (!deps.accessLog && !trace) return;
+    const entry: AccessLogEntry = { connection: ctx.id, protocol: 'websocket', method: ex.method, target: ex.target, authority: undefined, status, forwarded: false, backend: undefined, endpoint: undefined, attempts: 1, durationMs: deps.now() - started, source: ctx.source?.spiffeId, reason: undefined, ...fields };
+    deps.accessLog?.(entry);
+    trace?.end(entry);
   };
   const p = prepare(deps, ctx, ex, snap);
+  // Telemetry hook: a span for the upgrade request (ended at the 101 or the refusal), and one for the tunnel after it.
+  if (deps.telemetry) trace = deps.telemetry.request(ctx, ex, p, snap);
   if (isRefusal(p)) {
     countRefusal(deps.stats, p);
     writeRawErrorAndClose(socket, p.status, p.reason);
@@ -696,6 +825,7 @@ async function upgradeExchange(deps: ForwardDeps, ctx: ConnContext, req: Incomin
   if (!ep) { writeRawErrorAndClose(socket, 503, 'no ready endpoint'); log(503, { reason: 'no endpoint' }); return; }
   const target = formatTarget(p.path, p.query);
   const headers = computeProxyHeaderList({ headers: p.headers, authority: p.authority, clientAddress: ctx.remoteAddress, sourceSpiffeId: ctx.source?.spiffeId, teTrailers: false });
+  trace?.inject(headers);
   const pool = poolFor(deps, ctx, ep, tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, undefined);
   const call = sendUpstream(pool, { method: p.method, path: target, headers, body: undefined, idempotent: false, upgrade: 'websocket' });
   socket.on('close', () => call.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_RESET', 'client went away')));
@@ -725,7 +855,9 @@ async function upgradeExchange(deps: ForwardDeps, ctx: ConnContext, req: Incomin
     socket.write(headText + '\r\n');
     if (head.length > 0) r.socket.write(head);
     log(101, { target, backend: p.backendName, endpoint: ep.key, forwarded: true });
-    await pipeBoth(socket, r.socket, tp?.idleTimeoutMs ?? 3600_000);
+    const tunnel = trace?.tunnel();
+    const moved = await pipeBoth(socket, r.socket, tp?.idleTimeoutMs ?? 3600_000);
+    tunnel?.end({ bytesSent: moved.bToA, bytesReceived: moved.aToB });
   } finally {
     state.inflight--;
   }

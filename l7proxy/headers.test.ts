@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { computeProxyHeaders, computeRequestHeaders, computeResponseHeaders } from './headers.ts';
+import { computeGrpcStatus, computeProxyHeaders, computeRequestHeaders, computeResponseHeaders, computeTrailerList, encodeGrpcMessage, isGrpcContentType } from './headers.ts';
 import { checkHttp1Request } from './http1.ts';
 
 test('hop-by-hop, Connection-listed and client identity headers are removed', () => {
@@ -54,4 +54,21 @@ test('HTTP/1 checks beyond llhttp', () => {
   assert.equal(status({ rawHeaders: [] , httpVersionMinor: 0 }), 400);
   assert.equal(status({ rawHeaders: ['Host', 'a'], httpVersionMajor: 0, httpVersionMinor: 9 }), 400);
   assert.equal(status({ rawHeaders: ['Host', 'a', ...Array.from({ length: 100 }, (_, i) => [`x-${i}`, 'v']).flat()] }), 431);
+});
+
+test('trailers: framing, routing, auth, cookies, hop-by-hop, pseudo and mesh-owned fields are dropped; the rest kept in order', () => {
+  assert.deepEqual(computeTrailerList({
+    'grpc-status': '0', 'Grpc-Message': 'ok', 'content-length': '9', 'transfer-encoding': 'chunked', host: 'x', authorization: 'a',
+    'set-cookie': ['a=1'], connection: 'close', te: 'trailers', trailer: 'x', ':status': '200', 'x-nodemesh-source-identity': 'spiffe://e/x',
+    'proxy-authenticate': 'x', 'x-sum': ['1', '2'],
+  }), ['grpc-status', '0', 'grpc-message', 'ok', 'x-sum', '1', 'x-sum', '2']);
+  assert.deepEqual(computeTrailerList(undefined), []);
+});
+
+test('gRPC: content types, the status for a local answer, grpc-message encoding', () => {
+  for (const v of ['application/grpc', 'application/grpc+proto', 'Application/GRPC;charset=utf-8']) assert.ok(isGrpcContentType(v), v);
+  for (const v of [undefined, 'application/grpc-web', 'application/grpc-web+proto', 'application/json', 'application/grpcx']) assert.ok(!isGrpcContentType(v), String(v));
+  assert.deepEqual([504, 503, 502, 429, 403, 404, 400, 500, 302].map((s) => computeGrpcStatus(s, false)), [14, 14, 14, 14, 7, 12, 13, 2, 2]);
+  assert.equal(computeGrpcStatus(504, true), 4);
+  assert.equal(encodeGrpcMessage('upstream 100% gone\nnow é'), 'upstream 100%25 gone%0Anow %C3%A9');
 });

@@ -183,3 +183,67 @@ export function readHeader(list: HeaderList, name: string): string | undefined {
   for (const [k, v] of list) if (k === name) out = out === undefined ? v : `${out}, ${v}`;
   return out;
 }
+
+/**
+ * Fields that must not travel in a trailer section (RFC 9110 §6.5.1): framing, routing, authentication, response
+ * control and content metadata, cookies, plus everything hop-by-hop. A trailer is appended after the body, so a
+ * recipient that merged such a field into the head would act on something the sender never vouched for there.
+ */
+const FORBIDDEN_TRAILERS = new Set([
+  'content-length', 'transfer-encoding', 'host', 'authorization', 'proxy-authorization', 'www-authenticate',
+  'proxy-authenticate', 'cookie', 'set-cookie', 'age', 'cache-control', 'expires', 'date', 'location', 'retry-after',
+  'vary', 'warning', 'content-encoding', 'content-type', 'content-range', 'trailer', 'expect', 'max-forwards',
+  'pragma', 'range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'if-range',
+]);
+
+/**
+ * The trailers to relay, as a flat `[name, value, ...]` list with lower-case names: hop-by-hop, forbidden and
+ * pseudo fields, and any field the proxy itself owns (`x-nodemesh-*`), are dropped. Empty when nothing is left.
+ */
+export function computeTrailerList(trailers: Record<string, string | string[] | undefined> | undefined): string[] {
+  const out: string[] = [];
+  if (trailers === undefined) return out;
+  for (const k of Object.keys(trailers)) {
+    const v = trailers[k];
+    if (v === undefined) continue;
+    const name = k.toLowerCase();
+    if (name.startsWith(':') || HOP_BY_HOP.has(name) || FORBIDDEN_TRAILERS.has(name) || name.startsWith('proxy-') || name.startsWith('x-nodemesh-')) continue;
+    if (typeof v === 'string') out.push(name, v);
+    else for (const one of v) out.push(name, one);
+  }
+  return out;
+}
+
+/** A gRPC request (`content-type: application/grpc` or `application/grpc+proto` ...); grpc-web is plain HTTP. */
+export function isGrpcContentType(contentType: string | undefined): boolean {
+  if (contentType === undefined || contentType.length < 16) return false;
+  const v = contentType.toLowerCase();
+  return v.startsWith('application/grpc') && (v.length === 16 || v[16] === '+' || v[16] === ';');
+}
+
+/**
+ * The gRPC status for an answer the proxy gives itself (gRPC's HTTP-to-status table, doc/http-grpc-status-mapping):
+ * the proxy's own deadlines give DEADLINE_EXCEEDED (4), as Envoy's route timeout does; overload, rate limit, no
+ * endpoint and upstream failures UNAVAILABLE (14); a policy denial PERMISSION_DENIED (7); no route UNIMPLEMENTED
+ * (12); a malformed request INTERNAL (13); anything else UNKNOWN (2).
+ */
+export function computeGrpcStatus(httpStatus: number, timeout: boolean): number {
+  if (timeout) return 4;
+  switch (httpStatus) {
+    case 400: return 13;
+    case 401: return 16;
+    case 403: return 7;
+    case 404: return 12;
+    case 429: case 502: case 503: case 504: return 14;
+    default: return 2;
+  }
+}
+
+/** A grpc-message value: percent-encoded outside printable ASCII (gRPC's rule), capped so a reason stays a reason. */
+export function encodeGrpcMessage(message: string): string {
+  let out = '';
+  for (const b of Buffer.from(message.slice(0, 512), 'utf8')) {
+    out += b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}

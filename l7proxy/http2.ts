@@ -26,6 +26,9 @@ export function createHttp2Server(limits: EffectiveLimits, handlers: Http2Handle
     // Pairs include the pseudo-headers (:method, :path, :scheme, :authority).
     maxHeaderListPairs: limits.maxHeaderCount + 4,
     maxSessionMemory: 10,
+    // At most 32 entries per SETTINGS frame (a SETTINGS or PING flood from a client that does not read is cut by
+    // nghttp2's outbound-queue limit with GOAWAY(ENHANCE_YOUR_CALM); hostile.test.ts checks both).
+    maxSettings: 32,
     maxSessionRejectedStreams: 100,
     maxSessionInvalidFrames: 100,
     peerMaxConcurrentStreams: limits.http2MaxConcurrentStreams,

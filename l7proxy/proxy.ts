@@ -11,10 +11,12 @@ import { endpointKey, pickEndpoint, recordOutcome } from './balance.ts';
 import type { ProxyConfig } from './config.ts';
 import { ProxyConfigError, ProxyError, describeError } from './errors.ts';
 import { detectProtocol } from './detect.ts';
+import { DEFAULT_DRAIN_TIMEOUT_MS, computeDrainSettings, planDrainStep, type DrainCensus } from './drain.ts';
 import { handleHttp1Request, handleHttp2Request, handleUpgrade, type ConnContext, type ForwardDeps, type SourceIdentity } from './forward.ts';
 import { createHttp1Server, writeRawErrorAndClose } from './http1.ts';
 import { createHttp2Server } from './http2.ts';
 import { computeAdmission } from './resilience.ts';
+import { listenOptionsFor } from './shared-listeners.ts';
 import { compileSnapshot, reconcileBackendStates, type BackendState, type CompiledService, type ProxySnapshot } from './snapshot.ts';
 import { createStats, silentLogger, type AccessLogEntry, type ProxyLogger, type ProxyStats } from './stats.ts';
 import type { RequestTelemetry } from './telemetry/request-telemetry.ts';
@@ -61,8 +63,14 @@ export type StreamMeta = {
   traceHeaders?: Record<string, string>;
 };
 
-/** Addresses to listen on; port 0 picks a free one (the bound ports are returned). */
+/**
+ * Addresses to listen on; port 0 picks a free one (the bound ports are returned). In a pool worker an address the
+ * primary opened a socket for is served from that socket (shared-listeners.ts).
+ */
 export type ListenOptions = { outboundPort: number; inboundPort?: number; host: string };
+
+/** What an accepted connection turned out to carry (a draining proxy treats each kind its own way: drain.ts). */
+type ConnKind = 'pending' | 'http1' | 'http2' | 'tunnel';
 
 const EMPTY_CONFIG: ProxyConfig = { version: '', services: [], backends: [] };
 const TCP_CONNECT_ATTEMPTS = 3;
@@ -81,10 +89,15 @@ export class NodeProxy {
   #h1Ctx = new WeakMap<object, ConnContext>();
   #h2Ctx = new WeakMap<ServerHttp2Session, ConnContext>();
   #handingOver: ConnContext | undefined;
-  #sockets = new Set<Duplex>();
+  /** Open connections (accepted sockets and handed-in streams) and what each carries. */
+  #sockets = new Map<Duplex, ConnKind>();
   #sessions = new Set<ServerHttp2Session>();
+  #goawaySent = new WeakSet<ServerHttp2Session>();
   #nextId = 1;
+  /** Stopping: no new listener connections; responses say `Connection: close`; connections already open are served. */
   #draining = false;
+  /** Stopped (or the drain deadline passed): anything still arriving is refused. */
+  #closed = false;
   #deps: ForwardDeps;
 
   constructor(opts: ProxyOptions) {
@@ -131,7 +144,8 @@ export class NodeProxy {
    */
   acceptStream(stream: Duplex, meta: StreamMeta): void {
     this.#track(stream);
-    if (this.#draining) { stream.destroy(); return; }
+    // While draining, a stream the HBONE server admitted (opened before its GOAWAY) is served like any other.
+    if (this.#closed) { stream.destroy(); return; }
     this.#serve(stream, meta.dst, normalizeRemote(meta.remoteAddress), () => meta.source, meta.traceHeaders).catch((err: unknown) => {
       this.#log.error('stream handling failed', { err: describeError(err) });
       stream.destroy();
@@ -177,6 +191,7 @@ export class NodeProxy {
 
   #startServers(): void {
     this.#draining = false;
+    this.#closed = false;
     const limits = this.#snapshot.limits;
     this.#h1 = createHttp1Server(limits, {
       request: (req, res) => {
@@ -218,8 +233,10 @@ export class NodeProxy {
     const listen = async (port: number): Promise<number> => {
       const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.#onConnection(socket));
       await new Promise<void>((resolve, reject) => {
-        server.once('error', (err) => reject(new ProxyError('NM_ERR_PROXY_LISTEN_FAILED', `cannot listen on ${opts.host}:${port} (${describeError(err)}); is another proxy running?`, { cause: err })));
-        server.listen({ port, host: opts.host }, () => resolve());
+        const how = listenOptionsFor(opts.host, port);
+        const where = 'fd' in how ? `the primary's listening socket (fd ${how.fd}) for ${opts.host}:${port}` : `${opts.host}:${port}`;
+        server.once('error', (err) => reject(new ProxyError('NM_ERR_PROXY_LISTEN_FAILED', `cannot listen on ${where} (${describeError(err)}); is another proxy running?`, { cause: err })));
+        server.listen(how, () => resolve());
       });
       this.#listeners.push(server);
       return (server.address() as net.AddressInfo).port;
@@ -235,25 +252,29 @@ export class NodeProxy {
   }
 
   /**
-   * Stop accepting, then (with `drain`) let in-flight requests finish: HTTP/1 connections close after their current
-   * response, HTTP/2 sessions get GOAWAY, tunnels keep going until `timeoutMs`; then everything left is cut.
+   * Stop accepting, then (with `drain`) let what is open finish, as drain.ts plans it: HTTP/2 sessions get GOAWAY,
+   * HTTP/1 responses carry `Connection: close`, idle HTTP/1 connections close after a grace, tunnels run on; at
+   * `timeoutMs` (default 15 s) everything left is cut. Without `drain` everything is cut at once.
    */
   async stop(opts: { drain?: boolean; timeoutMs?: number } = {}): Promise<void> {
     const drain = opts.drain ?? true;
+    const settings = computeDrainSettings(drain ? opts.timeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS : 0);
     this.#draining = true;
     const closing = this.#listeners.map((s) => new Promise<void>((r) => s.close(() => r())));
     this.#listeners = [];
-    if (drain) {
-      this.#h1?.closeIdleConnections();
-      for (const s of this.#sessions) s.close();
-      const until = Date.now() + (opts.timeoutMs ?? 10_000);
-      while (this.#sockets.size > 0 && Date.now() < until) {
-        await new Promise((r) => setTimeout(r, 20));
-        this.#h1?.closeIdleConnections();
+    const started = Date.now();
+    for (;;) {
+      const step = planDrainStep(this.#census(), Date.now() - started, settings);
+      if (step.done || step.cutAll) break;
+      if (step.goawayHttp2) {
+        for (const s of this.#sessions) if (!this.#goawaySent.has(s)) { this.#goawaySent.add(s); s.close(); }
       }
+      if (step.closeIdleHttp1) this.#h1?.closeIdleConnections();
+      await new Promise((r) => setTimeout(r, 20));
     }
+    this.#closed = true;
     for (const s of this.#sessions) s.destroy();
-    for (const s of this.#sockets) s.destroy();
+    for (const s of this.#sockets.keys()) s.destroy();
     this.#h1?.closeAllConnections();
     // close() on the never-listening server only stops its head-timeout sweep; there is no socket to close.
     this.#h1?.close();
@@ -263,17 +284,30 @@ export class NodeProxy {
     await Promise.all(closing);
   }
 
+  /** Open connections by kind, for the drain planner. */
+  #census(): DrainCensus {
+    const c: DrainCensus = { http1: 0, http2: 0, http2WithoutGoaway: 0, tunnels: 0, pending: 0 };
+    for (const kind of this.#sockets.values()) {
+      if (kind === 'http1') c.http1++;
+      else if (kind === 'tunnel') c.tunnels++;
+      else if (kind === 'pending') c.pending++;
+    }
+    // An HTTP/2 connection counts once, as its session (its socket is the session's until the session closes).
+    for (const s of this.#sessions) { c.http2++; if (!this.#goawaySent.has(s)) c.http2WithoutGoaway++; }
+    return c;
+  }
+
   #track(socket: Duplex): void {
     this.#stats.connections.accepted++;
     this.#stats.connections.active++;
-    this.#sockets.add(socket);
+    this.#sockets.set(socket, 'pending');
     socket.on('close', () => { this.#stats.connections.active--; this.#sockets.delete(socket); });
     socket.on('error', () => {});
   }
 
   #onConnection(socket: Socket): void {
     this.#track(socket);
-    if (this.#draining) { socket.destroy(); return; }
+    if (this.#closed) { socket.destroy(); return; }
     this.#routeConnection(socket).catch((err) => {
       this.#log.error('connection handling failed', { err: describeError(err) });
       socket.destroy();
@@ -307,6 +341,8 @@ export class NodeProxy {
     const ctx: ConnContext = { id: this.#nextId++, dstKey, dstPort: dst.port, remoteAddress, source, poisoned: false, peer: undefined, pools: undefined };
     const proto = service.config.protocol === 'tcp' ? 'tcp' : await detectProtocol(socket as Socket, this.#snapshot.limits.sniffTimeoutMs);
     if (socket.destroyed) return;
+    if (this.#closed) { socket.destroy(); return; }
+    if (this.#sockets.has(socket)) this.#sockets.set(socket, proto === 'http1' ? 'http1' : proto === 'http2' ? 'http2' : 'tunnel');
     if (proto === 'http1') {
       this.#stats.connections.http1++;
       this.#h1Ctx.set(socket, ctx);

@@ -74,3 +74,31 @@ test('outlier ejection with a cap, and panic mode when all are ejected', () => {
   solo[0]!.ejectedUntilMs = 10_000;
   assert.equal(pickEndpoint(solo, undefined, { cursor: 0, hashKey: undefined, rand: Math.random, nowMs: 0 })!.key, solo[0]!.key, 'panic mode');
 });
+
+test('safe retries without a route policy; a route policy (even 0) wins', async () => {
+  const { computeMaxRetries, DEFAULT_SAFE_RETRIES } = await import('./resilience.ts');
+  assert.equal(computeMaxRetries(undefined), DEFAULT_SAFE_RETRIES);
+  assert.equal(computeMaxRetries(0), 0);
+  assert.equal(computeMaxRetries(5), 5);
+});
+
+test('proxy-error marker: only connect failures and missing endpoints are marked, and only a 503 with it counts', async () => {
+  const { computeProxyErrorHeaders, isPeerConnectFailure, PROXY_ERROR_HEADER } = await import('./resilience.ts');
+  assert.deepEqual(computeProxyErrorHeaders('NM_ERR_PROXY_UPSTREAM_CONNECT'), [[PROXY_ERROR_HEADER, 'upstream-connect']]);
+  assert.deepEqual(computeProxyErrorHeaders('NM_ERR_PROXY_NO_ENDPOINT'), [[PROXY_ERROR_HEADER, 'upstream-connect']]);
+  // A reset or a timeout may have reached the workload: never marked.
+  assert.deepEqual(computeProxyErrorHeaders('NM_ERR_PROXY_UPSTREAM_RESET'), []);
+  assert.deepEqual(computeProxyErrorHeaders('NM_ERR_PROXY_UPSTREAM_TIMEOUT'), []);
+  assert.equal(isPeerConnectFailure(503, { [PROXY_ERROR_HEADER]: 'upstream-connect' }), true);
+  assert.equal(isPeerConnectFailure(503, {}), false);
+  assert.equal(isPeerConnectFailure(502, { [PROXY_ERROR_HEADER]: 'upstream-connect' }), false);
+});
+
+test('default ejection applies to connect failures only; a configured policy always wins', async () => {
+  const { computeOutlierPolicy, CONNECT_FAILURE_EJECTION } = await import('./resilience.ts');
+  assert.equal(computeOutlierPolicy(undefined, false), undefined);
+  assert.deepEqual(computeOutlierPolicy(undefined, true), CONNECT_FAILURE_EJECTION);
+  const mine = { consecutive5xx: 9, baseEjectionTimeMs: 1, maxEjectionPercent: 10 };
+  assert.equal(computeOutlierPolicy(mine, true), mine);
+  assert.equal(computeOutlierPolicy(mine, false), mine);
+});

@@ -116,3 +116,46 @@ export function computeFault(
   const abortStatus = fault?.abort && randAbort * 100 < fault.abort.percent ? fault.abort.httpStatus : undefined;
   return { delayMs, abortStatus };
 }
+
+/**
+ * Retries when the route sets none. Without a route policy the retry codes are empty, so only the safe cases are
+ * retried (forward.ts): connect failures and requests never sent (any method), and resets of idempotent requests
+ * with a replayable body — a pooled keep-alive connection the backend closed just as the request went out (the
+ * keep-alive race of a backend shutting down), or a backend killed mid-request. Istio's default is also 2.
+ */
+export const DEFAULT_SAFE_RETRIES = 2;
+
+/** Retries in force for a route that asks for `routeAttempts` (undefined: no retry policy on the route). */
+export function computeMaxRetries(routeAttempts: number | undefined): number {
+  return routeAttempts ?? DEFAULT_SAFE_RETRIES;
+}
+
+/**
+ * Set by a proxy on an error it answers itself because nothing reached a workload (its connect to the endpoint
+ * failed, or it has none): the calling node proxy may then retry on another endpoint as if its own connect had
+ * failed, whatever the method. Linkerd's `l5d-proxy-error` plays the same part.
+ */
+export const PROXY_ERROR_HEADER = 'x-nodemesh-proxy-error';
+const CONNECT_FAILURE = 'upstream-connect';
+
+/** Headers for an error the proxy answers itself with code `code` (NM_ERR_PROXY_*). */
+export function computeProxyErrorHeaders(code: string): [string, string][] {
+  return code === 'NM_ERR_PROXY_UPSTREAM_CONNECT' || code === 'NM_ERR_PROXY_NO_ENDPOINT' ? [[PROXY_ERROR_HEADER, CONNECT_FAILURE]] : [];
+}
+
+/** True for a peer proxy's answer saying its connect to the workload failed (nothing reached it). */
+export function isPeerConnectFailure(statusCode: number, headers: Record<string, string | string[] | undefined>): boolean {
+  return statusCode === 503 && headers[PROXY_ERROR_HEADER] === CONNECT_FAILURE;
+}
+
+/**
+ * Outlier detection without a configured policy: an endpoint that cannot be connected to (a killed pod whose
+ * EndpointSlice has not caught up yet) is ejected after 3 consecutive failures ending in a connect failure, for
+ * 5 s × ejections, at most half the endpoints. 5xx answers alone never eject by default.
+ */
+export const CONNECT_FAILURE_EJECTION = { consecutive5xx: 3, baseEjectionTimeMs: 5000, maxEjectionPercent: 50 } as const;
+
+/** The outlier policy for one attempt's outcome: the configured one, else CONNECT_FAILURE_EJECTION for connect failures. */
+export function computeOutlierPolicy(configured: TrafficPolicyConfig['outlierDetection'], connectFailed: boolean): TrafficPolicyConfig['outlierDetection'] {
+  return configured ?? (connectFailed ? CONNECT_FAILURE_EJECTION : undefined);
+}

@@ -47,6 +47,41 @@ const HOSTILE: [string, string, number][] = [
   ['missing Host', 'GET / HTTP/1.1\r\n\r\n', 400],
   ['duplicate Host', `GET / HTTP/1.1\r\n${H}Host: other\r\n\r\n`, 400],
   ['lower-case method', `get / HTTP/1.1\r\n${H}\r\n`, 400],
+  // TE.TE and CL variants: spellings one parser might take for chunked (or a length) and another not.
+  ['TE vertical tab', `POST / HTTP/1.1\r\n${H}Transfer-Encoding:\x0bchunked\r\n\r\n0\r\n\r\n`, 400],
+  ['TE chunked, chunked', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n`, 400],
+  ['TE " chunked" + CL', `POST / HTTP/1.1\r\n${H}Transfer-Encoding:  chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n`, 400],
+  ['TE chunked-false', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked-false\r\n\r\n0\r\n\r\n`, 400],
+  ['TE quoted', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: "chunked"\r\n\r\n0\r\n\r\n`, 400],
+  ['CL 05', `POST / HTTP/1.1\r\n${H}Content-Length: 05\r\n\r\nhello`, 400],
+  ['CL +5', `POST / HTTP/1.1\r\n${H}Content-Length: +5\r\n\r\nhello`, 400],
+  ['CL 0x5', `POST / HTTP/1.1\r\n${H}Content-Length: 0x5\r\n\r\nhello`, 400],
+  ['CL trailing garbage', `POST / HTTP/1.1\r\n${H}Content-Length: 5x\r\n\r\nhello`, 400],
+  ['CL with inner space', `POST / HTTP/1.1\r\n${H}Content-Length: 1 0\r\n\r\nhello`, 400],
+  ['CL overflow', `POST / HTTP/1.1\r\n${H}Content-Length: 99999999999999999999999\r\n\r\nhello`, 400],
+  // Chunk framing tricks.
+  ['chunk size overflow', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF1\r\nx\r\n0\r\n\r\n`, 400],
+  ['chunk size 0x5', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n`, 400],
+  ['chunk data longer than its size', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n`, 400],
+  ['many tiny chunk extensions', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n1${';a'.repeat(20_000)}\r\nx\r\n0\r\n\r\n`, 400],
+  ['Content-Length in a request trailer section', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nContent-Length: 99\r\n\r\n`, 400],
+  ['chunk extension with bare LF', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n1;a\nx\r\n0\r\n\r\n`, 400],
+  ['chunk with bare LF terminator', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n1\nx\n0\n\n`, 400],
+  // Bytes that must never appear where they do.
+  ['NUL in the target', `GET /\x00 HTTP/1.1\r\n${H}\r\n`, 400],
+  ['NUL in a header name', `GET / HTTP/1.1\r\n${H}X\x00Y: a\r\n\r\n`, 400],
+  ['bare CR line ends', `GET / HTTP/1.1\r${H.replace('\r\n', '\r')}\r`, 400],
+  ['header line without colon', `GET / HTTP/1.1\r\n${H}NoColonHere\r\n\r\n`, 400],
+  ['tab before colon', `GET / HTTP/1.1\r\n${H}Content-Length\t: 0\r\n\r\n`, 400],
+];
+
+/** [name, raw request (ending in Connection: close), body the backend must receive]: forwarded exactly once. */
+const ACCEPTED: [string, string, string][] = [
+  ['TE with surrounding whitespace', `POST /ows HTTP/1.1\r\n${H}Transfer-Encoding:   chunked  \r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n`, 'abc'],
+  ['TE in upper case', `POST /upper HTTP/1.1\r\n${H}TRANSFER-ENCODING: CHUNKED\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n`, 'abc'],
+  ['chunked with a trailer section', `POST /trailers HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n`, 'abc'],
+  ['Expect: 100-continue', `POST /expect HTTP/1.1\r\n${H}Content-Length: 3\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nabc`, 'abc'],
+  ['a chunk extension of reasonable size', `POST /ext HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3;name=value\r\nabc\r\n0\r\n\r\n`, 'abc'],
 ];
 
 describe('request smuggling and framing', () => {
@@ -66,6 +101,21 @@ describe('request smuggling and framing', () => {
       assert.equal(text.indexOf('HTTP/1.1', 1), -1, 'exactly one response');
       assert.ok(closed, `${name}: the connection must be closed`);
       assert.equal(echo.raw().length, bytesBefore, `${name}: bytes reached the backend`);
+    });
+  }
+
+  for (const [name, raw, body] of ACCEPTED) {
+    test(`${name} → forwarded exactly once, body intact, framing rebuilt`, async () => {
+      const before = echo.requests.length;
+      const { text } = await rawExchange(p.port, raw);
+      assert.match(text.replace(/^HTTP\/1\.1 100 Continue\r\n\r\n/, ''), /^HTTP\/1\.1 200 /, `${name}: ${JSON.stringify(text.slice(0, 80))}`);
+      const got = echo.requests.slice(before);
+      assert.equal(got.length, 1);
+      assert.equal(got[0]!.body, body);
+      const names = got[0]!.rawHeaders.filter((_, i) => i % 2 === 0).map((h) => h.toLowerCase());
+      assert.ok(!names.includes('expect'), 'Expect is answered by the proxy, not passed on');
+      assert.ok(!names.includes('x-t'), 'request trailers are not merged into the head');
+      assert.equal(names.filter((h) => h === 'content-length' || h === 'transfer-encoding').length, 1, 'exactly one framing header');
     });
   }
 

@@ -62,6 +62,38 @@ export type BackendState = {
 };
 
 /**
+ * A backend's state whose retry budget is made on the first request. Why: a budget is two 10-slot Float64Arrays
+ * (~1 KB with their ArrayBuffers and backing stores); a node with 10,000 services, most of them idle on any one
+ * node, carried ~10 MB of budgets nobody read.
+ */
+class LazyBackendState implements BackendState {
+  config: BackendConfig;
+  endpoints: EndpointState[];
+  cursor = 0;
+  inflight = 0;
+  limiter: LocalRateLimiter | undefined;
+  #budget: RetryBudget | undefined;
+
+  constructor(config: BackendConfig, endpoints: EndpointState[], limiter: LocalRateLimiter | undefined) {
+    this.config = config;
+    this.endpoints = endpoints;
+    this.limiter = limiter;
+  }
+
+  get budget(): RetryBudget {
+    return (this.#budget ??= new RetryBudget(this.config.trafficPolicy?.retryBudget ?? DEFAULT_RETRY_BUDGET));
+  }
+
+  set budget(b: RetryBudget) { this.#budget = b; }
+
+  /** The budget if one was made; undefined while no request used this backend. */
+  get budgetIfMade(): RetryBudget | undefined { return this.#budget; }
+
+  /** Forget the budget: the next request makes a fresh one from the current policy. */
+  resetBudget(): void { this.#budget = undefined; }
+}
+
+/**
  * Carry live state into a new snapshot: a backend keeps its state object (in-flight requests still hold it) and
  * each surviving endpoint its health; the budget or limiter starts fresh only when its policy changed.
  */
@@ -78,13 +110,18 @@ export function reconcileBackendStates(prev: ReadonlyMap<string, BackendState>, 
     });
     const tp = cfg.trafficPolicy;
     const samePolicy = (k: 'retryBudget' | 'rateLimit'): boolean => JSON.stringify(old?.config.trafficPolicy?.[k]) === JSON.stringify(tp?.[k]);
-    const budget = old && samePolicy('retryBudget') ? old.budget : new RetryBudget(tp?.retryBudget ?? DEFAULT_RETRY_BUDGET);
     const limiter = tp?.rateLimit ? (old?.limiter && samePolicy('rateLimit') ? old.limiter : new LocalRateLimiter(tp.rateLimit)) : undefined;
     if (old) {
-      old.config = cfg; old.endpoints = endpoints; old.budget = budget; old.limiter = limiter;
+      // A changed budget policy starts fresh (made lazily from the new policy); an unchanged one keeps its window.
+      const keepBudget = samePolicy('retryBudget');
+      old.config = cfg; old.endpoints = endpoints; old.limiter = limiter;
+      if (!keepBudget) {
+        if (old instanceof LazyBackendState) old.resetBudget();
+        else old.budget = new RetryBudget(tp?.retryBudget ?? DEFAULT_RETRY_BUDGET);
+      }
       next.set(name, old);
     } else {
-      next.set(name, { config: cfg, endpoints, cursor: 0, inflight: 0, budget, limiter });
+      next.set(name, new LazyBackendState(cfg, endpoints, limiter));
     }
   }
   return next;

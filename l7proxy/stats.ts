@@ -15,6 +15,8 @@ export type ProxyStats = {
   upstream: { connectFailures: number; resets: number; protocolErrors: number; ejections: number; noEndpoint: number };
   connections: { accepted: number; active: number; http1: number; http2: number; tcp: number; noOriginalDst: number; unknownDestination: number; tcpDenied: number };
   http2: { rapidResetGoaways: number };
+  /** Plaintext from outside the mesh steered to the proxy (inbound-plaintext.ts): served under policy, reset for STRICT, reset as unplaceable. */
+  plaintextInbound: { policed: number; strictRefused: number; refused: number };
   upgrades: number;
   mirrors: number;
   config: { applied: number; rejected: number };
@@ -35,6 +37,7 @@ export function createStats(): ProxyStats {
     upstream: { connectFailures: 0, resets: 0, protocolErrors: 0, ejections: 0, noEndpoint: 0 },
     connections: { accepted: 0, active: 0, http1: 0, http2: 0, tcp: 0, noOriginalDst: 0, unknownDestination: 0, tcpDenied: 0 },
     http2: { rapidResetGoaways: 0 },
+    plaintextInbound: { policed: 0, strictRefused: 0, refused: 0 },
     upgrades: 0,
     mirrors: 0,
     config: { applied: 0, rejected: 0 },

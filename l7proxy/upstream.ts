@@ -5,9 +5,13 @@ import type { Duplex, Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import { ProxyError } from './errors.ts';
 import { isHboneConnectError } from './hbone/errors.ts';
+import { H2Pool } from './upstream-h2.ts';
 
-/** Connection settings of a pool; a change of these makes a new pool. */
-export type PoolOptions = { connectTimeoutMs: number; idleTimeoutMs: number; maxConnections: number | undefined };
+/** Connection settings of a pool; a change of these makes a new pool. `h2c`: HTTP/2 with prior knowledge. */
+export type PoolOptions = { connectTimeoutMs: number; idleTimeoutMs: number; maxConnections: number | undefined; h2c?: boolean };
+
+/** What requests are sent on: an undici pool (HTTP/1.1) or sessions of HTTP/2 with prior knowledge. */
+export type UpstreamPool = Pool | H2Pool;
 
 /** One request to send upstream. */
 export type UpstreamRequest = {
@@ -21,6 +25,11 @@ export type UpstreamRequest = {
   idempotent: boolean;
   /** Set for a WebSocket upgrade (the token sent in Upgrade). */
   upgrade?: string;
+  /**
+   * Request trailers (already filtered), read once the body has been sent; only HTTP/2 upstreams carry them
+   * (undici sends none on HTTP/1.1).
+   */
+  trailers?: () => Record<string, string | string[]> | undefined;
 };
 
 /** A response whose head passed the checks; `body` streams the rest. */
@@ -41,9 +50,9 @@ export type UpstreamCall = { result: Promise<UpstreamResponse | UpstreamUpgrade>
  * Why a response head is unsafe to relay, or undefined. undici's llhttp already refuses bad characters, bare LF
  * and obs-fold; the framing ambiguities below only surface at the end of the body there, too late for a 502.
  */
-export function checkResponseHead(rawHeaders: readonly (Buffer | string)[] | undefined): string | undefined {
+export function checkResponseHead(rawHeaders: readonly (Buffer | string)[] | undefined, statusCode = 200): string | undefined {
   if (!rawHeaders) return undefined;
-  let cl = 0; let te = 0; let teValue = '';
+  let cl = 0; let te = 0; let teValue = ''; let clValue = '';
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const raw = rawHeaders[i]!;
     // Only names as long as the two framing headers are decoded (the others cannot be them).
@@ -51,12 +60,18 @@ export function checkResponseHead(rawHeaders: readonly (Buffer | string)[] | und
     const name = raw.toString().toLowerCase();
     if (name === 'content-length') {
       cl++;
-      if (!/^[0-9]{1,16}$/.test(rawHeaders[i + 1]!.toString().trim())) return 'invalid Content-Length in response';
+      clValue = rawHeaders[i + 1]!.toString().trim();
+      if (!/^[0-9]{1,16}$/.test(clValue)) return 'invalid Content-Length in response';
     } else if (name === 'transfer-encoding') { te++; teValue = rawHeaders[i + 1]!.toString().trim().toLowerCase(); }
   }
   if (cl > 1) return 'duplicate Content-Length in response';
   if (te > 0 && cl > 0) return 'both Content-Length and Transfer-Encoding in response';
   if (te > 1 || (te === 1 && teValue !== 'chunked')) return 'Transfer-Encoding other than exactly "chunked" in response';
+  // A 204 or 304 has no body whatever its head says (RFC 9112 §6.3): a body-framing header on one means the server
+  // and the proxy would disagree on where the next response starts. A 304 may repeat the length of the 200 it
+  // stands for, and `Content-Length: 0` on a 204 is common and harmless.
+  if ((statusCode === 204 || statusCode === 304) && te > 0) return `Transfer-Encoding on a ${statusCode} response`;
+  if (statusCode === 204 && cl > 0 && clValue !== '0') return 'Content-Length on a 204 response';
   return undefined;
 }
 
@@ -79,7 +94,7 @@ export type UpstreamConnector = (target: UpstreamTarget) => Promise<Duplex>;
 
 /** Pools by key; `close` drains them, `prune` closes those no longer wanted. */
 export class UpstreamPools {
-  #pools = new Map<string, Pool>();
+  #pools = new Map<string, UpstreamPool>();
   readonly #connector: UpstreamConnector | undefined;
 
   /** `connector` replaces undici's own TCP connect (the mesh tunnel plugs in here); absent → plain TCP. */
@@ -88,11 +103,14 @@ export class UpstreamPools {
   }
 
   /** The pool for `identity` (SPIFFE ID, or `anon:<source address>`) to `origin` with `opts`. */
-  get(identity: string, ip: string, port: number, opts: PoolOptions): Pool {
+  get(identity: string, ip: string, port: number, opts: PoolOptions): UpstreamPool {
     const origin = ip.includes(':') ? `http://[${ip}]:${port}` : `http://${ip}:${port}`;
-    const key = `${identity}|${origin}|${opts.connectTimeoutMs}|${opts.idleTimeoutMs}|${opts.maxConnections ?? ''}`;
+    const key = `${identity}|${origin}|${opts.connectTimeoutMs}|${opts.idleTimeoutMs}|${opts.maxConnections ?? ''}${opts.h2c ? '|h2c' : ''}`;
     let pool = this.#pools.get(key);
-    if (!pool || pool.closed || pool.destroyed) {
+    if ((!pool || pool.closed || pool.destroyed) && opts.h2c) {
+      pool = new H2Pool({ identity, ip, port, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, maxConnections: opts.maxConnections, connector: this.#connector });
+      this.#pools.set(key, pool);
+    } else if (!pool || pool.closed || pool.destroyed) {
       pool = new Pool(origin, {
         connections: opts.maxConnections ?? null,
         connectTimeout: opts.connectTimeoutMs,
@@ -140,10 +158,14 @@ export class UpstreamPools {
   }
 }
 
+/** Response trailers as undici hands them over (HTTP/1 chunked trailer section or HTTP/2 trailing HEADERS). */
+export type UpstreamTrailers = Record<string, string | string[] | undefined>;
+
 /** Where a relayed response body goes: `write` returning false pauses the upstream until `UpstreamBody.resume()`. */
 export type BodySink = {
   write(chunk: Buffer): boolean;
-  end(): void;
+  /** The body ended; `trailers` when the upstream sent any (not yet filtered). */
+  end(trailers?: UpstreamTrailers): void;
   error(err: Error): void;
 };
 
@@ -164,6 +186,7 @@ export class UpstreamBody {
   #ended = false;
   #error: Error | undefined;
   #destroyed = false;
+  #trailers: UpstreamTrailers | undefined;
 
   constructor(controller: Dispatcher.DispatchController) {
     this.#controller = controller;
@@ -175,6 +198,9 @@ export class UpstreamBody {
   /** True once destroyed (by the consumer or an upstream error). */
   get destroyed(): boolean { return this.#destroyed; }
 
+  /** The upstream's trailers once the body ended, if it sent any (unfiltered). */
+  get trailers(): UpstreamTrailers | undefined { return this.#trailers; }
+
   /** Deliver every chunk to `sink`, starting with those already held. */
   pipeTo(sink: BodySink): void {
     this.#sink = sink;
@@ -184,7 +210,7 @@ export class UpstreamBody {
     let flowing = true;
     if (held) for (const c of held) flowing = sink.write(c) && flowing;
     if (this.#error) { sink.error(this.#error); return; }
-    if (this.#ended) { sink.end(); return; }
+    if (this.#ended) { sink.end(this.#trailers); return; }
     if (flowing) this.resume();
     else this.#controller.pause();
   }
@@ -237,9 +263,10 @@ export class UpstreamBody {
   }
 
   /** @internal undici's end callback. */
-  finish(): void {
+  finish(trailers?: UpstreamTrailers): void {
     this.#ended = true;
-    if (!this.#destroyed) this.#sink?.end();
+    if (trailers !== undefined && Object.keys(trailers).length > 0) this.#trailers = trailers;
+    if (!this.#destroyed) this.#sink?.end(this.#trailers);
   }
 
   /** @internal undici's error callback after the head. */
@@ -264,8 +291,10 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, UpstreamCall {
   #settled = false;
   #started = false;
   #body: UpstreamBody | undefined;
+  readonly #pool: Dispatcher;
 
-  constructor() {
+  constructor(pool: Dispatcher) {
+    this.#pool = pool;
     this.result = new Promise<UpstreamResponse | UpstreamUpgrade>((res, rej) => { this.#resolve = res; this.#reject = rej; });
   }
 
@@ -284,7 +313,7 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, UpstreamCall {
 
   onResponseStart(c: Dispatcher.DispatchController, statusCode: number, headers: UpstreamResponse['headers']): void {
     if (statusCode < 200) return; // 100 Continue and friends stay between undici and the server
-    const bad = checkResponseHead(c.rawHeaders as (Buffer | string)[] | undefined);
+    const bad = checkResponseHead(c.rawHeaders as (Buffer | string)[] | undefined, statusCode);
     if (bad) {
       // Aborting mid-response makes undici destroy the socket: the connection is never reused.
       const err = new ProxyError('NM_ERR_PROXY_UPSTREAM_PROTOCOL', `upstream ${bad}`);
@@ -298,7 +327,13 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, UpstreamCall {
 
   onResponseData(_c: Dispatcher.DispatchController, chunk: Buffer): void { this.#body?.push(chunk); }
 
-  onResponseEnd(): void { this.#body?.finish(); }
+  onResponseEnd(_c: Dispatcher.DispatchController, trailers?: UpstreamTrailers): void {
+    // Framing or connection fields in a trailer section are a server out of step with its own framing (undici's
+    // parser then misreads the next response on that connection): the response has gone out, so instead the
+    // connections behind it are retired (a closed pool finishes what runs and is replaced on next use).
+    if (trailers !== undefined && hasFramingTrailer(trailers)) this.#pool.close().catch(() => {});
+    this.#body?.finish(trailers);
+  }
 
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
     const e = classifyUpstreamError(err);
@@ -321,8 +356,9 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, UpstreamCall {
 }
 
 /** Send `req` on `pool`. The head is checked before anything reaches the client; a bad one aborts the connection. */
-export function sendUpstream(pool: Dispatcher, req: UpstreamRequest): UpstreamCall {
-  const call = new UpstreamExchange();
+export function sendUpstream(pool: Dispatcher | H2Pool, req: UpstreamRequest): UpstreamCall {
+  if (pool instanceof H2Pool) return pool.send(req);
+  const call = new UpstreamExchange(pool);
   try {
     pool.dispatch({
       path: req.path,
@@ -338,6 +374,15 @@ export function sendUpstream(pool: Dispatcher, req: UpstreamRequest): UpstreamCa
     call.failNow(err as Error);
   }
   return call;
+}
+
+/** True when a trailer section carries fields that frame messages or manage the connection. */
+export function hasFramingTrailer(trailers: UpstreamTrailers): boolean {
+  for (const k of Object.keys(trailers)) {
+    const name = k.toLowerCase();
+    if (name === 'transfer-encoding' || name === 'content-length' || name === 'connection' || name === 'upgrade') return true;
+  }
+  return false;
 }
 
 /** Map undici's errors onto ours: connect failures (safe to retry anywhere), resets, protocol violations. */

@@ -28,6 +28,8 @@ import os from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ProxyConfig } from './config.ts';
 import { ProxyConfigError, describeError } from './errors.ts';
+import { closeListenSocket, openListenSocket, shutdownListener, type ListenSocket } from './listen-socket.ts';
+import { setSharedListeners, sharedListenerKey } from './shared-listeners.ts';
 // Types only: the primary never runs a proxy, so it does not load the request path (proxy.ts pulls in undici and
 // the HTTP servers, ~20 MB of RSS); the worker imports it when it starts.
 import type { ListenOptions, NodeProxy, OriginalDestination, SourceIdentity } from './proxy.ts';
@@ -61,7 +63,12 @@ export type ProxyWorkerPlugin = {
   update?(data: unknown): void | Promise<void>;
   /** The worker's proxy is listening. */
   started?(proxy: NodeProxy): void | Promise<void>;
-  /** The worker is stopping (after its proxy stopped). */
+  /**
+   * The worker is stopping; called at the same time as its proxy's stop: close the plugin's listeners, and with
+   * `drain` let what is open finish until `timeoutMs` (the pool's drain deadline).
+   */
+  drain?(opts: { drain: boolean; timeoutMs: number }): void | Promise<void>;
+  /** The worker is stopping (after its proxy and `drain` finished): release what outbound requests needed. */
   stop?(): void | Promise<void>;
 };
 
@@ -112,6 +119,17 @@ export type WorkerPoolOptions = {
    *  split; the primary is on every new connection's path). `kernel`: every worker accepts on the shared socket
    *  (no hop, uneven split). Process-wide in Node: the first pool to start decides. */
   scheduling?: 'kernel' | 'round-robin';
+  /**
+   * `cluster` (default): the cluster module binds each listening socket. `reuseport`: the primary opens them itself
+   * with SO_REUSEPORT (listen-socket.ts) and the workers listen on its descriptors, so a second pool (a new proxy
+   * process during a graceful restart) can bind the same ports while this one drains.
+   */
+  listenSockets?: 'cluster' | 'reuseport';
+  /**
+   * Addresses the plugin listens on (its own servers, e.g. the HBONE listener); with `reuseport` the primary opens
+   * these too and the plugin's `listen` finds them through shared-listeners.ts.
+   */
+  pluginListeners?: { host: string; port: number }[];
   /** How long `applyConfig` waits for every serving worker's acknowledgement; default 10000. */
   applyTimeoutMs?: number;
   /** A worker must be listening this soon after its fork, else it is killed and restarted; default 15000. */
@@ -156,13 +174,15 @@ type Slot = {
   restartTimer: NodeJS.Timeout | undefined;
   /** The worker's last refusal of a config push, cleared by its next good ack. */
   applyError: string | undefined;
+  /** The listen spec the worker was forked with: one made before the sockets were reopened is stale. */
+  spec: ListenOptions | undefined;
 };
 
 type ApplyWaiter = { generation: number; resolve: () => void; reject: (err: Error) => void; timer: NodeJS.Timeout };
 
 // Messages over the cluster IPC channel (structured clone: `serialization: 'advanced'`).
 type ToWorker =
-  | { t: 'init'; generation: number; config: ProxyConfig | undefined; identities: IdentityTable; listen: ListenOptions; originalDst: OriginalDstSource; debugLogs: boolean; plugin?: WorkerPluginSource; pluginData?: unknown }
+  | { t: 'init'; generation: number; config: ProxyConfig | undefined; identities: IdentityTable; listen: ListenOptions; originalDst: OriginalDstSource; debugLogs: boolean; plugin?: WorkerPluginSource; pluginData?: unknown; sharedListeners?: Record<string, number> }
   | { t: 'config'; generation: number; config: ProxyConfig; identities: IdentityTable; pluginData?: unknown }
   | { t: 'ping'; seq: number }
   | { t: 'stats'; seq: number }
@@ -247,6 +267,8 @@ export class ProxyWorkerPool {
   #seq = 0;
   #pendingStats = new Map<number, (m: Extract<FromWorker, { t: 'stats' }>) => void>();
   #listeningWaiters = new Set<() => void>();
+  /** Sockets the primary opened (`listenSockets: 'reuseport'`), by the address workers ask for; and whether a worker took them. */
+  #shared: { byKey: Record<string, number>; sockets: ListenSocket[]; adopted: boolean } | undefined;
 
   constructor(opts: WorkerPoolOptions) {
     this.#opts = opts;
@@ -281,9 +303,10 @@ export class ProxyWorkerPool {
     this.#ports = undefined;
     this.#slots = Array.from({ length: count }, (_, index) => ({
       index, worker: undefined, state: 'down' as SlotState, restarts: 0, generation: 0, initSent: false, forkedAt: 0, lastPong: 0,
-      backoffMs: 0, startTimer: undefined, restartTimer: undefined, applyError: undefined,
+      backoffMs: 0, startTimer: undefined, restartTimer: undefined, applyError: undefined, spec: undefined,
     }));
     try {
+      this.#openSharedSockets();
       // The first worker alone: with port 0 it picks the port, and a bind error shows up once, not N times.
       this.#fork(this.#slots[0]!);
       await this.#waitListening([0]);
@@ -376,7 +399,42 @@ export class ProxyWorkerPool {
     }
     await Promise.all(exits);
     for (const s of this.#slots) { s.worker = undefined; s.state = 'down'; }
+    this.#releaseSharedSockets();
     this.#running = false;
+  }
+
+  /**
+   * With `listenSockets: 'reuseport'`: opens the listening sockets for the current listen spec (ports as workers will
+   * ask for them) and the plugin's addresses. Throws WorkerPoolError naming the address when one cannot be bound.
+   */
+  #openSharedSockets(): void {
+    if (this.#opts.listenSockets !== 'reuseport') return;
+    this.#releaseSharedSockets();
+    const spec = this.#listenSpec!;
+    const wanted = [
+      { host: spec.host, port: spec.outboundPort },
+      ...(spec.inboundPort !== undefined ? [{ host: spec.host, port: spec.inboundPort }] : []),
+      ...(this.#opts.pluginListeners ?? []),
+    ];
+    const sockets: ListenSocket[] = [];
+    const byKey: Record<string, number> = {};
+    try {
+      for (const w of wanted) {
+        const s = openListenSocket(w.host, w.port);
+        sockets.push(s);
+        byKey[sharedListenerKey(w.host, w.port)] = s.fd;
+      }
+    } catch (err) {
+      for (const s of sockets) closeListenSocket(s);
+      throw new WorkerPoolError('NM_ERR_PROXY_WORKERS_START_FAILED', describeError(err), { cause: err });
+    }
+    this.#shared = { byKey, sockets, adopted: false };
+  }
+
+  /** Closes sockets no worker ever listened on (the cluster module owns and closes the others). */
+  #releaseSharedSockets(): void {
+    if (this.#shared && !this.#shared.adopted) for (const s of this.#shared.sockets) closeListenSocket(s);
+    this.#shared = undefined;
   }
 
   #fork(slot: Slot): void {
@@ -384,7 +442,16 @@ export class ProxyWorkerPool {
     // with none left, the socket is gone and the ports already handed out are the ones to bind again.
     if (this.#ports && !this.#slots.some((s) => s !== slot && s.state === 'serving')) {
       this.#listenSpec = { ...this.#listen!, outboundPort: this.#ports.outboundPort, ...(this.#ports.inboundPort !== undefined ? { inboundPort: this.#ports.inboundPort } : {}) };
+      // The cluster module closed the primary's sockets with the last worker: open them again (same ports).
+      if (this.#opts.listenSockets === 'reuseport') {
+        try {
+          this.#openSharedSockets();
+        } catch (err) {
+          this.#log.error('proxy listening sockets could not be opened again; retrying with the next restart', { err: describeError(err) });
+        }
+      }
     }
+    slot.spec = this.#listenSpec;
     const worker = cluster.fork({ [WORKER_ENV]: '1' });
     slot.worker = worker;
     slot.state = 'starting';
@@ -412,11 +479,17 @@ export class ProxyWorkerPool {
         this.#send(slot, {
           t: 'init', generation: this.#generation, config: this.#config, identities: this.#identities, listen: this.#listenSpec!, originalDst: this.#opts.originalDst, debugLogs: this.#opts.debugLogs ?? false,
           ...(this.#opts.plugin ? { plugin: this.#opts.plugin, pluginData: this.#pluginData } : {}),
+          ...(this.#shared ? { sharedListeners: this.#shared.byKey } : {}),
         });
         return;
       case 'listening': {
         if (slot.startTimer) clearTimeout(slot.startTimer);
         slot.startTimer = undefined;
+        if (slot.spec !== this.#listenSpec) {
+          this.#kill(slot, 'listening on sockets the pool has replaced since this worker started');
+          return;
+        }
+        if (this.#shared) this.#shared.adopted = true;
         if (this.#ports && (m.outboundPort !== this.#ports.outboundPort || m.inboundPort !== this.#ports.inboundPort)) {
           // Only when every worker died at once while this one was starting: its socket is not the one handed out.
           this.#kill(slot, `listening on ${m.outboundPort}/${m.inboundPort}, not on the pool's ${this.#ports.outboundPort}/${this.#ports.inboundPort}`);
@@ -638,6 +711,8 @@ async function runWorker(): Promise<void> {
   let identities = new Map<string, SourceIdentity>();
   let generation = 0;
   let closeLookup: () => void = () => {};
+  let stopping = false;
+  let sharedSockets = false;
   let debugLogs = false;
   const logger: ProxyLogger = {
     debug: (msg, fields) => { if (debugLogs) send({ t: 'log', level: 'debug', msg, ...(fields ? { fields } : {}) }); },
@@ -649,6 +724,8 @@ async function runWorker(): Promise<void> {
     generation = m.generation;
     debugLogs = m.debugLogs;
     identities = new Map(Object.entries(m.identities));
+    setSharedListeners(m.sharedListeners);
+    sharedSockets = m.sharedListeners !== undefined;
     const { lookup, close } = await loadOriginalDst(m.originalDst);
     closeLookup = close;
     if (m.plugin) {
@@ -664,6 +741,11 @@ async function runWorker(): Promise<void> {
     await plugin?.started?.(proxy);
     send({ t: 'listening', generation, outboundPort: ports.outboundPort, inboundPort: ports.inboundPort });
   };
+  // The primary died (kill -9): the cluster module exits this worker on 'disconnect'; first stop the listening
+  // sockets, so connects are refused now (fail closed), not once the kernel has released this process's files.
+  process.prependOnceListener('disconnect', () => {
+    if (!stopping && sharedSockets) for (const fd of proxy?.listenerFds() ?? []) shutdownListener(fd);
+  });
   process.on('message', (m: ToWorker) => {
     switch (m.t) {
       case 'init':
@@ -696,7 +778,12 @@ async function runWorker(): Promise<void> {
         if (proxy) send({ t: 'stats', seq: m.seq, generation, configVersion: proxy.configVersion, stats: proxy.stats, memory: process.memoryUsage() });
         return;
       case 'stop':
-        (proxy ? proxy.stop({ drain: m.drain, timeoutMs: m.timeoutMs }) : Promise.resolve())
+        stopping = true;
+        // The proxy and the plugin's listeners stop together: one drain deadline for every listener of the worker.
+        Promise.all([
+          proxy ? proxy.stop({ drain: m.drain, timeoutMs: m.timeoutMs }) : undefined,
+          plugin?.drain?.({ drain: m.drain, timeoutMs: m.timeoutMs }),
+        ])
           .then(() => plugin?.stop?.())
           .catch((err: unknown) => logger.error('proxy stop failed', { err: describeError(err) }))
           .finally(() => {

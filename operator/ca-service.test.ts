@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { V1Node, V1Pod } from '@kubernetes/client-node';
-import { CaService, decideRequester, loadOrCreateMeshCa, publishTrustBundle, type CaStore, type ReviewedUser, type TokenReviewer } from './ca-service.ts';
+import { CaService, decideRequester, loadOrCreateMeshCa, publishTrustBundle, type ReviewedUser, type TokenReviewer } from './ca-service.ts';
+import { memoryCaStore } from './ca/testing/memory-ca-store.ts';
 import { MeshCa } from './ca/mesh-ca.ts';
 import { makeCsr } from './ca/testing/csr.ts';
 import { silentOperatorLogger } from './logger.ts';
@@ -75,28 +76,7 @@ test('sign: 503 until the pod informer has listed', async () => {
   assert.equal((await svc.sign('Bearer t1', JSON.stringify({ csr: csrPem, namespace: 'shop', serviceAccount: 'api' }))).status, 503);
 });
 
-/** CaStore in memory with resourceVersions. */
-function memoryStore(): CaStore & { secret?: { data: Record<string, string>; rv: number }; bundle?: { data: Record<string, string>; rv: number }; writes: number } {
-  const s: CaStore & { secret?: { data: Record<string, string>; rv: number }; bundle?: { data: Record<string, string>; rv: number }; writes: number } = {
-    writes: 0,
-    readSecret: async () => (s.secret ? { data: { ...s.secret.data }, resourceVersion: String(s.secret.rv) } : undefined),
-    createSecret: async (data) => {
-      if (s.secret) throw Object.assign(new Error('AlreadyExists'), { code: 409 });
-      s.secret = { data, rv: 1 };
-    },
-    replaceSecret: async (data, rv) => {
-      if (!s.secret || String(s.secret.rv) !== rv) throw Object.assign(new Error('Conflict'), { code: 409 });
-      s.secret = { data, rv: s.secret.rv + 1 };
-    },
-    readBundle: async () => (s.bundle ? { data: { ...s.bundle.data }, resourceVersion: String(s.bundle.rv) } : undefined),
-    writeBundle: async (data, rv) => {
-      if ((rv === undefined) !== (s.bundle === undefined) || (s.bundle && String(s.bundle.rv) !== rv)) throw Object.assign(new Error('Conflict'), { code: 409 });
-      s.bundle = { data, rv: (s.bundle?.rv ?? 0) + 1 };
-      s.writes++;
-    },
-  };
-  return s;
-}
+const memoryStore = memoryCaStore;
 
 test('the CA is created once and reloaded; a user-supplied root gets its intermediate stored; the bundle is written only on change', async () => {
   const store = memoryStore();
@@ -110,10 +90,11 @@ test('the CA is created once and reloaded; a user-supplied root gets its interme
   const user = await MeshCa.create({ trustDomain: 'cluster.local' });
   const data = await user.toSecretData();
   const own = memoryStore();
-  own.secret = { data: { 'ca.crt': data['ca.crt']!, 'ca.key': data['ca.key']! }, rv: 1 };
+  own.secret = { data: { 'ca.crt': data['ca.crt']!, 'ca.key': data['ca.key']! }, annotations: { 'nodemesh.io/rotate': 'root' }, rv: 1 };
   const loaded = await loadOrCreateMeshCa(own, { trustDomain: 'cluster.local', log: silentOperatorLogger });
   assert.ok(own.secret.data['intermediate.crt'], 'intermediate persisted');
   assert.equal(own.secret.data['ca.crt'], data['ca.crt'], 'the user root is kept');
+  assert.equal(own.secret.annotations['nodemesh.io/rotate'], 'root', 'annotations survive our writes');
   const again = await loadOrCreateMeshCa(own, { trustDomain: 'cluster.local', log: silentOperatorLogger });
   assert.equal(again.bundle().intermediatesPem, loaded.bundle().intermediatesPem, 'no new intermediate on restart');
 });
@@ -125,4 +106,18 @@ test('the sandbox status line says who leads and how far behind', async () => {
     reconcile: { nodes: 3, nodeStates: 3, lastOutcome: 'ok' }, ca: { url: 'https://0.0.0.0:15012', issued: 4 },
   }, Date.parse('2026-11-01T00:00:05.000Z'));
   assert.equal(line, 'operator: leader op-a v0.1.0; last reconcile 5 s ago (lag 120 ms); 3 NodeStates for 3 nodes; CA https://0.0.0.0:15012 (4 issued)');
+});
+
+test('reportBundle: only a node\'s own agent reports its bundle; bad bodies and workload tokens are refused', async () => {
+  const workload: ReviewedUser = { username: 'system:serviceaccount:shop:api', groups: [], extra: { 'authentication.kubernetes.io/node-name': ['n1'], 'authentication.kubernetes.io/node-uid': ['uid-n1'] } };
+  const svc = await service(reviewerFor({ t1: agent('n1', 'uid-n1'), w: workload }));
+  const fp = 'a'.repeat(64);
+  const ok = await svc.reportBundle('Bearer t1', JSON.stringify({ nodeName: 'n1', fingerprints: [fp] }));
+  assert.equal(ok.status, 200);
+  assert.deepEqual([...svc.bundleReports().get('n1')!.fingerprints], [fp]);
+  assert.equal((await svc.reportBundle('Bearer t1', JSON.stringify({ nodeName: 'n2', fingerprints: [fp] }))).body['code'], 'node_mismatch');
+  assert.equal((await svc.reportBundle('Bearer w', JSON.stringify({ nodeName: 'n1', fingerprints: [fp] }))).body['code'], 'invalid_requester');
+  assert.equal((await svc.reportBundle('Bearer t1', JSON.stringify({ nodeName: 'n1', fingerprints: ['XYZ'] }))).status, 400);
+  assert.equal((await svc.reportBundle(undefined, JSON.stringify({ nodeName: 'n1', fingerprints: [] }))).status, 401);
+  assert.equal(svc.bundleReports().size, 1);
 });

@@ -32,6 +32,7 @@ import * as x509 from './ca/x509.ts';
 import { systemRuntimeClock, type RuntimeClock } from './clock.ts';
 import type { KubeRest } from './kube-rest.ts';
 import { describeError, type OperatorLogger } from './logger.ts';
+import type { BundleReport } from './ca-rotation.ts';
 
 /** Secret holding the CA state (in the mesh namespace). */
 export const CA_SECRET_NAME = 'nodemesh-ca';
@@ -45,6 +46,14 @@ export const AGENT_SERVICE_ACCOUNT = 'nodemesh-agent';
 export const OPERATOR_SERVICE_ACCOUNT = 'nodemesh-operator';
 /** The signing endpoint. */
 export const CSR_PATH = '/v1/certificates';
+/**
+ * Where agents report the trust bundle their proxy serves (POST `{"nodeName", "fingerprints": [sha256 hex, ...]}`,
+ * same node-bound token as for CSRs): the rotation controller switches the issuer only once every live node
+ * serves the new root (operator/ca-rotation.ts).
+ */
+export const BUNDLE_REPORT_PATH = '/v1/trust-bundle/report';
+/** Most fingerprints one report may carry (a bundle holds a few roots and intermediates). */
+const MAX_REPORTED_FINGERPRINTS = 64;
 /** Largest request body accepted (a P-256 CSR is under 1 KiB). */
 const MAX_BODY_BYTES = 64 * 1024;
 
@@ -125,9 +134,10 @@ export function decideRequester(
 
 /** Storage of the CA Secret and the trust-bundle ConfigMap (the API server, or a fake). */
 export interface CaStore {
-  readSecret(): Promise<{ data: Record<string, string>; resourceVersion: string } | undefined>;
+  readSecret(): Promise<{ data: Record<string, string>; annotations: Record<string, string>; resourceVersion: string } | undefined>;
   createSecret(data: Record<string, string>): Promise<void>;
-  replaceSecret(data: Record<string, string>, resourceVersion: string): Promise<void>;
+  /** Replaces data and annotations (a PUT: annotations left out are removed, so pass the ones read). */
+  replaceSecret(data: Record<string, string>, resourceVersion: string, annotations?: Record<string, string>): Promise<void>;
   readBundle(): Promise<{ data: Record<string, string>; resourceVersion: string } | undefined>;
   writeBundle(data: Record<string, string>, resourceVersion: string | undefined): Promise<void>;
 }
@@ -137,11 +147,11 @@ export function createKubeCaStore(rest: KubeRest, namespace: string): CaStore {
   const ns = `/api/v1/namespaces/${encodeURIComponent(namespace)}`;
   const labels = { 'app.kubernetes.io/managed-by': 'nodemesh-operator' };
   const timeoutMs = 15_000;
-  const secretBody = (data: Record<string, string>, resourceVersion?: string): V1Secret => ({
+  const secretBody = (data: Record<string, string>, resourceVersion?: string, annotations?: Record<string, string>): V1Secret => ({
     apiVersion: 'v1',
     kind: 'Secret',
     type: 'Opaque',
-    metadata: { name: CA_SECRET_NAME, namespace, labels, ...(resourceVersion ? { resourceVersion } : {}) },
+    metadata: { name: CA_SECRET_NAME, namespace, labels, ...(annotations && Object.keys(annotations).length ? { annotations } : {}), ...(resourceVersion ? { resourceVersion } : {}) },
     data,
   });
   const bundleBody = (data: Record<string, string>, resourceVersion?: string): V1ConfigMap => ({
@@ -153,13 +163,13 @@ export function createKubeCaStore(rest: KubeRest, namespace: string): CaStore {
   return {
     readSecret: async () => {
       const s = await rest.getOrUndefined<V1Secret>(`${ns}/secrets/${CA_SECRET_NAME}`, timeoutMs);
-      return s ? { data: s.data ?? {}, resourceVersion: s.metadata?.resourceVersion ?? '' } : undefined;
+      return s ? { data: s.data ?? {}, annotations: s.metadata?.annotations ?? {}, resourceVersion: s.metadata?.resourceVersion ?? '' } : undefined;
     },
     createSecret: async (data) => {
       await rest.json('POST', `${ns}/secrets`, { body: secretBody(data), timeoutMs });
     },
-    replaceSecret: async (data, rv) => {
-      await rest.json('PUT', `${ns}/secrets/${CA_SECRET_NAME}`, { body: secretBody(data, rv), timeoutMs });
+    replaceSecret: async (data, rv, annotations) => {
+      await rest.json('PUT', `${ns}/secrets/${CA_SECRET_NAME}`, { body: secretBody(data, rv, annotations), timeoutMs });
     },
     readBundle: async () => {
       const c = await rest.getOrUndefined<V1ConfigMap>(`${ns}/configmaps/${TRUST_BUNDLE_CONFIGMAP}`, timeoutMs);
@@ -183,7 +193,7 @@ export async function loadOrCreateMeshCa(store: CaStore, opts: { trustDomain: st
     if (!stored || Object.keys(stored.data).length === 0) {
       const ca = await MeshCa.create({ trustDomain: opts.trustDomain, leafTtlMs: opts.leafTtlMs });
       try {
-        if (stored) await store.replaceSecret(await ca.toSecretData(), stored.resourceVersion);
+        if (stored) await store.replaceSecret(await ca.toSecretData(), stored.resourceVersion, stored.annotations);
         else await store.createSecret(await ca.toSecretData());
         opts.log.info('created the mesh CA', { secret: CA_SECRET_NAME, trustDomain: opts.trustDomain });
         return ca;
@@ -196,7 +206,7 @@ export async function loadOrCreateMeshCa(store: CaStore, opts: { trustDomain: st
     if (stored.data['intermediate.crt']) return ca;
     // A user-supplied root: persist the intermediate made for it, or every restart would make another.
     try {
-      await store.replaceSecret({ ...stored.data, ...(await ca.toSecretData()) }, stored.resourceVersion);
+      await store.replaceSecret({ ...stored.data, ...(await ca.toSecretData()) }, stored.resourceVersion, stored.annotations);
       opts.log.info('made an intermediate for the supplied root and stored it', { secret: CA_SECRET_NAME });
       return ca;
     } catch (err) {
@@ -263,6 +273,8 @@ export interface CaServiceStatus {
   unavailable: number;
   badRequests: number;
   servingCertNotAfter?: string;
+  /** Bundle reports received (agents re-report every 30 s and on change). */
+  bundleReports: number;
 }
 
 /** An answer: HTTP status and JSON body. */
@@ -276,6 +288,8 @@ interface Answer {
 export class CaService {
   readonly #o: CaServiceOptions;
   readonly #clock: RuntimeClock;
+  #ca: MeshCa;
+  readonly #reports = new Map<string, BundleReport>();
   #server: Server | undefined;
   #url: string | undefined;
   #renewTimer: unknown;
@@ -285,8 +299,32 @@ export class CaService {
 
   constructor(opts: CaServiceOptions) {
     this.#o = opts;
+    this.#ca = opts.ca;
     this.#clock = opts.clock ?? systemRuntimeClock;
-    this.#stats = { url: undefined, trustDomain: opts.ca.trustDomain, issued: 0, denied: {}, unauthenticated: 0, unavailable: 0, badRequests: 0 };
+    this.#stats = { url: undefined, trustDomain: opts.ca.trustDomain, issued: 0, denied: {}, unauthenticated: 0, unavailable: 0, badRequests: 0, bundleReports: 0 };
+  }
+
+  /** Signs with `ca` from now on (a rotation step, or the Secret changed under a follower). */
+  setCa(ca: MeshCa): void {
+    this.#ca = ca;
+  }
+
+  /** The CA signing now. */
+  get ca(): MeshCa {
+    return this.#ca;
+  }
+
+  /** What each node's agent last reported about the bundle its proxy serves (received on this replica). */
+  bundleReports(): ReadonlyMap<string, BundleReport> {
+    return this.#reports;
+  }
+
+  /** Re-issues the service's own certificate now (after an issuer switch: it must not outlive the old root). */
+  renewServingCertificate(): void {
+    this.#servingCredentials().then(
+      (c) => this.#server?.setSecureContext({ ...c, minVersion: 'TLSv1.3' }),
+      (err: unknown) => this.#o.log.error('could not renew the CA service certificate', { error: describeError(err) }),
+    );
   }
 
   /** Issues the serving certificate and listens. Resolves with the URL. */
@@ -334,7 +372,7 @@ export class CaService {
 
   async #servingCredentials(): Promise<{ cert: string; key: string }> {
     const { keyPem, csrPem } = await makeKeyAndCsr();
-    const svid = await this.#o.ca.issue(csrPem, { namespace: this.#o.meshNamespace, serviceAccount: OPERATOR_SERVICE_ACCOUNT });
+    const svid = await this.#ca.issue(csrPem, { namespace: this.#o.meshNamespace, serviceAccount: OPERATOR_SERVICE_ACCOUNT });
     this.#servingNotAfter = svid.notAfter;
     const lifetime = svid.notAfter.getTime() - svid.notBefore.getTime();
     const renewIn = Math.max(1_000, svid.notBefore.getTime() + lifetime / 2 - this.#clock.now());
@@ -352,8 +390,12 @@ export class CaService {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && path === '/healthz') return send(res, { status: 200, body: { ok: true } });
     if (req.method === 'GET' && path === '/v1/trust-bundle') {
-      const b = this.#o.ca.bundle();
-      return send(res, { status: 200, body: { trustDomain: this.#o.ca.trustDomain, pem: b.pem, rootsPem: b.rootsPem, intermediatesPem: b.intermediatesPem } });
+      const b = this.#ca.bundle();
+      return send(res, { status: 200, body: { trustDomain: this.#ca.trustDomain, pem: b.pem, rootsPem: b.rootsPem, intermediatesPem: b.intermediatesPem } });
+    }
+    if (req.method === 'POST' && path === BUNDLE_REPORT_PATH) {
+      const body = await readBody(req, MAX_BODY_BYTES);
+      return send(res, await this.reportBundle(req.headers.authorization, body));
     }
     if (path !== CSR_PATH) return send(res, { status: 404, body: { code: 'not_found', message: `no such endpoint ${path}; POST ${CSR_PATH}` } });
     if (req.method !== 'POST') return send(res, { status: 405, body: { code: 'method_not_allowed', message: `use POST ${CSR_PATH}` }, headers: { allow: 'POST' } });
@@ -424,7 +466,7 @@ export class CaService {
     const decision = authorizeCsr({ requester: who.requester, requested, pods });
     if (!decision.allowed) return this.#deny(decision.code, decision.reason, review.user.username, requested);
     try {
-      const svid = await this.#o.ca.issue(req.csr, requested);
+      const svid = await this.#ca.issue(req.csr, requested);
       this.#stats.issued++;
       this.#o.log.info('issued SVID', { spiffeId: svid.spiffeId, serial: svid.serialNumber, requester: review.user.username, notAfter: svid.notAfter.toISOString(), why: decision.reason });
       return { status: 200, body: { certChainPem: svid.certChainPem, notBefore: svid.notBefore.toISOString(), notAfter: svid.notAfter.toISOString(), spiffeId: svid.spiffeId, serialNumber: svid.serialNumber } };
@@ -432,6 +474,58 @@ export class CaService {
       if (err instanceof CaError) return bad(`${err.code}: ${err.message}`);
       throw err;
     }
+  }
+
+  /** An agent's report of the bundle its proxy serves (exposed for unit tests). Only a node's own agent may report for it. */
+  async reportBundle(authorization: string | undefined, rawBody: string | undefined): Promise<Answer> {
+    const bad = (message: string): Answer => {
+      this.#stats.badRequests++;
+      return { status: 400, body: { code: 'bad_request', message } };
+    };
+    if (rawBody === undefined) return bad(`request body larger than ${MAX_BODY_BYTES} bytes`);
+    let req: { nodeName?: unknown; fingerprints?: unknown };
+    try {
+      req = JSON.parse(rawBody) as typeof req;
+    } catch {
+      return bad('body is not JSON: send {"nodeName": "...", "fingerprints": ["<sha256 hex>", ...]}');
+    }
+    const fps = req?.fingerprints;
+    if (typeof req?.nodeName !== 'string' || !Array.isArray(fps) || fps.length > MAX_REPORTED_FINGERPRINTS || !fps.every((f) => typeof f === 'string' && /^[0-9a-f]{64}$/.test(f))) {
+      return bad(`nodeName must be a string and fingerprints at most ${MAX_REPORTED_FINGERPRINTS} lowercase SHA-256 hex strings`);
+    }
+    const token = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '')?.[1];
+    if (!token) {
+      this.#stats.unauthenticated++;
+      return { status: 401, body: { code: 'unauthenticated', message: 'send Authorization: Bearer <node-bound agent token, audience nodemesh-ca>' } };
+    }
+    const review = await this.#o.reviewer.review(token);
+    if (!review.ok) {
+      if (review.unavailable) {
+        this.#stats.unavailable++;
+        return { status: 503, body: { code: 'unavailable', message: review.error }, headers: { 'retry-after': '2' } };
+      }
+      this.#stats.unauthenticated++;
+      return { status: 401, body: { code: 'unauthenticated', message: review.error } };
+    }
+    const who = decideRequester(review.user, {
+      meshNamespace: this.#o.meshNamespace,
+      claimedNode: req.nodeName,
+      nodeUid: (name) => {
+        const n = this.#o.node(name);
+        return n === null ? null : n?.metadata?.uid;
+      },
+    });
+    if ('code' in who) return this.#deny(who.code, who.reason, review.user.username, { namespace: '-', serviceAccount: '-' });
+    // A workload's own token could otherwise vouch for a whole node's proxy.
+    if (who.requester.kind !== 'node') return this.#deny('invalid_requester', `${review.user.username} is not a node agent: only agents report their node's bundle`, review.user.username, { namespace: '-', serviceAccount: '-' });
+    const prev = this.#reports.get(who.requester.nodeName);
+    const fingerprints = new Set(fps as string[]);
+    this.#reports.set(who.requester.nodeName, { fingerprints, at: this.#clock.now() });
+    this.#stats.bundleReports++;
+    if (!prev || prev.fingerprints.size !== fingerprints.size || [...fingerprints].some((f) => !prev.fingerprints.has(f))) {
+      this.#o.log.info('node reports its trust bundle', { node: who.requester.nodeName, certificates: fingerprints.size });
+    }
+    return { status: 200, body: { ok: true } };
   }
 
   #deny(code: string, reason: string, username: string, requested: { namespace: string; serviceAccount: string }): Answer {

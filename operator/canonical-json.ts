@@ -28,3 +28,34 @@ export function contentHash(value: unknown): string {
 export function jsonBytes(value: unknown): number {
   return Buffer.byteLength(JSON.stringify(value), 'utf8');
 }
+
+/**
+ * True when canonicalJson(a) === canonicalJson(b), without building either text: key order does not matter and
+ * undefined members count as absent. For comparing statuses on every reconcile.
+ */
+export function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) {
+      // JSON.stringify writes undefined array items as null.
+      if (!sameJson(a[i] === undefined ? null : a[i], b[i] === undefined ? null : b[i])) return false;
+    }
+    return true;
+  }
+  if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object' || Array.isArray(b)) {
+    return typeof a === 'object' || typeof b === 'object' ? false : a === b || (Number.isNaN(a) && Number.isNaN(b));
+  }
+  if (a instanceof Date || b instanceof Date) return canonicalJson(a) === canonicalJson(b);
+  const ra = a as Record<string, unknown>;
+  const rb = b as Record<string, unknown>;
+  let na = 0;
+  for (const k of Object.keys(ra)) {
+    if (ra[k] === undefined) continue;
+    na++;
+    if (!sameJson(ra[k], rb[k])) return false;
+  }
+  let nb = 0;
+  for (const k of Object.keys(rb)) if (rb[k] !== undefined) nb++;
+  return na === nb;
+}

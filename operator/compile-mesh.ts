@@ -28,9 +28,10 @@ import type {
   TrafficPolicySpec,
 } from '../crds/index.ts';
 import { canonicalJson, jsonBytes } from './canonical-json.ts';
+import { ObjectIds, SignedMemo, specSignature } from './compile-memo.ts';
 import { parseDuration } from './duration.ts';
 import { matchesSelector } from './label-selector.ts';
-import { compareAge, keyOf, type Snapshot } from './snapshot.ts';
+import { compareAge, creationMillis, keyOf, type Snapshot } from './snapshot.ts';
 import {
   validateAuthorizationPolicy,
   validateHTTPRoute,
@@ -95,8 +96,16 @@ export interface ObjectOutcome {
 interface RouteEntry {
   entry: CompiledRoute;
   tags: string[];
-  /** Route age order, for precedence ties. */
-  order: number;
+  /**
+   * The route's creationTimestamp in ms, for precedence ties (older first, then by namespace/name, as
+   * compareAge). A property of the route alone, so a memoised entry stays right when other routes come and go.
+   */
+  created: number;
+}
+
+/** compareAge over route entries: older first, then by route key. */
+function compareEntryAge(a: RouteEntry, b: RouteEntry): number {
+  return a.created - b.created || (a.entry.route < b.entry.route ? -1 : a.entry.route > b.entry.route ? 1 : 0);
 }
 
 /** A Service port as compiled before node selection. */
@@ -139,6 +148,11 @@ export interface CompiledMesh {
   workloadsByNode: Map<string, string[]>;
   /** Services with at least one TCP port, by "namespace/name", sorted. */
   services: Map<string, CompiledService>;
+  /**
+   * The services a node may need (mesh handling on a TCP port, routes or a traffic policy), in the order of
+   * `services`; the others stay L4 everywhere. computeNodeState walks only these.
+   */
+  meshServices?: CompiledService[];
   /** One per user object, sorted by kind, namespace, name. */
   outcomes: ObjectOutcome[];
   /** The last good specs to keep for the next compile (valid objects updated, deleted ones dropped). */
@@ -150,6 +164,132 @@ export const MAX_SERVICE_ENTRY_BYTES = 384 * 1024;
 
 /** Retry defaults when a rule sets retry without a field (GEP-1731 leaves them to the implementation). */
 export const RETRY_DEFAULTS = { attempts: 1, codes: [502, 503, 504], backoffMs: 25 } as const;
+
+/**
+ * What compileMesh keeps between compiles when the runtime passes the same memo every time (see
+ * compile-memo.ts for the reuse rules). Without one, every piece is computed afresh.
+ */
+export class CompileMemo {
+  readonly ids = new ObjectIds();
+  /** Validation problems, by kind/uid. */
+  readonly validations = new SignedMemo<FieldProblem[]>();
+  /** Compiled route entries and reference problems, by uid; the signature covers the Services they read. */
+  readonly routes = new SignedMemo<{ entries: CompiledRoute[]; problems: RefProblem[] }>();
+  /** The conflict key of an entry's match and hostnames, by entry. */
+  readonly matchKeys = new WeakMap<CompiledRoute, string>();
+  readonly trafficPolicies = new SignedMemo<CompiledTrafficPolicy>();
+  readonly authorizationPolicies = new SignedMemo<CompiledAuthorizationPolicy>();
+  readonly workloads = new SignedMemo<CompiledWorkload>();
+  readonly services = new SignedMemo<{ service: CompiledService; leftOut: string[] }>();
+  /** A route entry scoped to a consumer namespace, by base entry (so its identity is stable too). */
+  readonly consumerEntries = new WeakMap<CompiledRoute, Map<string, CompiledRoute>>();
+  /** A Service's TCP ports and cluster IPs, by Service object. */
+  readonly serviceBasics = new WeakMap<V1Service, { ports: ReturnType<typeof tcpPorts>; clusterIPs: string[]; portSig: string }>();
+
+  /** Ends a compile: forgets what it did not use. */
+  sweep(): void {
+    this.validations.sweep();
+    this.routes.sweep();
+    this.trafficPolicies.sweep();
+    this.authorizationPolicies.sweep();
+    this.workloads.sweep();
+    this.services.sweep();
+  }
+
+  /** Hit/miss counters, for tests and /status. */
+  stats(): Record<string, { hits: number; misses: number; size: number }> {
+    const of = (m: SignedMemo<unknown>) => ({ hits: m.hits, misses: m.misses, size: m.size });
+    return {
+      validations: of(this.validations),
+      routes: of(this.routes),
+      trafficPolicies: of(this.trafficPolicies),
+      authorizationPolicies: of(this.authorizationPolicies),
+      workloads: of(this.workloads),
+      services: of(this.services),
+    };
+  }
+
+  readonly #keys = new WeakMap<object, string>();
+  readonly #sliceService = new WeakMap<V1EndpointSlice, string | null>();
+  readonly #slicePods = new WeakMap<V1EndpointSlice, string[]>();
+  #sortedKeys: string[] = [];
+  #sortedKeySet = new Set<string>();
+
+  /** keyOf, remembered per object. */
+  keyOf(o: V1Service): string {
+    let k = this.#keys.get(o);
+    if (k === undefined) this.#keys.set(o, (k = keyOf(o)));
+    return k;
+  }
+
+  /** "namespace/service" an EndpointSlice belongs to, undefined when it has no service-name label. */
+  sliceServiceKey(slice: V1EndpointSlice): string | undefined {
+    let k = this.#sliceService.get(slice);
+    if (k === undefined) {
+      const svc = slice.metadata?.labels?.['kubernetes.io/service-name'];
+      k = svc ? `${slice.metadata?.namespace ?? ''}/${svc}` : null;
+      this.#sliceService.set(slice, k);
+    }
+    return k ?? undefined;
+  }
+
+  /** Keys of the pods an EndpointSlice's endpoints point at, whether meshable or not. */
+  slicePods(slice: V1EndpointSlice, ns: string): readonly string[] {
+    let pods = this.#slicePods.get(slice);
+    if (!pods) {
+      pods = [];
+      for (const ep of slice.endpoints ?? []) {
+        if (ep.targetRef?.kind !== 'Pod' || !ep.targetRef.name) continue;
+        pods.push(`${ep.targetRef.namespace ?? ns}/${ep.targetRef.name}`);
+      }
+      this.#slicePods.set(slice, pods);
+    }
+    return pods;
+  }
+
+  /** The keys sorted; the previous order is reused when the set is the same (the common case). */
+  sortedKeys(keys: ReadonlyMap<string, unknown>): string[] {
+    if (keys.size !== this.#sortedKeys.length || [...keys.keys()].some((k) => !this.#sortedKeySet.has(k))) {
+      this.#sortedKeys = [...keys.keys()].sort();
+      this.#sortedKeySet = new Set(this.#sortedKeys);
+    }
+    return this.#sortedKeys;
+  }
+
+  /** The Services of the last compile and what they were compiled from. */
+  lastServices: { index: ReadonlyMap<string, V1Service>; backing: ReadonlyMap<string, string[]>; services: Map<string, CompiledService>; interesting: ReadonlySet<string> } | undefined;
+  /** The index of the last compile (see buildIndex). */
+  index: Index | undefined;
+  readonly #lists = new Map<string, readonly object[]>();
+
+  /** True when `list` holds the same objects in the same order as the list of that name last time. */
+  sameList(name: string, list: readonly object[]): boolean {
+    const before = this.#lists.get(name);
+    this.#lists.set(name, list);
+    if (!before || before.length !== list.length) return false;
+    for (let i = 0; i < list.length; i++) if (before[i] !== list[i]) return false;
+    return true;
+  }
+
+  readonly #plainServices = new WeakMap<V1Service, CompiledService>();
+
+  /** The compiled form of a Service nothing is attached to and no pod backs, per Service object. */
+  plainService(svc: V1Service, build: () => CompiledService): CompiledService {
+    let c = this.#plainServices.get(svc);
+    if (!c) this.#plainServices.set(svc, (c = build()));
+    return c;
+  }
+
+  basics(svc: V1Service): { ports: ReturnType<typeof tcpPorts>; clusterIPs: string[]; portSig: string } {
+    let b = this.serviceBasics.get(svc);
+    if (!b) {
+      const clusterIPs = (svc.spec?.clusterIPs ?? (svc.spec?.clusterIP ? [svc.spec.clusterIP] : [])).filter((ip) => ip && ip !== 'None');
+      b = { ports: tcpPorts(svc), clusterIPs, portSig: (svc.spec?.ports ?? []).map((p) => p.port).join(',') };
+      this.serviceBasics.set(svc, b);
+    }
+    return b;
+  }
+}
 
 const MODE_RANK: Record<MtlsMode, number> = { DISABLED: 0, PERMISSIVE: 1, STRICT: 2 };
 const ok = (reason: string, message: string): ConditionResult => ({ status: 'True', reason, message });
@@ -169,6 +309,8 @@ interface Settled<S> {
   object: UserObject;
   /** The spec in effect (current if valid, else last good), undefined when none. */
   spec?: S;
+  /** How the spec in effect is named in memo signatures. */
+  specSig?: string;
 }
 
 function settle<S>(
@@ -177,16 +319,18 @@ function settle<S>(
   validate: () => FieldProblem[],
   lastGoodIn: ReadonlyMap<string, LastGood>,
   lastGoodOut: Map<string, LastGood>,
+  memo: CompileMemo,
 ): Settled<S> {
   const uid = uidOf(kind, object);
   const generation = generationOf(object);
-  let problems: FieldProblem[];
-  try {
-    problems = validate();
-  } catch (err) {
-    // A shape the validator did not foresee: refuse the object rather than take the whole compile down.
-    problems = [{ path: 'spec', message: `could not be validated (${(err as Error).message})` }];
-  }
+  const problems = memo.validations.get(`${kind}/${uid}`, specSignature(memo.ids, object.spec, object.metadata?.uid, object.metadata?.generation), () => {
+    try {
+      return validate();
+    } catch (err) {
+      // A shape the validator did not foresee: refuse the object rather than take the whole compile down.
+      return [{ path: 'spec', message: `could not be validated (${(err as Error).message})` }];
+    }
+  });
   const outcome: ObjectOutcome = {
     kind,
     namespace: object.metadata?.namespace ?? '',
@@ -202,7 +346,7 @@ function settle<S>(
     lastGoodOut.set(uid, { kind, generation, spec: object.spec });
     outcome.effectiveGeneration = generation;
     outcome.tag = tagOf(kind, object, generation);
-    return { outcome, object, spec: object.spec as S };
+    return { outcome, object, spec: object.spec as S, specSig: `${uid}|${specSignature(memo.ids, object.spec, object.metadata?.uid, object.metadata?.generation)}` };
   }
   outcome.resolvedRefs = { status: 'Unknown', reason: 'Invalid', message: 'not evaluated: the spec is invalid (see Accepted)' };
   const listed = problems.slice(0, 5).map((p) => `${p.path}: ${p.message}`).join('; ');
@@ -213,7 +357,8 @@ function settle<S>(
     outcome.effectiveGeneration = previous.generation;
     outcome.tag = tagOf(kind, object, previous.generation);
     outcome.accepted = fail('Invalid', `${listed}${more}; the last good generation ${previous.generation} stays in effect`);
-    return { outcome, object, spec: previous.spec as S };
+    const explicit = typeof object.metadata?.generation === 'number' ? previous.generation : undefined;
+    return { outcome, object, spec: previous.spec as S, specSig: `${uid}|${specSignature(memo.ids, previous.spec, object.metadata?.uid, explicit)}` };
   }
   const none = kind === 'AuthorizationPolicy' && (object as AuthorizationPolicy).spec?.action !== 'AUDIT'
     ? '; it never compiled, so the workloads it selects deny every request until it is fixed'
@@ -233,6 +378,8 @@ interface Index {
   slicesByService: Map<string, V1EndpointSlice[]>;
   routes: Map<string, HTTPRoute>;
   backing: Map<string, string[]>;
+  /** Keys of the Services with at least one meshable pod behind them (computed once per index). */
+  backedServices?: string[];
 }
 
 function isMeshablePod(pod: V1Pod): boolean {
@@ -240,8 +387,20 @@ function isMeshablePod(pod: V1Pod): boolean {
   return !!pod.spec?.nodeName && !pod.spec.hostNetwork && phase !== 'Succeeded' && phase !== 'Failed';
 }
 
-function buildIndex(s: Snapshot): Index {
-  const services = new Map(s.services.map((svc) => [keyOf(svc), svc]));
+function buildIndex(s: Snapshot, memo: CompileMemo): Index {
+  const routes = new Map(s.httpRoutes.map((r) => [keyOf(r), r]));
+  // Services, pods and slices rarely change between two reconciles: their part of the index is reused while
+  // the snapshot lists the very same objects.
+  const sameServices = memo.sameList('services', s.services);
+  const samePods = memo.sameList('pods', s.pods);
+  const sameSlices = memo.sameList('endpointSlices', s.endpointSlices);
+  const previous = memo.index;
+  if (previous && sameServices && samePods && sameSlices) {
+    memo.index = { ...previous, routes };
+    return memo.index;
+  }
+  memo.index = undefined; // until rebuilt: a throw below must not leave a stale index behind
+  const services = sameServices && previous ? previous.services : new Map(s.services.map((svc) => [memo.keyOf(svc), svc]));
   const podsByNamespace = new Map<string, V1Pod[]>();
   const podKeysByNamespace = new Map<string, Set<string>>();
   const podsByLabel = new Map<string, Map<string, string[]>>();
@@ -265,36 +424,37 @@ function buildIndex(s: Snapshot): Index {
   }
   const slicesByService = new Map<string, V1EndpointSlice[]>();
   for (const slice of s.endpointSlices) {
-    const svc = slice.metadata?.labels?.['kubernetes.io/service-name'];
-    if (!svc) continue;
-    const key = `${slice.metadata?.namespace ?? ''}/${svc}`;
-    if (!slicesByService.has(key)) slicesByService.set(key, []);
-    slicesByService.get(key)!.push(slice);
+    const key = memo.sliceServiceKey(slice);
+    if (key === undefined) continue;
+    const list = slicesByService.get(key);
+    if (list) list.push(slice);
+    else slicesByService.set(key, [slice]);
   }
-  const routes = new Map(s.httpRoutes.map((r) => [keyOf(r), r]));
   const index: Index = { services, podsByNamespace, podKeysByNamespace, podsByLabel, slicesByService, routes, backing: new Map() };
-  for (const [key, svc] of services) index.backing.set(key, backingPods(index, key, svc));
+  for (const [key, svc] of services) index.backing.set(key, backingPods(index, key, svc, memo));
+  memo.index = index;
   return index;
 }
+
+const NO_PODS: readonly string[] = Object.freeze([]);
 
 /**
  * The pods behind a Service: from its EndpointSlices when it has any (the truth in a real cluster), else
  * from its selector (what the EndpointSlice controller would compute), so fixtures can skip slices.
  */
-function backingPods(index: Index, key: string, svc: V1Service): string[] {
+function backingPods(index: Index, key: string, svc: V1Service, memo: CompileMemo): string[] {
   const ns = svc.metadata?.namespace ?? '';
-  const meshable = index.podKeysByNamespace.get(ns) ?? new Set<string>();
   const slices = index.slicesByService.get(key);
   if (slices && slices.length > 0) {
-    const pods: string[] = [];
+    const meshable = index.podKeysByNamespace.get(ns);
+    let pods: string[] | undefined;
     for (const slice of slices) {
-      for (const ep of slice.endpoints ?? []) {
-        if (ep.targetRef?.kind !== 'Pod' || !ep.targetRef.name) continue;
-        const podKey = `${ep.targetRef.namespace ?? ns}/${ep.targetRef.name}`;
-        if (meshable.has(podKey)) pods.push(podKey);
+      for (const podKey of memo.slicePods(slice, ns)) {
+        if (meshable?.has(podKey)) (pods ??= []).push(podKey);
       }
     }
-    return sortedUnique(pods);
+    // Most Services have no meshable pod behind them: one shared empty list, nothing to sort.
+    return pods ? sortedUnique(pods) : (NO_PODS as string[]);
   }
   const selector = svc.spec?.selector;
   if (!selector || Object.keys(selector).length === 0) return [];
@@ -398,7 +558,7 @@ interface AuthzApplied {
   tag: string;
 }
 
-function resolveAuthorization(s: Snapshot, index: Index, settled: Array<Settled<AuthorizationPolicySpec>>): Map<string, AuthzApplied[]> {
+function resolveAuthorization(s: Snapshot, index: Index, settled: Array<Settled<AuthorizationPolicySpec>>, memo: CompileMemo): Map<string, AuthzApplied[]> {
   const perPod = new Map<string, AuthzApplied[]>();
   const apply = (podKey: string, a: AuthzApplied): void => {
     if (!perPod.has(podKey)) perPod.set(podKey, []);
@@ -409,6 +569,7 @@ function resolveAuthorization(s: Snapshot, index: Index, settled: Array<Settled<
     const ns = x.outcome.namespace;
     let spec = x.spec;
     let failClosed = false;
+    let sig = x.specSig ?? '';
     if (!spec) {
       const action = o.spec?.action ?? 'ALLOW';
       if (action === 'AUDIT') continue;
@@ -419,9 +580,14 @@ function resolveAuthorization(s: Snapshot, index: Index, settled: Array<Settled<
       failClosed = true;
       x.outcome.failClosed = true;
       x.outcome.tag = `AuthorizationPolicy/${keyOf(o)}@${x.outcome.generation}`;
+      sig = `failClosed|${selectionBroken}|${specSignature(memo.ids, o.spec, o.metadata?.uid, o.metadata?.generation)}`;
     }
-    const compiled = compileAuthorization(s.trustDomain, ns, spec, keyOf(o));
-    if (failClosed) compiled.failClosed = true;
+    const standIn = spec;
+    const compiled = memo.authorizationPolicies.get(x.outcome.uid, `${sig}|${s.trustDomain}|${keyOf(o)}`, () => {
+      const c = compileAuthorization(s.trustDomain, ns, standIn, keyOf(o));
+      if (failClosed) c.failClosed = true;
+      return c;
+    });
     const applied: AuthzApplied = { policy: compiled, tag: x.outcome.tag! };
     let pods: string[];
     if (spec.targetRefs && spec.targetRefs.length > 0) {
@@ -601,7 +767,7 @@ function comparePrecedence(a: RouteEntry, b: RouteEntry): number {
     Number(!!b.entry.match.method) - Number(!!a.entry.match.method) ||
     (b.entry.match.headers?.length ?? 0) - (a.entry.match.headers?.length ?? 0) ||
     (b.entry.match.queryParams?.length ?? 0) - (a.entry.match.queryParams?.length ?? 0) ||
-    a.order - b.order ||
+    compareEntryAge(a, b) ||
     a.entry.ruleIndex - b.entry.ruleIndex ||
     a.entry.matchIndex - b.entry.matchIndex
   );
@@ -623,15 +789,51 @@ interface RouteAttachment {
   route: string;
 }
 
+function matchKey(memo: CompileMemo, e: CompiledRoute): string {
+  let k = memo.matchKeys.get(e);
+  if (k === undefined) {
+    k = canonicalJson({ m: e.match, h: e.hostnames ?? [] });
+    memo.matchKeys.set(e, k);
+  }
+  return k;
+}
+
+/** The entry as seen from clients in namespace `consumer` (kept per base entry, so its identity is stable). */
+function consumerEntry(memo: CompileMemo, e: CompiledRoute, consumer: string): CompiledRoute {
+  let byConsumer = memo.consumerEntries.get(e);
+  if (!byConsumer) memo.consumerEntries.set(e, (byConsumer = new Map()));
+  let scoped = byConsumer.get(consumer);
+  if (!scoped) {
+    const { route: r, ruleIndex, ruleName, matchIndex, ...rest } = e;
+    scoped = { route: r, ruleIndex, ...(ruleName ? { ruleName } : {}), matchIndex, consumerNamespace: consumer, ...rest };
+    byConsumer.set(consumer, scoped);
+  }
+  return scoped;
+}
+
+/** Keys ("namespace/name") of every Service a route's backends and mirrors may name. */
+function backendServiceKeys(routeNs: string, spec: HTTPRouteSpec): string[] {
+  const keys: string[] = [];
+  const add = (ref: { namespace?: string; name?: string } | undefined): void => {
+    if (ref && typeof ref === 'object') keys.push(`${ref.namespace ?? routeNs}/${ref.name ?? ''}`);
+  };
+  for (const rule of Array.isArray(spec.rules) ? spec.rules : []) {
+    for (const b of Array.isArray(rule?.backendRefs) ? rule.backendRefs : []) add(b);
+    for (const f of Array.isArray(rule?.filters) ? rule.filters : []) add(f?.requestMirror?.backendRef);
+  }
+  return keys;
+}
+
 function resolveRoutes(
   index: Index,
   settled: Array<Settled<HTTPRouteSpec>>,
   routePolicies: Map<string, { policy: CompiledTrafficPolicy; tag: string }>,
+  memo: CompileMemo,
 ): RouteAttachment[] {
   const claims = new Map<string, string>();
   const attachments: RouteAttachment[] = [];
   const ordered = [...settled].sort((a, b) => compareAge(a.object, b.object));
-  ordered.forEach((x, order) => {
+  ordered.forEach((x) => {
     const route = x.object as HTTPRoute;
     const routeKey = keyOf(route);
     const routeNs = route.metadata?.namespace ?? '';
@@ -641,7 +843,21 @@ function resolveRoutes(
     x.outcome.parents = parents;
     const parentRefs = Array.isArray(parentSpec.parentRefs) ? parentSpec.parentRefs : [];
     const refProblems: RefProblem[] = [];
-    const entries = x.spec ? compileRouteEntries(index, route, x.spec, refProblems) : [];
+    let entries: CompiledRoute[] = [];
+    if (x.spec) {
+      const spec = x.spec;
+      // The entries read the route's spec and, for each backend, whether its Service exists and its ports.
+      const deps = backendServiceKeys(routeNs, spec).map((k) => {
+        const svc = index.services.get(k);
+        return `${k}:${svc ? memo.basics(svc).portSig : '-'}`;
+      });
+      const compiled = memo.routes.get(x.outcome.uid, `${x.specSig ?? ''}|${deps.join(';')}`, () => {
+        const problems: RefProblem[] = [];
+        return { entries: compileRouteEntries(index, route, spec, problems), problems };
+      });
+      entries = compiled.entries;
+      refProblems.push(...compiled.problems);
+    }
     if (x.spec && refProblems.length > 0) {
       x.outcome.resolvedRefs = fail(refProblems[0]!.reason, refProblems.slice(0, 5).map((p) => p.message).join('; ') + (refProblems.length > 5 ? ` (and ${refProblems.length - 5} more)` : ''));
     }
@@ -681,21 +897,16 @@ function resolveRoutes(
       if (!x.spec) return; // invalid and never compiled: nothing to attach
       const consumer = svcNs !== routeNs ? routeNs : undefined;
       const routeEntries: RouteEntry[] = entries.map((e) => {
-        const entry: CompiledRoute = consumer
-          ? (() => {
-              const { route: r, ruleIndex, ruleName, matchIndex, ...rest } = e;
-              return { route: r, ruleIndex, ...(ruleName ? { ruleName } : {}), matchIndex, consumerNamespace: consumer, ...rest };
-            })()
-          : { ...e };
+        const entry: CompiledRoute = consumer ? consumerEntry(memo, e, consumer) : e;
         const tags = [x.outcome.tag!];
         const rp = routePolicies.get(routeKey);
         if (rp) tags.push(rp.tag);
-        return { entry, tags, order };
+        return { entry, tags, created: creationMillis(route) };
       });
       // Conflicts: the same Service, port, consumer scope and match already claimed by an older route.
       for (const sp of ports) {
         for (const re of routeEntries) {
-          const claim = `${svcKey}|${sp.port}|${consumer ?? ''}|${canonicalJson({ m: re.entry.match, h: re.entry.hostnames ?? [] })}`;
+          const claim = `${svcKey}|${sp.port}|${consumer ?? ''}|${matchKey(memo, re.entry)}`;
           const owner = claims.get(claim);
           if (owner !== undefined && owner !== routeKey) {
             if (x.outcome.valid) p.accepted = fail('Conflicted', `${where}: Service "${svcKey}" port ${sp.port} with match {${describeMatch(re.entry)}} is already claimed by HTTPRoute "${owner}", which is older and wins`);
@@ -705,7 +916,7 @@ function resolveRoutes(
       }
       for (const sp of ports) {
         for (const re of routeEntries) {
-          claims.set(`${svcKey}|${sp.port}|${consumer ?? ''}|${canonicalJson({ m: re.entry.match, h: re.entry.hostnames ?? [] })}`, routeKey);
+          claims.set(`${svcKey}|${sp.port}|${consumer ?? ''}|${matchKey(memo, re.entry)}`, routeKey);
         }
       }
       p.serviceKey = svcKey;
@@ -769,7 +980,7 @@ function compileTrafficPolicy(spec: TrafficPolicySpec): CompiledTrafficPolicy {
   return out;
 }
 
-function resolveTrafficPolicies(index: Index, settled: Array<Settled<TrafficPolicySpec>>): {
+function resolveTrafficPolicies(index: Index, settled: Array<Settled<TrafficPolicySpec>>, memo: CompileMemo): {
   services: Map<string, { policy: CompiledTrafficPolicy; tag: string }>;
   routes: Map<string, { policy: CompiledTrafficPolicy; tag: string }>;
 } {
@@ -778,7 +989,8 @@ function resolveTrafficPolicies(index: Index, settled: Array<Settled<TrafficPoli
   for (const x of [...settled].sort((a, b) => compareAge(a.object, b.object))) {
     if (!x.spec) continue;
     const ns = x.outcome.namespace;
-    const compiled = compileTrafficPolicy(x.spec);
+    const spec = x.spec;
+    const compiled = memo.trafficPolicies.get(x.outcome.uid, x.specSig ?? '', () => compileTrafficPolicy(spec));
     const missing: string[] = [];
     const lost: string[] = [];
     let won = 0;
@@ -818,69 +1030,61 @@ function mergePolicies(base: CompiledTrafficPolicy | undefined, over: CompiledTr
  * Compiles a snapshot. `lastGood` is what the previous compile returned in `lastGood` (empty at start):
  * an object that is invalid now keeps the compiled form of its last valid generation.
  */
-export function compileMesh(snapshot: Snapshot, lastGood: ReadonlyMap<string, LastGood> = new Map()): CompiledMesh {
-  const index = buildIndex(snapshot);
+export function compileMesh(snapshot: Snapshot, lastGood: ReadonlyMap<string, LastGood> = new Map(), memo: CompileMemo = new CompileMemo()): CompiledMesh {
+  const ids = memo.ids;
+  const index = buildIndex(snapshot, memo);
   const lastGoodOut = new Map<string, LastGood>();
-  const routes = snapshot.httpRoutes.map((r) => settle<HTTPRouteSpec>('HTTPRoute', r, () => validateHTTPRoute(r), lastGood, lastGoodOut));
-  const mtls = snapshot.meshTLSPolicies.map((p) => settle<MeshTLSPolicySpec>('MeshTLSPolicy', p, () => validateMeshTLSPolicy(p), lastGood, lastGoodOut));
-  const traffic = snapshot.trafficPolicies.map((p) => settle<TrafficPolicySpec>('TrafficPolicy', p, () => validateTrafficPolicy(p), lastGood, lastGoodOut));
-  const authz = snapshot.authorizationPolicies.map((p) => settle<AuthorizationPolicySpec>('AuthorizationPolicy', p, () => validateAuthorizationPolicy(p), lastGood, lastGoodOut));
+  const routes = snapshot.httpRoutes.map((r) => settle<HTTPRouteSpec>('HTTPRoute', r, () => validateHTTPRoute(r), lastGood, lastGoodOut, memo));
+  const mtls = snapshot.meshTLSPolicies.map((p) => settle<MeshTLSPolicySpec>('MeshTLSPolicy', p, () => validateMeshTLSPolicy(p), lastGood, lastGoodOut, memo));
+  const traffic = snapshot.trafficPolicies.map((p) => settle<TrafficPolicySpec>('TrafficPolicy', p, () => validateTrafficPolicy(p), lastGood, lastGoodOut, memo));
+  const authz = snapshot.authorizationPolicies.map((p) => settle<AuthorizationPolicySpec>('AuthorizationPolicy', p, () => validateAuthorizationPolicy(p), lastGood, lastGoodOut, memo));
 
   const mtlsByPod = resolveMtls(snapshot, index, mtls);
-  const authzByPod = resolveAuthorization(snapshot, index, authz);
-  const trafficPolicies = resolveTrafficPolicies(index, traffic);
-  const attachments = resolveRoutes(index, routes, trafficPolicies.routes);
+  const authzByPod = resolveAuthorization(snapshot, index, authz, memo);
+  const trafficPolicies = resolveTrafficPolicies(index, traffic, memo);
+  const attachments = resolveRoutes(index, routes, trafficPolicies.routes, memo);
 
-  // Workloads.
+  // Workloads: each reads its pod, its mTLS decision and the authorization policies applied to it.
   const workloads = new Map<string, CompiledWorkload>();
   for (const pods of index.podsByNamespace.values()) {
     for (const pod of pods) {
       const key = keyOf(pod);
-      const ns = pod.metadata?.namespace ?? '';
-      const sa = pod.spec?.serviceAccountName ?? 'default';
-      const ips = (pod.status?.podIPs ?? []).map((p) => p.ip).filter((ip): ip is string => !!ip);
-      if (ips.length === 0 && pod.status?.podIP) ips.push(pod.status.podIP);
       const decision = mtlsByPod.get(key) ?? { mode: 'DISABLED' as const };
-      const sources: string[] = decision.tag ? [decision.tag] : [];
-      const workload: NodeWorkload = {
-        namespace: ns,
-        name: pod.metadata?.name ?? '',
-        uid: pod.metadata?.uid ?? '',
-        serviceAccount: sa,
-        spiffeId: `spiffe://${snapshot.trustDomain}/ns/${ns}/sa/${sa}`,
-        podIPs: ips,
-        mtls: decision.policy ? { mode: decision.mode, policy: decision.policy } : { mode: decision.mode },
-        sources,
-      };
       const applied = authzByPod.get(key);
-      if (applied && applied.length > 0) {
-        const order = { DENY: 0, ALLOW: 1, AUDIT: 2 } as const;
-        const policies = applied
-          .map((a) => a.policy)
-          .sort((a, b) => order[a.action] - order[b.action] || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-        workload.authorization = { defaultAction: policies.some((p) => p.action === 'ALLOW') ? 'Deny' : 'Allow', policies };
-        sources.push(...applied.map((a) => a.tag));
-      }
-      // Re-create in schema order so the NodeState reads naturally (sources last).
-      const { sources: _drop, ...rest } = workload;
-      workloads.set(key, { nodeName: pod.spec!.nodeName!, workload: { ...rest, sources: sortedUnique(sources) } });
+      const sig = `${ids.of(pod)}|${snapshot.trustDomain}|${decision.mode}|${decision.policy ?? ''}|${decision.tag ?? ''}|${(applied ?? []).map((a) => `${ids.of(a.policy)}=${a.tag}`).join(',')}`;
+      workloads.set(key, memo.workloads.get(key, sig, () => compileWorkload(snapshot.trustDomain, pod, decision, applied)));
     }
   }
 
-  // Services.
+  // Services: each reads its Service object, the pods behind it, and what is attached to its ports.
   const byPort = new Map<string, RouteEntry[]>();
   for (const a of attachments) {
     const k = `${a.serviceKey}|${a.port}`;
     if (!byPort.has(k)) byPort.set(k, []);
     byPort.get(k)!.push(...a.entries);
   }
-  const services = new Map<string, CompiledService>();
-  for (const key of [...index.services.keys()].sort()) {
+  const attachedServices = new Set(attachments.map((a) => a.serviceKey));
+  const routesByKey = new Map(routes.map((x) => [keyOf(x.object), x]));
+  const compileService = (key: string): CompiledService | undefined => {
     const svc = index.services.get(key)!;
-    if (svc.spec?.type === 'ExternalName') continue;
-    const ports = tcpPorts(svc);
-    if (ports.length === 0) continue;
+    if (svc.spec?.type === 'ExternalName') return undefined;
+    const { ports, clusterIPs } = memo.basics(svc);
+    if (ports.length === 0) return undefined;
     const backing = index.backing.get(key) ?? [];
+    const svcPolicy = trafficPolicies.services.get(key);
+    if (backing.length === 0 && !svcPolicy && !attachedServices.has(key)) {
+      // Nothing attached and no pod behind it (most Services in a large cluster): a function of the object alone.
+      return memo.plainService(svc, () => ({
+        namespace: svc.metadata?.namespace ?? '',
+        name: svc.metadata?.name ?? '',
+        clusterIPs,
+        mtlsMode: 'DISABLED',
+        needsTcpMesh: false,
+        ports: ports.map((sp) => ({ ...sp, routes: [], policyTags: [] })),
+        backingPods: backing,
+        mtlsTags: [],
+      }));
+    }
     let mode: MtlsMode = 'DISABLED';
     let hasAuthz = false;
     const mtlsTags = new Set<string>();
@@ -892,30 +1096,70 @@ export function compileMesh(snapshot: Snapshot, lastGood: ReadonlyMap<string, La
       const tag = mtlsByPod.get(podKey)?.tag;
       if (tag) mtlsTags.add(tag);
     }
-    const svcPolicy = trafficPolicies.services.get(key);
-    const clusterIPs = (svc.spec?.clusterIPs ?? (svc.spec?.clusterIP ? [svc.spec.clusterIP] : [])).filter((ip) => ip && ip !== 'None');
-    const compiledPorts: CompiledPort[] = ports.map((sp) => {
-      const entries = [...(byPort.get(`${key}|${sp.port}`) ?? [])].sort(comparePrecedence).map((re) => {
+    const attached = ports.map((sp) => [...(byPort.get(`${key}|${sp.port}`) ?? [])].sort(comparePrecedence));
+    const sortedTags = [...mtlsTags].sort();
+    let sig = `${ids.of(svc)}|${backing.join(',')}|${mode}|${hasAuthz}|${sortedTags.join(',')}|${svcPolicy ? `${ids.of(svcPolicy.policy)}=${svcPolicy.tag}` : ''}`;
+    for (const list of attached) {
+      sig += '|';
+      for (const re of list) {
         const rp = trafficPolicies.routes.get(re.entry.route);
-        if (!rp) return re;
-        return { ...re, entry: { ...re.entry, trafficPolicy: mergePolicies(svcPolicy?.policy, rp.policy) }, tags: sortedUnique([...re.tags, ...(svcPolicy ? [svcPolicy.tag] : [])]) };
+        sig += `${ids.of(re.entry)}/${re.tags.join(',')}/${rp ? `${ids.of(rp.policy)}=${rp.tag}` : ''};`;
+      }
+    }
+    const built = memo.services.get(key, sig, () => {
+      const compiledPorts: CompiledPort[] = ports.map((sp, i) => {
+        const entries = attached[i]!.map((re) => {
+          const rp = trafficPolicies.routes.get(re.entry.route);
+          if (!rp) return re;
+          return { ...re, entry: { ...re.entry, trafficPolicy: mergePolicies(svcPolicy?.policy, rp.policy) }, tags: sortedUnique([...re.tags, ...(svcPolicy ? [svcPolicy.tag] : [])]) };
+        });
+        const port: CompiledPort = { ...sp, routes: entries, policyTags: svcPolicy ? [svcPolicy.tag] : [] };
+        if (svcPolicy) port.trafficPolicy = svcPolicy.policy;
+        return port;
       });
-      const port: CompiledPort = { ...sp, routes: entries, policyTags: svcPolicy ? [svcPolicy.tag] : [] };
-      if (svcPolicy) port.trafficPolicy = svcPolicy.policy;
-      return port;
+      const service: CompiledService = {
+        namespace: svc.metadata?.namespace ?? '',
+        name: svc.metadata?.name ?? '',
+        clusterIPs,
+        mtlsMode: mode,
+        needsTcpMesh: mode !== 'DISABLED' || hasAuthz,
+        ports: compiledPorts,
+        backingPods: backing,
+        mtlsTags: sortedTags,
+      };
+      return { service, leftOut: trimServiceEntry(service) };
     });
-    services.set(key, {
-      namespace: svc.metadata?.namespace ?? '',
-      name: svc.metadata?.name ?? '',
-      clusterIPs,
-      mtlsMode: mode,
-      needsTcpMesh: mode !== 'DISABLED' || hasAuthz,
-      ports: compiledPorts,
-      backingPods: backing,
-      mtlsTags: [...mtlsTags].sort(),
-    });
+    for (const routeKey of built.leftOut) markTooLarge(routesByKey.get(routeKey), key);
+    return built.service;
+  };
+  // A Service is "plain" when nothing is attached and no pod backs it: its entry is then a function of the
+  // object alone and never needs the mesh. Only the others are compiled when the Services and their backing
+  // pods are the same as in the last compile; the plain ones are carried over.
+  const interesting = new Set<string>([...(index.backedServices ??= [...index.backing].filter(([, pods]) => pods.length > 0).map(([k]) => k)), ...trafficPolicies.services.keys(), ...attachedServices]);
+  let services: Map<string, CompiledService>;
+  const last = memo.lastServices;
+  if (last && last.index === index.services && last.backing === index.backing) {
+    services = new Map(last.services);
+    for (const key of new Set([...interesting, ...last.interesting])) {
+      if (!index.services.has(key)) continue; // a target or parent that does not exist
+      const c = compileService(key);
+      if (c) services.set(key, c);
+      else services.delete(key);
+    }
+  } else {
+    services = new Map();
+    for (const key of memo.sortedKeys(index.services)) {
+      const c = compileService(key);
+      if (c) services.set(key, c);
+    }
   }
-  enforceServiceSize(services, routes);
+  memo.lastServices = { index: index.services, backing: index.backing, services, interesting };
+  const meshServices: CompiledService[] = [];
+  for (const key of [...interesting].sort()) {
+    const c = services.get(key);
+    if (c && (c.needsTcpMesh || c.ports.some((p) => p.routes.length > 0 || p.trafficPolicy))) meshServices.push(c);
+  }
+  memo.sweep();
 
   const outcomes = [...routes, ...mtls, ...traffic, ...authz]
     .map((x) => x.outcome)
@@ -926,30 +1170,63 @@ export function compileMesh(snapshot: Snapshot, lastGood: ReadonlyMap<string, La
     if (!workloadsByNode.has(node)) workloadsByNode.set(node, []);
     workloadsByNode.get(node)!.push(key);
   }
-  return { trustDomain: snapshot.trustDomain, workloads, workloadsByNode, services, outcomes, lastGood: lastGoodOut };
+  return { trustDomain: snapshot.trustDomain, workloads, workloadsByNode, services, meshServices, outcomes, lastGood: lastGoodOut };
+}
+
+/** A pod's NodeState entry from its mTLS decision and the authorization policies that apply to it. */
+function compileWorkload(trustDomain: string, pod: V1Pod, decision: MtlsDecision, applied: AuthzApplied[] | undefined): CompiledWorkload {
+  const ns = pod.metadata?.namespace ?? '';
+  const sa = pod.spec?.serviceAccountName ?? 'default';
+  const ips = (pod.status?.podIPs ?? []).map((p) => p.ip).filter((ip): ip is string => !!ip);
+  if (ips.length === 0 && pod.status?.podIP) ips.push(pod.status.podIP);
+  const sources: string[] = decision.tag ? [decision.tag] : [];
+  const workload: NodeWorkload = {
+    namespace: ns,
+    name: pod.metadata?.name ?? '',
+    uid: pod.metadata?.uid ?? '',
+    serviceAccount: sa,
+    spiffeId: `spiffe://${trustDomain}/ns/${ns}/sa/${sa}`,
+    podIPs: ips,
+    mtls: decision.policy ? { mode: decision.mode, policy: decision.policy } : { mode: decision.mode },
+    sources,
+  };
+  if (applied && applied.length > 0) {
+    const order = { DENY: 0, ALLOW: 1, AUDIT: 2 } as const;
+    const policies = applied
+      .map((a) => a.policy)
+      .sort((a, b) => order[a.action] - order[b.action] || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    workload.authorization = { defaultAction: policies.some((p) => p.action === 'ALLOW') ? 'Deny' : 'Allow', policies };
+    sources.push(...applied.map((a) => a.tag));
+  }
+  // Re-create in schema order so the NodeState reads naturally (sources last).
+  const { sources: _drop, ...rest } = workload;
+  return { nodeName: pod.spec!.nodeName!, workload: { ...rest, sources: sortedUnique(sources) } };
 }
 
 /**
- * Keeps every Service entry under MAX_SERVICE_ENTRY_BYTES by detaching its youngest routes, whose parents
- * then report Accepted=False reason TooLarge. Without it one huge Service could not fit in any shard.
+ * Keeps a Service entry under MAX_SERVICE_ENTRY_BYTES by detaching its youngest routes (returned; their
+ * parents then report Accepted=False reason TooLarge). Without it one huge Service could not fit in any shard.
  */
-function enforceServiceSize(services: Map<string, CompiledService>, routes: Array<Settled<HTTPRouteSpec>>): void {
-  for (const [key, svc] of services) {
-    // Only routes make an entry grow; a Service without any is a few hundred bytes.
-    if (!svc.ports.some((p) => p.routes.length > 0) || jsonBytes(svc) <= MAX_SERVICE_ENTRY_BYTES) continue;
-    const byRoute = new Map<string, number>();
-    for (const p of svc.ports) for (const r of p.routes) byRoute.set(r.entry.route, Math.max(byRoute.get(r.entry.route) ?? -1, r.order));
-    const youngestFirst = [...byRoute.entries()].sort((a, b) => b[1] - a[1]).map(([r]) => r);
-    for (const routeKey of youngestFirst) {
-      if (jsonBytes(svc) <= MAX_SERVICE_ENTRY_BYTES) break;
-      for (const p of svc.ports) p.routes = p.routes.filter((r) => r.entry.route !== routeKey);
-      const x = routes.find((r) => keyOf(r.object) === routeKey);
-      for (const parent of x?.outcome.parents ?? []) {
-        if (parent.serviceKey === key) {
-          parent.accepted = fail('TooLarge', `spec.parentRefs[${parent.index}]: the routes attached to Service "${key}" exceed ${MAX_SERVICE_ENTRY_BYTES / 1024} KiB compiled; this route, the youngest, was left out`);
-          delete parent.serviceKey;
-        }
-      }
+function trimServiceEntry(svc: CompiledService): string[] {
+  // Only routes make an entry grow; a Service without any is a few hundred bytes.
+  if (!svc.ports.some((p) => p.routes.length > 0) || jsonBytes(svc) <= MAX_SERVICE_ENTRY_BYTES) return [];
+  const byRoute = new Map<string, RouteEntry>();
+  for (const p of svc.ports) for (const r of p.routes) byRoute.set(r.entry.route, r);
+  const youngestFirst = [...byRoute.values()].sort((a, b) => compareEntryAge(b, a)).map((r) => r.entry.route);
+  const leftOut: string[] = [];
+  for (const routeKey of youngestFirst) {
+    if (jsonBytes(svc) <= MAX_SERVICE_ENTRY_BYTES) break;
+    for (const p of svc.ports) p.routes = p.routes.filter((r) => r.entry.route !== routeKey);
+    leftOut.push(routeKey);
+  }
+  return leftOut;
+}
+
+function markTooLarge(x: Settled<HTTPRouteSpec> | undefined, serviceKey: string): void {
+  for (const parent of x?.outcome.parents ?? []) {
+    if (parent.serviceKey === serviceKey) {
+      parent.accepted = fail('TooLarge', `spec.parentRefs[${parent.index}]: the routes attached to Service "${serviceKey}" exceed ${MAX_SERVICE_ENTRY_BYTES / 1024} KiB compiled; this route, the youngest, was left out`);
+      delete parent.serviceKey;
     }
   }
 }

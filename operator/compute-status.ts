@@ -9,14 +9,15 @@ import {
   type Condition,
   type HTTPRoute,
   type HTTPRouteStatus,
+  type NodeService,
   type NodeState,
+  type NodeWorkload,
   type ParentReference,
   type PolicyStatus,
   type RouteParentStatus,
 } from '../crds/index.ts';
 import type { CompiledMesh, ConditionResult, ObjectOutcome, UserKind } from './compile-mesh.ts';
 import { selectForNode } from './compute-node-state.ts';
-import { canonicalJson } from './canonical-json.ts';
 import type { Snapshot } from './snapshot.ts';
 
 /** The status one user object should have. */
@@ -40,67 +41,92 @@ export interface StatusOptions {
   desired?: readonly NodeState[];
 }
 
-/** Where each source tag is needed: node name → entry keys ("w/ns/name", "s/ns/name"). */
-type Needs = Map<string, Map<string, Set<string>>>;
-
-function indexDesired(snapshot: Snapshot, compiled: CompiledMesh, desired: readonly NodeState[] | undefined): Needs {
-  const needs: Needs = new Map();
-  if (desired) {
-    // Same index as below, read from NodeStates the caller computed (written or not).
-    const written = indexWritten(desired);
-    for (const [node, items] of written) {
-      for (const [key, tags] of items) {
-        for (const tag of tags) {
-          if (!needs.has(tag)) needs.set(tag, new Map());
-          const perNode = needs.get(tag)!;
-          if (!perNode.has(node)) perNode.set(node, new Set());
-          perNode.get(node)!.add(key);
-        }
-      }
-    }
-    return needs;
-  }
-  const nodes = new Set<string>([...snapshot.nodes.map((n) => n.metadata?.name ?? ''), ...compiled.workloadsByNode.keys()]);
-  for (const node of [...nodes].filter(Boolean).sort()) {
-    const { workloads, services } = selectForNode(compiled, node);
-    const add = (tags: string[], key: string): void => {
-      for (const tag of tags) {
-        if (!needs.has(tag)) needs.set(tag, new Map());
-        const perNode = needs.get(tag)!;
-        if (!perNode.has(node)) perNode.set(node, new Set());
-        perNode.get(node)!.add(key);
-      }
-    };
-    for (const w of workloads) add(w.sources, `w/${w.namespace}/${w.name}`);
-    for (const s of services) add(s.sources, `s/${s.namespace}/${s.name}`);
-  }
-  return needs;
+/** One NodeState's entries: entry key ("w/ns/name", "s/ns/name") → its source tags, and tag → entry keys. */
+interface ShardIndex {
+  items: Map<string, Set<string>>;
+  byTag: Map<string, string[]>;
 }
 
-function indexWritten(written: readonly NodeState[]): Map<string, Map<string, Set<string>>> {
-  const out = new Map<string, Map<string, Set<string>>>();
-  for (const state of written) {
+/** Per node, the indexes of its shards in the order given. */
+type NodeIndex = Map<string, ShardIndex[]>;
+
+/**
+ * Shard indexes by the spec they were read from. A reconcile reads the same stored and desired NodeStates
+ * again and again (informer objects and memoised shards are never edited), so each is indexed once; the
+ * entry lists are compared too, so a spec edited in place is indexed again.
+ */
+const shardIndexes = new WeakMap<object, { workloads: unknown; services: unknown; index: ShardIndex }>();
+
+function indexEntries(entries: Iterable<{ key: string; sources: readonly string[] | undefined }>): ShardIndex {
+  const items = new Map<string, Set<string>>();
+  const byTag = new Map<string, string[]>();
+  for (const { key, sources } of entries) {
+    items.set(key, new Set(sources ?? []));
+    for (const tag of sources ?? []) {
+      const keys = byTag.get(tag);
+      if (keys) keys.push(key);
+      else byTag.set(tag, [key]);
+    }
+  }
+  return { items, byTag };
+}
+
+function* entriesOf(workloads: readonly NodeWorkload[] | undefined, services: readonly NodeService[] | undefined): Generator<{ key: string; sources: readonly string[] | undefined }> {
+  for (const w of workloads ?? []) yield { key: `w/${w.namespace}/${w.name}`, sources: w.sources };
+  for (const sv of services ?? []) yield { key: `s/${sv.namespace}/${sv.name}`, sources: sv.sources };
+}
+
+function indexByNode(states: readonly NodeState[]): NodeIndex {
+  const out: NodeIndex = new Map();
+  for (const state of states) {
     const spec = state.spec;
     if (!spec?.nodeName) continue;
-    if (!out.has(spec.nodeName)) out.set(spec.nodeName, new Map());
-    const items = out.get(spec.nodeName)!;
-    for (const w of spec.workloads ?? []) items.set(`w/${w.namespace}/${w.name}`, new Set(w.sources ?? []));
-    for (const s of spec.services ?? []) items.set(`s/${s.namespace}/${s.name}`, new Set(s.sources ?? []));
+    let hit = shardIndexes.get(spec);
+    if (!hit || hit.workloads !== spec.workloads || hit.services !== spec.services) {
+      hit = { workloads: spec.workloads, services: spec.services, index: indexEntries(entriesOf(spec.workloads, spec.services)) };
+      shardIndexes.set(spec, hit);
+    }
+    const list = out.get(spec.nodeName);
+    if (list) list.push(hit.index);
+    else out.set(spec.nodeName, [hit.index]);
   }
   return out;
 }
 
+/** Where each source tag is needed: per node, the entries that carry it. */
+function indexDesired(snapshot: Snapshot, compiled: CompiledMesh, desired: readonly NodeState[] | undefined): NodeIndex {
+  // From NodeStates the caller computed (written or not), else by selecting for every node here.
+  if (desired) return indexByNode(desired);
+  const needs: NodeIndex = new Map();
+  const nodes = new Set<string>([...snapshot.nodes.map((n) => n.metadata?.name ?? ''), ...compiled.workloadsByNode.keys()]);
+  for (const node of [...nodes].filter(Boolean).sort()) {
+    const { workloads, services } = selectForNode(compiled, node);
+    needs.set(node, [indexEntries(entriesOf(workloads, services))]);
+  }
+  return needs;
+}
+
+/** The source tags a node's stored entry carries (the last shard listing the entry wins). */
+function writtenTags(written: NodeIndex, node: string, key: string): Set<string> | undefined {
+  const shards = written.get(node);
+  if (!shards) return undefined;
+  for (let i = shards.length - 1; i >= 0; i--) {
+    const tags = shards[i]!.items.get(key);
+    if (tags) return tags;
+  }
+  return undefined;
+}
+
 /** Programmed for one tag, optionally only over the entries matching `keyFilter`. */
-function programmed(tag: string | undefined, needs: Needs, written: Map<string, Map<string, Set<string>>>, keyFilter?: (key: string) => boolean): ConditionResult {
-  const perNode = tag ? needs.get(tag) : undefined;
+function programmed(tag: string | undefined, needs: NodeIndex, written: NodeIndex, keyFilter?: (key: string) => boolean): ConditionResult {
   const waiting: string[] = [];
   let needed = 0;
-  for (const [node, keys] of perNode ?? []) {
-    const relevant = [...keys].filter((k) => !keyFilter || keyFilter(k));
+  for (const [node, shards] of tag ? needs : []) {
+    const relevant: string[] = [];
+    for (const shard of shards) for (const k of shard.byTag.get(tag!) ?? []) if (!keyFilter || keyFilter(k)) relevant.push(k);
     if (relevant.length === 0) continue;
     needed++;
-    const have = written.get(node);
-    if (!relevant.every((k) => have?.get(k)?.has(tag!))) waiting.push(node);
+    if (!relevant.every((k) => writtenTags(written, node, k)?.has(tag!))) waiting.push(node);
   }
   if (needed === 0) return { status: 'True', reason: 'Programmed', message: 'no node needs it yet: no pod calls or serves what it applies to' };
   if (waiting.length > 0) {
@@ -110,7 +136,7 @@ function programmed(tag: string | undefined, needs: Needs, written: Map<string, 
   return { status: 'True', reason: 'Programmed', message: `programmed on the ${needed} node(s) that need it` };
 }
 
-function invalidProgrammed(o: ObjectOutcome, needs: Needs, written: Map<string, Map<string, Set<string>>>): ConditionResult {
+function invalidProgrammed(o: ObjectOutcome, needs: NodeIndex, written: NodeIndex): ConditionResult {
   if (o.failClosed) {
     const p = programmed(o.tag, needs, written);
     return { status: 'False', reason: 'Invalid', message: `generation ${o.generation} is invalid; its deny-everything stand-in is ${p.status === 'True' ? 'programmed' : 'pending'}` };
@@ -137,8 +163,8 @@ function toConditions(results: Array<[string, ConditionResult]>, generation: num
 }
 
 function sameParent(a: ParentReference, b: ParentReference): boolean {
-  const norm = (p: ParentReference): string => canonicalJson({ g: p.group ?? '', k: p.kind ?? 'Service', n: p.namespace ?? '', name: p.name, port: p.port ?? 0, s: p.sectionName ?? '' });
-  return norm(a) === norm(b);
+  return (a.group ?? '') === (b.group ?? '') && (a.kind ?? 'Service') === (b.kind ?? 'Service') && (a.namespace ?? '') === (b.namespace ?? '') &&
+    a.name === b.name && (a.port ?? 0) === (b.port ?? 0) && (a.sectionName ?? '') === (b.sectionName ?? '');
 }
 
 /**
@@ -153,7 +179,7 @@ export function computeStatuses(
 ): ObjectStatus[] {
   const now = options.now ?? new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
   const needs = indexDesired(snapshot, compiled, options.desired);
-  const written = indexWritten(nodeStatesWritten);
+  const written = indexByNode(nodeStatesWritten);
   const objects = new Map<string, { status?: unknown }>();
   for (const [kind, list] of [
     ['HTTPRoute', snapshot.httpRoutes],

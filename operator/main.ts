@@ -16,6 +16,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { DEFAULT_MESH_NAMESPACE } from '../crds/index.ts';
+import { CaRotationController } from './ca-rotation.ts';
 import { CaService, createKubeCaStore, createKubeTokenReviewer, loadOrCreateMeshCa, publishTrustBundle, retryUntil } from './ca-service.ts';
 import type { MeshCa } from './ca/mesh-ca.ts';
 import { parseDuration } from './duration.ts';
@@ -23,6 +24,7 @@ import { startHealthServer, type HealthServer } from './health-server.ts';
 import { KubeRest } from './kube-rest.ts';
 import { createKubeLeaseApi, LeaderElector } from './leader-election.ts';
 import { createOperatorLogger, describeError, type OperatorLogger } from './logger.ts';
+import { createKubeLastGoodStore } from './last-good-store.ts';
 import { createKubeNodeStateApi } from './reconcile-node-states.ts';
 import { Reconciler } from './reconciler.ts';
 import { ClusterCache } from './snapshot-cache.ts';
@@ -77,6 +79,8 @@ export interface OperatorStatus {
   informers: ReturnType<ClusterCache['states']>;
   probes: number;
   ca: ReturnType<CaService['status']> | { state: string };
+  /** The CA rotation controller (operator/ca-rotation.ts): phase, what it waits for, last step. */
+  caRotation?: ReturnType<CaRotationController['status']>;
   eventLoopDelay: { maxMs: number; p99Ms: number; meanMs: number; sinceMs: number };
 }
 
@@ -109,6 +113,7 @@ export async function startOperator(o: OperatorOptions): Promise<RunningOperator
   // callbacks refer to each other but fire only once started below.
   let ca: MeshCa | undefined;
   let caService: CaService | undefined;
+  let caRotation: CaRotationController | undefined;
   let caState = o.caAddr ? 'loading' : 'disabled';
   const cache: ClusterCache = new ClusterCache({
     rest,
@@ -116,7 +121,7 @@ export async function startOperator(o: OperatorOptions): Promise<RunningOperator
     trustDomain: o.trustDomain,
     meshNamespace: o.namespace,
     probeIntervalMs: o.probeIntervalMs,
-    onChange: () => reconciler.notify(),
+    onChange: (informer, type, obj) => reconciler.onInformerChange(informer, type, obj),
     onHealth: () => reconciler.notify({ urgent: true }),
   });
   const caStore = createKubeCaStore(rest, o.namespace);
@@ -147,6 +152,7 @@ export async function startOperator(o: OperatorOptions): Promise<RunningOperator
     cache,
     nodeStateApi: createKubeNodeStateApi(rest),
     statusApi: createKubeStatusApi(rest),
+    lastGoodStore: createKubeLastGoodStore(rest, o.namespace),
     isLeader: () => elector.isLeader(),
     log: log.child('reconcile'),
     debounceMs: o.debounceMs,
@@ -172,6 +178,7 @@ export async function startOperator(o: OperatorOptions): Promise<RunningOperator
       informers: cache.states(),
       probes: cache.group.probes,
       ca: caService?.status() ?? { state: caState },
+      ...(caRotation ? { caRotation: caRotation.status() } : {}),
       eventLoopDelay: {
         maxMs: Math.round(loop.max / 1e5) / 10,
         p99Ms: Math.round(loop.percentile(99) / 1e5) / 10,
@@ -215,6 +222,7 @@ export async function startOperator(o: OperatorOptions): Promise<RunningOperator
     bundleTimer.unref();
     stops.push(async () => {
       clearInterval(bundleTimer);
+      await caRotation?.stop();
       await caService?.stop();
     });
     void (async () => {
@@ -234,6 +242,24 @@ export async function startOperator(o: OperatorOptions): Promise<RunningOperator
       await svc.start();
       caService = svc;
       publishBundle();
+      // Rotation (F10): every replica reloads a changed CA Secret; the leader also drives the rotation steps.
+      caRotation = new CaRotationController({
+        store: caStore,
+        trustDomain: o.trustDomain,
+        leafTtlMs: o.leafTtlMs ?? 24 * 3_600_000,
+        isLeader: () => elector.isLeader(),
+        nodes: () => (cache.informers.nodes.synced ? cache.informers.nodes.list().map((n) => n.metadata?.name ?? '').filter((n) => n !== '') : undefined),
+        reports: () => svc.bundleReports(),
+        onCa: (next, why) => {
+          ca = next;
+          svc.setCa(next);
+          log.child('ca').info('CA state reloaded', { why });
+          publishBundle();
+        },
+        onIssuerSwitched: () => svc.renewServingCertificate(),
+        log: log.child('ca-rotation'),
+      });
+      if (!stopping) caRotation.start();
     })().catch((err: unknown) => {
       caState = `failed: ${describeError(err)}`;
       log.error('the CA signing service could not start', { error: describeError(err) });
@@ -265,7 +291,7 @@ const USAGE = `usage: node operator/main.ts [flags]
   --ca-addr H:P            CA signing service (default 0.0.0.0:15012; "" disables the CA)
   --leaf-ttl DUR           SVID lifetime (default 24h)
   --lease-duration DUR     (default 15s)   --renew-deadline DUR (default 10s)   --retry-period DUR (default 2s)
-  --debounce DUR           change coalescing window (default 100ms)
+  --debounce DUR           change coalescing window (default 25ms)
   --probe-interval DUR     API probe while informers back off (default 2s)
   --stale-grace DUR        failing informer before Programmed=Unknown (default 10s)
   --debug                  debug log lines`;
@@ -298,7 +324,7 @@ async function main(): Promise<void> {
       'lease-duration': { type: 'string', default: '15s' },
       'renew-deadline': { type: 'string', default: '10s' },
       'retry-period': { type: 'string', default: '2s' },
-      debounce: { type: 'string', default: '100ms' },
+      debounce: { type: 'string', default: '25ms' },
       'probe-interval': { type: 'string', default: '2s' },
       'stale-grace': { type: 'string', default: '10s' },
       debug: { type: 'boolean', default: false },

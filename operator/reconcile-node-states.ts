@@ -51,6 +51,22 @@ export class HashMemo {
     return hash;
   };
 
+  /**
+   * Records the hash of a shard this operator just wrote (the API server's answer to our create/replace):
+   * the stored content is what we sent, so its informer echo at the same resourceVersion needs no rehash.
+   */
+  remember(state: NodeState, hash: string): void {
+    const name = state.metadata?.name ?? '';
+    const rv = `${state.metadata?.uid ?? ''}/${state.metadata?.resourceVersion ?? ''}`;
+    if (rv !== '/') this.#memo.set(name, { rv, hash });
+  }
+
+  /** True when this exact stored version (name, uid, resourceVersion) was already hashed or written by us. */
+  knows(state: NodeState): boolean {
+    const rv = `${state.metadata?.uid ?? ''}/${state.metadata?.resourceVersion ?? ''}`;
+    return rv !== '/' && this.#memo.get(state.metadata?.name ?? '')?.rv === rv;
+  }
+
   /** Drops entries of names not in `keep` (deleted shards). */
   prune(keep: ReadonlySet<string>): void {
     for (const name of this.#memo.keys()) if (!keep.has(name)) this.#memo.delete(name);

@@ -61,8 +61,8 @@ export interface ClusterCacheOptions {
   log: OperatorLogger;
   trustDomain: string;
   meshNamespace: string;
-  /** Called on every add/update/delete, with the informer's name. */
-  onChange: (informer: keyof CacheInformers, type: ChangeType) => void;
+  /** Called on every add/update/delete, with the informer's name and the object. */
+  onChange: (informer: keyof CacheInformers, type: ChangeType, obj: unknown) => void;
   /** Called when an informer turns healthy or unhealthy. */
   onHealth?: () => void;
   clock?: RuntimeClock;
@@ -88,7 +88,7 @@ export class ClusterCache {
         clock: o.clock,
         backoff: o.backoff,
         watchTimeoutSeconds: o.watchTimeoutSeconds,
-        onChange: (type) => o.onChange(name, type),
+        onChange: (type, obj) => o.onChange(name, type, obj),
         onState: o.onHealth,
       }));
     const customPath = (r: CustomResource): string => `/apis/${r.group}/${r.version}/${r.plural}`;

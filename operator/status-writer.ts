@@ -8,7 +8,7 @@
  */
 import { CONTROLLER_NAME, type AuthorizationPolicy, type Condition, type HTTPRoute, type HTTPRouteStatus, type MeshTLSPolicy, type PolicyStatus, type TrafficPolicy } from '../crds/index.ts';
 import { isConflict, isNotFound, retryOnConflict } from './backoff.ts';
-import { canonicalJson } from './canonical-json.ts';
+import { canonicalJson, sameJson } from './canonical-json.ts';
 import type { UserKind } from './compile-mesh.ts';
 import type { ObjectStatus } from './compute-status.ts';
 import type { KubeRest } from './kube-rest.ts';
@@ -26,7 +26,7 @@ export interface StatusWrite {
 
 /** True when two statuses say the same (canonical JSON, so key order does not matter). */
 export function sameStatus(a: unknown, b: unknown): boolean {
-  return canonicalJson(a ?? {}) === canonicalJson(b ?? {});
+  return sameJson(a ?? {}, b ?? {});
 }
 
 /** The writes needed: objects that still exist with the same uid and whose stored status differs. */

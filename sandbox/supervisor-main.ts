@@ -103,7 +103,9 @@ export function planOperatorDaemon(cfg: SandboxConfig, topo: Topology): DaemonSp
     node: first.name,
     netns: first.netns,
     argv: [process.execPath, join(REPO_ROOT, 'operator/main.ts'), '--kubeconfig', paths.nodeKubeconfig, '--identity', `nodemesh-operator-${first.name}`,
-      '--health-addr', '127.0.0.1:8081', '--status-socket', join(cfg.stateDir, OPERATOR_STATUS_SOCKET), '--ca-addr', `0.0.0.0:${OPERATOR_CA_PORT}`],
+      '--health-addr', '127.0.0.1:8081', '--status-socket', join(cfg.stateDir, OPERATOR_STATUS_SOCKET), '--ca-addr', `0.0.0.0:${OPERATOR_CA_PORT}`,
+      // NODEMESH_SANDBOX_LEAF_TTL (e.g. 1m) shortens SVID lifetimes for rotation tests; the operator's 24h otherwise.
+      ...(process.env.NODEMESH_SANDBOX_LEAF_TTL?.trim() ? ['--leaf-ttl', process.env.NODEMESH_SANDBOX_LEAF_TTL.trim()] : [])],
     logFile: join(cfg.stateDir, 'operator.log'),
   }];
 }

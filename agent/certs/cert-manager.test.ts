@@ -112,6 +112,41 @@ describe('CertManager', () => {
     assert.equal(h.mgr.status()[0]!.failures, 0);
   });
 
+  it('F9: CA unreachable for 1.5× the TTL from the first renewal on: the same certificate is served until its notAfter, never earlier dropped; back within 30 s', async () => {
+    const h = await harness();
+    h.mgr.setIdentities([WEB]);
+    await h.mgr.idle();
+    const held = h.mgr.current(WEB)!;
+    const st0 = h.mgr.status()[0]!;
+    assert.ok(st0.serialNumber && st0.issuer, 'status names the serial and issuer');
+    const rotationsBefore = h.rotations.length;
+    // The CA goes away just before the first renewal is due.
+    await h.clock.advance(st0.nextAttemptAt! - h.clock.now() - 1);
+    h.signer.down = true;
+    const outageEnd = h.clock.now() + 1.5 * TTL;
+    let servedUntil = 0;
+    while (h.clock.now() < outageEnd) {
+      await h.clock.advance(1000);
+      const c = h.mgr.current(WEB);
+      if (h.clock.now() < held.notAfter.getTime()) {
+        assert.equal(c?.serialNumber, held.serialNumber, `certificate not served at ${new Date(h.clock.now()).toISOString()}, before its notAfter`);
+        servedUntil = h.clock.now();
+      } else {
+        assert.equal(c, undefined, 'an expired certificate must not be offered');
+      }
+    }
+    assert.ok(held.notAfter.getTime() - servedUntil <= 1000, 'served up to its last second');
+    assert.equal(h.rotations.length, rotationsBefore, 'no rotation event while the CA was away');
+    assert.equal(h.expiries.length, 1, 'one expiry event, at notAfter');
+    assert.ok(Math.abs(h.expiries[0]! - held.notAfter.getTime()) <= 1000);
+    h.signer.down = false;
+    const back = h.clock.now();
+    while (!h.mgr.current(WEB) && h.clock.now() - back < 30_000) await h.clock.advance(500);
+    assert.ok(h.mgr.current(WEB), 'not recovered within 30 s of the CA coming back');
+    assert.notEqual(h.mgr.current(WEB)!.serialNumber, held.serialNumber);
+    assert.equal(h.mgr.status()[0]!.installed, 2);
+  });
+
   it('retries when the first request fails, and refuses a chain for another key', async () => {
     const h = await harness();
     h.signer.wrongKey = true;

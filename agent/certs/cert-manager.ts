@@ -26,6 +26,10 @@ export interface WorkloadCertificate {
   keyPem: string;
   notBefore: Date;
   notAfter: Date;
+  /** Hex serial number of the leaf (changes with every renewal). */
+  serialNumber: string;
+  /** The leaf's issuer (the CA's intermediate) as a distinguished name. */
+  issuer: string;
 }
 
 /** Where an identity stands, for status and metrics (certificate expiry, failing renewals). */
@@ -34,6 +38,11 @@ export interface IdentityStatus {
   /** `valid`: have a current cert; `pending`: never had one yet; `expired`: had one, the CA did not renew it in time. */
   state: 'valid' | 'pending' | 'expired';
   notAfter: Date | undefined;
+  /** Serial number and issuer of the current certificate: a new serial per renewal, a new issuer after a CA rotation. */
+  serialNumber: string | undefined;
+  issuer: string | undefined;
+  /** Certificates installed since the identity arrived on this node (first issue, restore and renewals). */
+  installed: number;
   /** When the next renewal or retry is due (ms since epoch). */
   nextAttemptAt: number | undefined;
   /** Failed attempts since the last success. */
@@ -78,6 +87,7 @@ interface Entry {
   lastError: string | undefined;
   running: boolean;
   removed: boolean;
+  installed: number;
 }
 
 type Listener<T> = (value: T) => void;
@@ -143,6 +153,7 @@ export class CertManager {
         lastError: undefined,
         running: false,
         removed: false,
+        installed: 0,
       };
       this.#entries.set(key, entry);
       this.#track(this.#start(key, entry));
@@ -175,6 +186,9 @@ export class CertManager {
       spiffeId: e.spiffeId,
       state: e.cert && e.cert.notAfter.getTime() > now ? 'valid' : e.hadCert ? 'expired' : 'pending',
       notAfter: e.cert?.notAfter,
+      serialNumber: e.cert?.serialNumber,
+      issuer: e.cert?.issuer,
+      installed: e.installed,
       nextAttemptAt: e.nextAttemptAt,
       failures: e.failures,
       lastError: e.lastError,
@@ -257,16 +271,17 @@ export class CertManager {
     }
   }
 
-  #adopt(key: string, entry: Entry, c: { certChainPem: string; keyPem: string; notBefore: Date; notAfter: Date }, now: number): void {
+  #adopt(key: string, entry: Entry, c: { certChainPem: string; keyPem: string; notBefore: Date; notAfter: Date; serialNumber: string; issuer: string }, now: number): void {
     const cert: WorkloadCertificate = { identity: entry.identity, spiffeId: entry.spiffeId, ...c };
     entry.cert = cert;
     entry.hadCert = true;
+    entry.installed += 1;
     entry.failures = 0;
     entry.lastError = undefined;
     const renewAt = computeRenewAt(now, c.notBefore.getTime(), c.notAfter.getTime(), this.#random(), this.#jitter);
     this.#schedule(key, entry, renewAt);
     this.#scheduleExpiry(entry);
-    this.#log.info('certs: certificate installed', { spiffeId: entry.spiffeId, notAfter: c.notAfter.toISOString(), renewAt: new Date(renewAt).toISOString() });
+    this.#log.info('certs: certificate installed', { spiffeId: entry.spiffeId, serial: c.serialNumber, issuer: c.issuer, notAfter: c.notAfter.toISOString(), renewAt: new Date(renewAt).toISOString() });
     for (const fn of this.#rotate) this.#safely(() => fn(cert));
   }
 

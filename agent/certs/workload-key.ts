@@ -70,7 +70,7 @@ export function spkiOfKeyPem(keyPem: string): Uint8Array {
  * and not be expired. This is a sanity check of our own signer's answer (peers do the security check); it
  * catches a mixed-up response early instead of at the first handshake. Returns the leaf's validity.
  */
-export function checkIssuedChain(certChainPem: string, spki: Uint8Array, spiffeId: string, nowMs: number): { notBefore: Date; notAfter: Date } {
+export function checkIssuedChain(certChainPem: string, spki: Uint8Array, spiffeId: string, nowMs: number): { notBefore: Date; notAfter: Date; serialNumber: string; issuer: string } {
   let leaf: x509.X509Certificate;
   try {
     const blocks = x509.PemConverter.decodeWithHeaders(certChainPem).filter((b) => b.type === 'CERTIFICATE');
@@ -87,5 +87,6 @@ export function checkIssuedChain(certChainPem: string, spki: Uint8Array, spiffeI
     throw new CertsError('NM_ERR_CERTS_BAD_RESPONSE', `signer returned SAN ${JSON.stringify(uris.map((u) => u.value))} for ${spiffeId}`);
   }
   if (leaf.notAfter.getTime() <= nowMs) throw new CertsError('NM_ERR_CERTS_BAD_RESPONSE', `signer returned a certificate for ${spiffeId} that expired at ${leaf.notAfter.toISOString()} (clock skew between agent and operator?)`);
-  return { notBefore: leaf.notBefore, notAfter: leaf.notAfter };
+  // Serial and issuer name go to the agent's status: they show each renewal and which CA chain is in use.
+  return { notBefore: leaf.notBefore, notAfter: leaf.notAfter, serialNumber: leaf.serialNumber, issuer: leaf.issuer };
 }

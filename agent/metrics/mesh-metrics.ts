@@ -59,6 +59,7 @@ export type MeshMetrics = {
   proxyRejected: Counter;
   proxyUpstreamFailures: Counter;
   proxyConnectionsActive: Gauge;
+  plaintextInbound: Counter;
   spans: Counter;
   accessLogDropped: Counter;
 };
@@ -96,6 +97,7 @@ export function createMeshMetrics(registry: Registry): MeshMetrics {
     proxyRejected: c('nodemesh_proxy_rejected_requests_total', 'Requests the proxy refused before routing (malformed, headers_too_large, bad_target).', ['reason']),
     proxyUpstreamFailures: c('nodemesh_proxy_upstream_failures_total', 'Upstream failures seen by the proxy, by kind.', ['kind']),
     proxyConnectionsActive: g('nodemesh_proxy_connections_active', 'Downstream connections open on the proxy now.'),
+    plaintextInbound: c('nodemesh_plaintext_inbound_connections_total', 'Plaintext to steered pod ports, by outcome: policed (served unauthenticated under policy), strict_refused (mTLS STRICT: reset), refused (not placeable: reset).', ['outcome']),
     spans: c('nodemesh_trace_spans_total', 'Spans by outcome: queued, dropped (queue full), exported, export_failed.', ['outcome']),
     accessLogDropped: c('nodemesh_access_log_dropped_total', 'Access-log lines dropped because the buffer was full.'),
   };
@@ -223,6 +225,11 @@ export function mirrorProxyStats(m: MeshMetrics, s: ProxyStats): void {
   m.proxyUpstreamFailures.setTo({ kind: 'no_endpoint' }, s.upstream.noEndpoint);
   m.proxyUpstreamFailures.setTo({ kind: 'ejection' }, s.upstream.ejections);
   m.proxyConnectionsActive.set(undefined, s.connections.active);
+  if (s.plaintextInbound) {
+    m.plaintextInbound.setTo({ outcome: 'policed' }, s.plaintextInbound.policed);
+    m.plaintextInbound.setTo({ outcome: 'strict_refused' }, s.plaintextInbound.strictRefused);
+    m.plaintextInbound.setTo({ outcome: 'refused' }, s.plaintextInbound.refused);
+  }
 }
 
 /** Mirrors the tracer's span pipeline counters. */

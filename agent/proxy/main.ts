@@ -7,6 +7,11 @@
  *   4. IPC            later `apply`s become pool.applyConfig; `status` answers with the pool's state
  * Fail closed: killing this process makes its workers exit (their IPC channel closes), the listening socket
  * closes, the kernel drops it from nm_pxy_sock and connect4 refuses mesh flows until a new proxy registers.
+ * Graceful restart: this process opens its listening sockets itself with SO_REUSEPORT (l7proxy/listen-socket.ts),
+ * so the agent can start a new proxy on the same ports while this one still serves; the new one registers its
+ * outbound socket in nm_pxy_sock (replacing this one's) before it reports ready, and only then does the agent send
+ * SIGTERM here: the sockets close (with net.ipv4.tcp_migrate_req on, connections still queued on them move to the
+ * new proxy's sockets instead of being reset) and what is open drains until --drain-timeout-ms (l7proxy/drain.ts).
  * It outlives its agent on purpose (mesh flows keep being served and policed while the agent restarts); the
  * next agent replaces it (pid file).
  */
@@ -14,6 +19,9 @@ import cluster from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { ProxyConfig } from '../../l7proxy/config.ts';
+import { DEFAULT_DRAIN_TIMEOUT_MS, computeDrainSettings } from '../../l7proxy/drain.ts';
+import { enableListenerMigration } from '../../l7proxy/listen-socket.ts';
+import { PLAINTEXT_INBOUND_PORT } from '../../l7proxy/inbound-plaintext.ts';
 import { ProxyWorkerPool, type IdentityTable, type OriginalDstSource } from '../../l7proxy/workers.ts';
 import { createLogger } from '../logger.ts';
 import { isTelemetryBatch, type TelemetryBatch } from './telemetry-relay.ts';
@@ -36,6 +44,14 @@ export type FromProxy =
 
 const PLUGIN_PATH = fileURLToPath(new URL('./worker-plugin.ts', import.meta.url));
 
+/** The plaintext listener's port from the flag: explicit, else the default on a node with a datapath. */
+function plaintextPortOf(flag: string | undefined, onNode: boolean): { plaintextPort?: number } {
+  if (flag === 'none' || (flag === undefined && !onNode)) return {};
+  const port = flag === undefined ? PLAINTEXT_INBOUND_PORT : Number(flag);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--plaintext-port ${flag}: give a TCP port or 'none'`);
+  return { plaintextPort: port };
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -43,7 +59,12 @@ async function main(): Promise<void> {
       host: { type: 'string' },
       'outbound-port': { type: 'string', default: '15001' },
       'inbound-port': { type: 'string', default: '15008' },
+      // Plaintext steered from pod ports (agent/proxy/pod-ingress.ts PlaintextSteering). Default: 15006 on a node
+      // (--pin-dir given), none in datapath-less tests (--fixed-dst); 'none' turns it off.
+      'plaintext-port': { type: 'string' },
       workers: { type: 'string', default: '2' },
+      // How long SIGTERM lets open requests, streams and tunnels finish before the rest is cut.
+      'drain-timeout-ms': { type: 'string', default: String(DEFAULT_DRAIN_TIMEOUT_MS) },
       'pin-dir': { type: 'string' },
       'trust-domain': { type: 'string', default: 'cluster.local' },
       'proxy-spiffe-id': { type: 'string' },
@@ -75,8 +96,17 @@ async function main(): Promise<void> {
     ...(values['proxy-spiffe-id'] ? { proxySpiffeId: values['proxy-spiffe-id'] } : {}),
     ...(values['pin-dir'] ? { pinDir: values['pin-dir'] } : {}),
     ...(values.mark ? { mark: Number(values.mark) } : {}),
+    ...plaintextPortOf(values['plaintext-port'], values['pin-dir'] !== undefined),
   };
   const workers = Number(values.workers);
+  let drainTimeoutMs: number;
+  try {
+    drainTimeoutMs = computeDrainSettings(Number(values['drain-timeout-ms'])).timeoutMs;
+  } catch (err) {
+    send({ t: 'fatal', error: `--drain-timeout-ms ${values['drain-timeout-ms']}: ${(err as Error).message}` });
+    process.exit(2);
+  }
+  if (values['pin-dir']) log.info('listener migration (net.ipv4.tcp_migrate_req)', { result: await enableListenerMigration() });
   let active: ProxyWorkerPool | undefined;
   let started: Promise<void> | undefined;
   let queue: Promise<void> = Promise.resolve();
@@ -89,6 +119,9 @@ async function main(): Promise<void> {
         // closes (fail closed) only when this process and all its workers are gone. (round-robin would keep it in
         // this process only, out of the workers' reach.)
         scheduling: 'kernel',
+        // Sockets with SO_REUSEPORT, opened here: the next proxy binds next to this one during a graceful restart.
+        listenSockets: 'reuseport',
+        pluginListeners: [{ host: values.host!, port: init.inboundPort }, ...(init.plaintextPort !== undefined ? [{ host: values.host!, port: init.plaintextPort }] : [])],
         heartbeatTimeoutMs: 5000, restartMinMs: 100, restartMaxMs: 2000,
         config: m.config, identities: m.identities, pluginData: m.pluginData,
       });
@@ -124,8 +157,10 @@ async function main(): Promise<void> {
   cluster.on('message', (_worker, m: unknown) => { if (isTelemetryBatch(m)) send(m); });
   process.on('disconnect', () => log.warn('agent went away; serving with the last config until the next agent replaces this proxy'));
   const stop = (): void => {
-    log.info('stopping: draining');
-    void (active ? active.stop({ drain: true, timeoutMs: 3000 }) : Promise.resolve()).finally(() => process.exit(0));
+    log.info('stopping: draining', { timeoutMs: drainTimeoutMs });
+    const t0 = Date.now();
+    void (active ? active.stop({ drain: true, timeoutMs: drainTimeoutMs }) : Promise.resolve())
+      .finally(() => { log.info('drained; exiting', { ms: Date.now() - t0 }); process.exit(0); });
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);

@@ -4,6 +4,7 @@
  *     → planProxy (pure) → ProxySupervisor.apply (outbound + inbound config, endpoint transports, certificates)
  *                        → SyncLoop.setMeshPorts (connect4 sends those service ports and their pods to the proxy)
  *                        → PodIngressGuard (STRICT pod ports: only the node proxy may connect, in the kernel)
+ *                        → PlaintextSteering (plaintext to STRICT / policed PERMISSIVE pod ports → the proxy, nftables)
  *                        → CertManager.setIdentities (one SVID per service account of this node's pods)
  * The datapath is told where the proxy listens with the fail-closed check on: until a proxy registers its
  * listener, mesh flows are refused; L4 flows never notice.
@@ -12,15 +13,17 @@ import { readFileSync } from 'node:fs';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { getNetnsCookie, writeDatapathConfig, type MapSet } from '../../bpf/index.ts';
 import { DEFAULT_MESH_NAMESPACE } from '../../crds/index.ts';
+import { PLAINTEXT_INBOUND_PORT } from '../../l7proxy/inbound-plaintext.ts';
 import { computeTracingSettings, type TracingSettings } from '../../l7proxy/telemetry/config.ts';
-import { createCaClient } from '../ca-client.ts';
+import { createBundleReporter, createCaClient, pemFingerprints } from '../ca-client.ts';
 import { CertManager } from '../certs/cert-manager.ts';
 import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { NodeStateWatch } from '../nodestate-watch.ts';
 import type { ClusterState } from '../plan-datapath.ts';
 import { computeNodeIps, planProxy, type MergedNodeState, type ProxyPlan } from './plan-proxy.ts';
-import { PodIngressGuard } from './pod-ingress.ts';
+import { computePlaintextTable } from './plan-plaintext.ts';
+import { PlaintextSteering, PodIngressGuard } from './pod-ingress.ts';
 import { ProxySupervisor, type ProxyStatus } from './proxy-supervisor.ts';
 import type { TelemetryBatch } from './telemetry-relay.ts';
 import type { MeshPluginData, PemIdentity } from './worker-plugin.ts';
@@ -76,8 +79,12 @@ export interface MeshNodeStatus {
   problems: string[];
   proxy: ProxyStatus | undefined;
   podIngress: { ports: number; problems: string[] };
+  /** Pod ports whose plaintext is steered through the proxy (nft table nodemesh_plaintext). */
+  plaintextSteering: { ports: number; problems: string[] };
   certificates: ReturnType<CertManager['status']> | 'no CA configured';
   trustBundle: 'none' | 'loaded';
+  /** The bundle the proxy serves, as last reported to the operator's CA (its rotation waits for it). */
+  trustBundleReport?: { fingerprints: string[]; reportedAt?: string; error?: string };
   /** The NodeState set the proxy serves: spec.version (highest of the shards), content hashes, when and how fast. */
   applied: { version: number | undefined; contentHash: string; shards: number; appliedAt: string; applySeconds: number } | undefined;
   tracing: { enabled: boolean; endpoint?: string; samplingRatio?: number; issues?: string[] };
@@ -91,6 +98,8 @@ export class MeshNode {
   #certs: CertManager | undefined;
   #proxy: ProxySupervisor | undefined;
   #guard: PodIngressGuard | undefined;
+  #steering: PlaintextSteering | undefined;
+  #plaintextSteering = { ports: 0, problems: [] as string[] };
   #host: string | undefined;
   #state: MergedNodeState | undefined;
   #bundlePem: string | undefined;
@@ -108,6 +117,10 @@ export class MeshNode {
   #tracing: TracingSettings | undefined;
   #tracingKey = '';
   #tracingIssues: string[] = [];
+  /** The bundle PEM the proxy workers accepted last, and what was reported of it. */
+  #appliedBundlePem: string | undefined;
+  #bundleReport: { key: string; at: number; error?: string } | undefined;
+  #reportBundle: ((fingerprints: readonly string[]) => Promise<void>) | undefined;
 
   constructor(o: MeshNodeOptions) {
     this.#o = o;
@@ -167,8 +180,10 @@ export class MeshNode {
       problems: this.#plan?.problems.slice(0, 20) ?? [],
       proxy: this.#proxy?.status(),
       podIngress: this.#podIngress,
+      plaintextSteering: this.#plaintextSteering,
       certificates: this.#certs?.status() ?? 'no CA configured',
       trustBundle: this.#bundlePem ? 'loaded' : 'none',
+      ...(this.#appliedBundlePem ? { trustBundleReport: { fingerprints: pemFingerprints(this.#appliedBundlePem), ...(this.#bundleReport && !this.#bundleReport.error ? { reportedAt: new Date(this.#bundleReport.at).toISOString() } : {}), ...(this.#bundleReport?.error ? { error: this.#bundleReport.error } : {}) } } : {}),
       applied: this.#applied,
       tracing: this.#tracing?.enabled
         ? { enabled: true, endpoint: this.#tracing.endpoint, samplingRatio: this.#tracing.samplingRatio, ...(this.#tracingIssues.length ? { issues: this.#tracingIssues } : {}) }
@@ -211,6 +226,9 @@ export class MeshNode {
     if (!this.#proxy) await this.#startProxy(host);
     const plan = planProxy({ nodeName: this.#o.nodeName, state: this.#state, services: cluster.services, endpointSlices: cluster.endpointSlices, nodes: cluster.nodes });
     this.#plan = plan;
+    // The trust domain is a launch setting of the proxy: a change takes a graceful restart (not awaited: the old
+    // proxy drains meanwhile, and this pass goes on).
+    this.#proxy!.reconfigure({ trustDomain: plan.trustDomain }).catch((err: unknown) => this.#log.error('proxy restart for a new trust domain failed', { error: describeError(err) }));
     this.#o.setMeshPorts(new Set(plan.meshPorts));
     this.#certManager(plan.trustDomain)?.setIdentities(plan.workloadIdentities);
     try {
@@ -220,6 +238,14 @@ export class MeshNode {
       this.#podIngress = { ports: plan.podIngress.length, problems: [describeError(err)] };
       this.#log.error('STRICT pod ports not guarded', { error: describeError(err) });
     }
+    try {
+      const r = await this.#steering!.reconcile(plan.plaintextInbound ?? []);
+      this.#plaintextSteering = { ports: r.ports, problems: r.problems };
+    } catch (err) {
+      // STRICT ports stay guarded by tc (dropped rather than refused); policed PERMISSIVE ports are not steered.
+      this.#plaintextSteering = { ports: 0, problems: [describeError(err)] };
+      this.#log.error('plaintext to pod ports not steered through the proxy', { error: describeError(err) });
+    }
     const pluginData = this.#pluginData(plan);
     const key = JSON.stringify([plan.outbound, plan.identities, pluginData]);
     if (key === this.#lastPushed) return;
@@ -227,6 +253,10 @@ export class MeshNode {
     try {
       await this.#proxy!.apply({ version: plan.version, config: plan.outbound, identities: plan.identities, pluginData });
       this.#lastPushed = key;
+      if (pluginData.certs.bundlePem && pluginData.certs.bundlePem !== this.#appliedBundlePem) {
+        this.#appliedBundlePem = pluginData.certs.bundlePem;
+        void this.#sendBundleReport();
+      }
       if (this.#applied?.contentHash !== state.version) {
         const seconds = this.#stateAt ? (Date.now() - this.#stateAt) / 1000 : 0;
         const shards = state.version.split(',').length;
@@ -244,10 +274,13 @@ export class MeshNode {
   async #startProxy(host: string): Promise<void> {
     this.#host = host;
     this.#guard = new PodIngressGuard({ pinDir: this.#o.pinDir, allowSrc: host, log: this.#log.child('pod-ingress') });
+    this.#steering = new PlaintextSteering({ proxy: { ip: host, port: PLAINTEXT_INBOUND_PORT, mark: PROXY_MARK }, log: this.#log.child('plaintext-steering') });
     this.#proxy = new ProxySupervisor({
       nodeName: this.#o.nodeName, host, outboundPort: OUTBOUND_PORT, inboundPort: INBOUND_PORT, workers: this.#o.workers ?? 2,
       pinDir: this.#o.pinDir, mark: PROXY_MARK, trustDomain: this.#state?.trustDomain ?? 'cluster.local', runDir: this.#o.runDir ?? '/run/nodemesh', log: this.#log.child('proxy'),
       ...(this.#o.onTelemetry ? { onTelemetry: this.#o.onTelemetry } : {}),
+      // `kill -USR2 <agent>`: a graceful proxy restart (new process next to the old one, then the old one drains).
+      restartSignal: 'SIGUSR2',
     });
     await this.#proxy.start();
     // Mesh flows now go to the proxy, and only while its listener is registered (fail closed).
@@ -271,6 +304,7 @@ export class MeshNode {
       identities: plan.identities,
       certs: { ...(this.#bundlePem ? { bundlePem: this.#bundlePem } : {}), ...(first ? { proxy: workloads[first] } : {}), workloads },
       ...(this.#tracing?.enabled ? { tracing: this.#tracing } : {}),
+      plaintext: computePlaintextTable(plan.plaintextInbound ?? []),
     };
   }
 
@@ -290,10 +324,35 @@ export class MeshNode {
         if (!this.#bundlePem) this.#log.debug('trust bundle not readable yet', { error: describeError(err) });
       }
       await this.#readMeshConfig(core);
+      await this.#sendBundleReport();
     };
     void read();
     const t = setInterval(() => { if (!this.#stopped) void read(); }, 5_000);
     t.unref();
+  }
+
+  /**
+   * Tells the operator's CA which bundle the proxy serves: at once when it changed, else every 30 s (a restarted
+   * operator learns it again). The CA rotation switches the issuer only when every live node serves the new root.
+   */
+  async #sendBundleReport(): Promise<void> {
+    const pem = this.#appliedBundlePem;
+    if (!pem || !this.#ca || this.#stopped) return;
+    const fingerprints = pemFingerprints(pem);
+    const key = fingerprints.join(',');
+    const last = this.#bundleReport;
+    if (last && last.key === key && !last.error && Date.now() - last.at < 30_000) return;
+    if (!this.#reportBundle) {
+      const { url, tokenFile } = this.#ca;
+      this.#reportBundle = createBundleReporter({ url, nodeName: this.#o.nodeName, token: () => readFileSync(tokenFile, 'utf8').trim(), caPem: () => this.#bundlePem ?? '' });
+    }
+    try {
+      await this.#reportBundle(fingerprints);
+      this.#bundleReport = { key, at: Date.now() };
+    } catch (err) {
+      this.#bundleReport = { key, at: Date.now(), error: describeError(err) };
+      this.#log.debug('trust bundle report failed; retrying with the next bundle read', { error: describeError(err) });
+    }
   }
 
   /**

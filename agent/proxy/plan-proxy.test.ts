@@ -164,3 +164,16 @@ test('traffic policy units and defaults', () => {
 test('deterministic: the same input plans the same output', () => {
   assert.deepEqual(planProxy(destNode), planProxy(destNode));
 });
+
+test('a Service port with appProtocol kubernetes.io/h2c or grpc makes h2c backends on both sides; others stay HTTP/1.1', () => {
+  const grpcSvcs = meshServices.map((s) => (s.name === 'echo-v1' ? { ...s, ports: s.ports.map((p) => ({ ...p, appProtocol: 'kubernetes.io/h2c' })) } : s));
+  const src = planProxy({ ...sourceNode, state: { ...sourceNode.state, services: grpcSvcs } });
+  compileSnapshot(src.outbound);
+  assert.equal(src.outbound.backends.find((b) => b.name === 'shop/echo-v1:80')!.protocol, 'h2c');
+  assert.equal(src.outbound.backends.find((b) => b.name === 'shop/echo-v2:80')!.protocol, undefined);
+  const dst = planProxy({ ...destNode, state: { ...destNode.state, services: grpcSvcs } });
+  compileSnapshot(dst.inbound);
+  // echo-v1-1 backs echo (HTTP/1.1) and echo-v1 (h2c) on the same pod port: the port speaks h2c.
+  assert.equal(dst.inbound.backends.find((b) => b.name === 'shop/echo-v1-1:8080')!.protocol, 'h2c');
+  assert.equal(dst.inbound.backends.find((b) => b.name === 'shop/echo-v2-1:8080')!.protocol, undefined);
+});

@@ -24,9 +24,10 @@ import type {
   ServiceConfig,
   TrafficPolicyConfig,
 } from '../../l7proxy/config.ts';
-import { validateConfig } from '../../l7proxy/config.ts';
+import { computeUpstreamProtocol, validateConfig } from '../../l7proxy/config.ts';
 import type { SourceIdentity } from '../../l7proxy/proxy.ts';
 import { groupSlices, objectKey } from '../plan-datapath.ts';
+import { computePlaintextHandling, type PlaintextInboundEntry } from './plan-plaintext.ts';
 
 /** This node's NodeState, all shards merged (see nodestate-watch.ts). */
 export interface MergedNodeState {
@@ -80,6 +81,8 @@ export interface ProxyPlan {
   meshPorts: string[];
   /** Pod ports whose workload runs STRICT: only the node proxy may connect. */
   podIngress: PodIngressEntry[];
+  /** Pod ports whose plaintext (from outside the mesh) is steered through the proxy: STRICT refused, policed PERMISSIVE served unauthenticated (plan-plaintext.ts). */
+  plaintextInbound?: PlaintextInboundEntry[];
   /** Entries left out, each naming the object and why (logged, never fatal). */
   problems: string[];
 }
@@ -256,14 +259,15 @@ export function planProxy(input: PlanProxyInput): ProxyPlan {
   const backends = new Map<string, BackendConfig>();
   const policyVariants = new Map<string, string>();
   const endpointRoutes: Record<string, EndpointRoute> = {};
-  const localInbound = new Map<string, { w: NodeWorkload; ip: string; port: number; modes: Set<'HTTP' | 'TCP'> }>();
-  const noteEndpoint = (e: Endpoint, svc: NodeService, mode: 'HTTP' | 'TCP'): void => {
+  const localInbound = new Map<string, { w: NodeWorkload; ip: string; port: number; modes: Set<'HTTP' | 'TCP'>; h2c?: boolean }>();
+  const noteEndpoint = (e: Endpoint, svc: NodeService, mode: 'HTTP' | 'TCP', appProtocol?: string): void => {
     const key = ipKey(e.ip, e.port);
     const local = localByIp.get(e.ip);
     if (local || e.nodeName === nodeName) {
       if (!local) { problems.push(`endpoint ${key} of ${svc.namespace}/${svc.name} is on this node but no workload of the NodeState has that address (NodeState behind the EndpointSlice?); plain TCP`); endpointRoutes[key] ??= { via: 'plain' }; return; }
       const li = localInbound.get(key) ?? { w: local, ip: e.ip, port: e.port, modes: new Set() };
       li.modes.add(mode);
+      if (computeUpstreamProtocol(appProtocol) === 'h2c') li.h2c = true;
       localInbound.set(key, li);
       endpointRoutes[key] = { via: 'local' };
       return;
@@ -291,9 +295,11 @@ export function planProxy(input: PlanProxyInput): ProxyPlan {
     if (backends.has(bname)) return bname;
     const eps = endpointsOf(ns, name, port);
     const known = serviceMode.get(`${ns}/${name}:${port}`);
-    for (const e of eps) if (known) noteEndpoint(e, known.svc, known.port.mode);
+    for (const e of eps) if (known) noteEndpoint(e, known.svc, known.port.mode, known.port.appProtocol);
     const endpoints: EndpointConfig[] = eps.map((e) => ({ ip: e.ip, port: e.port, ready: e.ready, ...(e.nodeName ? { nodeName: e.nodeName } : {}) }));
-    backends.set(bname, { name: bname, endpoints, ...(policy ? { trafficPolicy: policy } : {}) });
+    // HTTP/2 (gRPC) to the pods when the Service port says so in appProtocol.
+    const h2c = computeUpstreamProtocol(known?.port.appProtocol) === 'h2c';
+    backends.set(bname, { name: bname, endpoints, ...(policy ? { trafficPolicy: policy } : {}), ...(h2c ? { protocol: 'h2c' as const } : {}) });
     return bname;
   };
   const unresolvedBackend = (ns: string, name: string): string => {
@@ -355,8 +361,8 @@ export function planProxy(input: PlanProxyInput): ProxyPlan {
         if (usedAddresses.has(k)) continue;
         usedAddresses.add(k);
         const name = portName(svc.namespace, svc.name, `d-${p.port}-${e.ip}-${e.port}`);
-        backends.set(name, { name, endpoints: [{ ip: e.ip, port: e.port, ready: true, ...(e.nodeName ? { nodeName: e.nodeName } : {}) }] });
-        noteEndpoint(e, svc, p.mode);
+        backends.set(name, { name, endpoints: [{ ip: e.ip, port: e.port, ready: true, ...(e.nodeName ? { nodeName: e.nodeName } : {}) }], ...(computeUpstreamProtocol(p.appProtocol) === 'h2c' ? { protocol: 'h2c' as const } : {}) });
+        noteEndpoint(e, svc, p.mode, p.appProtocol);
         outboundServices.push({ name, addresses: [{ ip: e.ip, port: e.port }], protocol: p.mode === 'HTTP' ? 'http' : 'tcp', defaultBackend: name });
       }
     }
@@ -366,6 +372,7 @@ export function planProxy(input: PlanProxyInput): ProxyPlan {
   const inboundServices: ServiceConfig[] = [];
   const inboundBackends: BackendConfig[] = [];
   const podIngress: PodIngressEntry[] = [];
+  const plaintextInbound: PlaintextInboundEntry[] = [];
   const targetsByWorkload = new Map<NodeWorkload, string[]>();
   for (const li of [...localInbound.values()].sort((a, b) => (ipKey(a.ip, a.port) < ipKey(b.ip, b.port) ? -1 : 1))) {
     const name = portName(li.w.namespace, li.w.name, String(li.port));
@@ -373,11 +380,13 @@ export function planProxy(input: PlanProxyInput): ProxyPlan {
     // Opaque only when nothing on this port needs HTTP; else sniff, so path rules see HTTP even behind a TCP-mode port.
     const protocol: ServiceConfig['protocol'] = needsHttp ? 'auto' : 'tcp';
     inboundServices.push({ name, addresses: [{ ip: li.ip, port: li.port }], protocol, defaultBackend: name });
-    inboundBackends.push({ name, endpoints: [{ ip: li.ip, port: li.port, ready: true, nodeName }] });
+    inboundBackends.push({ name, endpoints: [{ ip: li.ip, port: li.port, ready: true, nodeName }], ...(li.h2c ? { protocol: 'h2c' as const } : {}) });
     const t = targetsByWorkload.get(li.w) ?? [];
     t.push(name);
     targetsByWorkload.set(li.w, t);
     if (li.w.mtls.mode === 'STRICT') podIngress.push({ ip: li.ip, port: li.port });
+    const handling = computePlaintextHandling(li.w);
+    if (handling) plaintextInbound.push({ ip: li.ip, port: li.port, handling });
   }
   const inboundAuthz: AuthorizationPolicyConfig[] = [];
   for (const [w, targets] of targetsByWorkload) inboundAuthz.push(...computeWorkloadAuthorization(w.authorization, targets));
@@ -396,6 +405,7 @@ export function planProxy(input: PlanProxyInput): ProxyPlan {
     workloadIdentities: [...idSet.values()].sort((a, b) => (`${a.namespace}/${a.serviceAccount}` < `${b.namespace}/${b.serviceAccount}` ? -1 : 1)),
     meshPorts: [...new Set(meshPorts)].sort(),
     podIngress,
+    plaintextInbound,
     problems,
   };
 }

@@ -1,15 +1,21 @@
 /**
- * Pod-side enforcement of mTLS STRICT: writes the guarded (pod address, port) pairs into nm_pod4_ingress (only the
+ * Pod-side enforcement of the mTLS modes. (1) STRICT, in the kernel: writes the guarded (pod address, port) pairs into nm_pod4_ingress (only the
  * node proxy's address may connect to them) and attaches the tc guard (bpf/pod-ingress.c) on the host-side veth
  * of every guarded pod, egress (towards the pod). The map is pinned with the node's other maps, and a tc filter
  * outlives the agent, so enforcement holds while the agent restarts; a restarted agent re-attaches in place.
+ * (2) Plaintext steering (`PlaintextSteering`): an nftables table in this node's network namespace that DNATs new
+ * connections to steered pod ports (STRICT, and PERMISSIVE with a policy: plan-plaintext.ts) to the proxy's plaintext
+ * listener, which resets them (STRICT) or serves them as unauthenticated under the pod's policy. Also level-triggered
+ * (read back, rewritten atomically when it differs) and left in place when the agent stops.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { BpfObject, DEFAULT_OBJECT_DIR, attachTc, mapSpecs, nmPodFlags, type MapLike, type NmPod4Key, type NmPod4Policy } from '../../bpf/index.ts';
 import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import { STEERING_TABLE, parseSteeringState, planSteering, renderSteeringScript, steeringMatches, type PlaintextInboundEntry, type SteeringSpec } from './plan-plaintext.ts';
 import type { PodIngressEntry } from './plan-proxy.ts';
 
 const run = promisify(execFile);
@@ -111,5 +117,87 @@ export class PodIngressGuard {
     this.#obj?.close();
     this.#obj = undefined;
     this.#map = undefined;
+  }
+}
+
+/** What one steering reconcile did. */
+export interface SteeringResult {
+  /** Steered pod ports now in the table. */
+  ports: number;
+  /** Whether the table was (re)written or removed this time. */
+  changed: boolean;
+  problems: string[];
+}
+
+/** Runs `nft` with `args`, feeding `input` on stdin; resolves with stdout, rejects with stderr named. */
+function runNft(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('nft', args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (d: Buffer) => { stdout += d.toString(); });
+    child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.on('error', (err) => reject(new Error(`cannot run nft (${describeError(err)}): install nftables on the node`)));
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    // nft may exit before reading everything (a syntax error): its answer is in stderr, not an EPIPE here.
+    child.stdin?.on('error', () => {});
+    if (input !== undefined) child.stdin?.end(input);
+  });
+}
+
+/**
+ * Whether this process runs in the machine's own network namespace (the one PID 1 uses). The steering table belongs
+ * in a node's namespace only; written in the machine's own it would steer the machine's traffic.
+ */
+export function inInitialNetns(): boolean {
+  try {
+    return readlinkSync('/proc/self/ns/net') === readlinkSync('/proc/1/ns/net');
+  } catch {
+    return false; // /proc/1 unreadable (not root, or a pid namespace): not provably the machine's namespace
+  }
+}
+
+/** Keeps the plaintext steering table of this network namespace in step with the plan. */
+export class PlaintextSteering {
+  readonly #proxy: { ip: string; port: number; mark: number };
+  readonly #log: Logger;
+  readonly #allowInitialNetns: boolean;
+
+  /** `proxy`: the plaintext listener of the node proxy and the mark of its own connects (never steered). */
+  constructor(o: { proxy: { ip: string; port: number; mark: number }; log: Logger; allowInitialNetns?: boolean }) {
+    this.#proxy = o.proxy;
+    this.#log = o.log;
+    this.#allowInitialNetns = o.allowInitialNetns ?? false;
+  }
+
+  /** The table as it is now (undefined: absent). */
+  async current(): Promise<SteeringSpec | undefined> {
+    const r = await runNft(['-j', 'list', 'table', 'ip', STEERING_TABLE]);
+    if (r.code !== 0) {
+      if (/No such file or directory/.test(r.stderr)) return undefined;
+      throw new Error(`nft list table ip ${STEERING_TABLE} failed: ${r.stderr.trim()}`);
+    }
+    return parseSteeringState(r.stdout);
+  }
+
+  /** Makes the table hold exactly the planned steered ports (removes it when there are none). */
+  async reconcile(entries: readonly PlaintextInboundEntry[]): Promise<SteeringResult> {
+    const problems: string[] = [];
+    const spec = planSteering(entries, this.#proxy, problems);
+    if (spec && !this.#allowInitialNetns && inInitialNetns()) {
+      throw new Error('plaintext steering refused: this process runs in the machine\'s own network namespace, not a node\'s; the agent must run inside its node\'s namespace');
+    }
+    const have = await this.current();
+    if (steeringMatches(have, spec)) return { ports: spec?.elements.length ?? 0, changed: false, problems };
+    const r = await runNft(['-f', '-'], renderSteeringScript(spec));
+    if (r.code !== 0) throw new Error(`nft -f (table ip ${STEERING_TABLE}, ${spec?.elements.length ?? 0} ports) failed: ${r.stderr.trim()}`);
+    this.#log.info(spec ? 'plaintext to pod ports steered through the node proxy' : 'plaintext steering removed', { ports: spec?.elements.length ?? 0, to: spec?.to });
+    return { ports: spec?.elements.length ?? 0, changed: true, problems };
+  }
+
+  /** Removes the table (tests, node removal); the agent leaves it in place when it merely stops. */
+  async remove(): Promise<void> {
+    const r = await runNft(['-f', '-'], renderSteeringScript(undefined));
+    if (r.code !== 0) throw new Error(`removing nft table ip ${STEERING_TABLE} failed: ${r.stderr.trim()}`);
   }
 }

@@ -3,8 +3,14 @@
  * agent left running, restarts it quickly when it dies (refused connects meanwhile: fail closed), and feeds it the
  * latest plan and certificates — also right after a restart, so a new proxy opens its listener with policy in
  * force. Health: the proxy's pid, state, restarts, the version it serves.
+ * Graceful restart (`restart({ graceful: true })`, a changed launch setting, the restart signal, or the leftover of a
+ * previous agent): the new proxy starts next to the old one on the same ports (SO_REUSEPORT), gets the latest plan,
+ * registers its listener in the datapath and reports ready; only then is the old one sent SIGTERM, and it drains
+ * (planProxyHandover). The redirect never points at a port nobody listens on: one of the two always does.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { DEFAULT_DRAIN_TIMEOUT_MS } from '../../l7proxy/drain.ts';
+import { PRIMARY_EXEC_ARGV } from '../../l7proxy/process-memory.ts';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -48,6 +54,10 @@ export interface ProxySupervisorOptions {
   restartMaxMs?: number;
   /** Proxy entry point (tests may substitute). */
   entry?: string;
+  /** How long a stopping or replaced proxy may drain before the rest is cut; default 15 s. */
+  drainTimeoutMs?: number;
+  /** A signal to this process that restarts the proxy gracefully (e.g. SIGUSR2); absent = none. */
+  restartSignal?: NodeJS.Signals;
   /** The workers' telemetry batches (records for metrics and the access log). */
   onTelemetry?: (batch: TelemetryBatch) => void;
 }
@@ -66,10 +76,78 @@ export interface ProxyStatus {
   /** Worker processes and listening addresses, once serving. */
   workers?: number;
   listeners?: string[];
+  /** A graceful restart under way: why, since when, the pid being replaced. */
+  handover?: { reason: string; since: string; oldPid: number | undefined };
+  /** The last graceful restart: why, how long until the new proxy served and until the old one was gone. */
+  lastHandover?: { reason: string; oldPid: number | undefined; newPid: number | undefined; readyMs: number; drainedMs: number; outcome: 'graceful' | 'fell-back' | 'failed' };
+}
+
+/** What a proxy process is started with: changing any of it needs a new process. */
+export interface ProxyLaunch {
+  args: string[];
+  entry: string;
+}
+
+/** A proxy being replaced: a child of ours, or a leftover of a previous agent (a pid only). */
+type Retiring = { pid: number; exited: Promise<void> };
+
+/**
+ * Whether a proxy started as `running` must be replaced to get `wanted`, and why (for the log). Every launch setting
+ * (ports, workers, trust domain, mark, drain deadline, entry point) is read once at start: none is hot-reloadable.
+ */
+export function planProxyRestart(running: ProxyLaunch | undefined, wanted: ProxyLaunch): { restart: boolean; reasons: string[] } {
+  if (!running) return { restart: false, reasons: [] };
+  const reasons: string[] = [];
+  if (running.entry !== wanted.entry) reasons.push(`entry point ${running.entry} → ${wanted.entry}`);
+  const flags = (args: string[]): Map<string, string> => {
+    const m = new Map<string, string>();
+    for (let i = 0; i < args.length; i++) if (args[i]!.startsWith('--')) m.set(args[i]!, args[i + 1]?.startsWith('--') === false ? args[i + 1]! : '');
+    return m;
+  };
+  const a = flags(running.args);
+  const b = flags(wanted.args);
+  for (const k of new Set([...a.keys(), ...b.keys()])) if (a.get(k) !== b.get(k)) reasons.push(`${k} ${a.get(k) ?? '(unset)'} → ${b.get(k) ?? '(unset)'}`);
+  return { restart: reasons.length > 0, reasons };
+}
+
+/**
+ * The steps of replacing a serving proxy without losing a connection, in order, with their time limits (pure, so
+ * the order is testable): start the new one next to the old one; wait until it serves the latest plan (its
+ * listener registered in nm_pxy_sock); only then SIGTERM the old one, which closes its sockets and drains; kill it
+ * if it outlives the drain deadline plus a grace. If the new one fails to start (an old proxy without SO_REUSEPORT
+ * holds the ports), the old one is stopped first and a fresh one started: refused connects for that moment.
+ */
+export function planProxyHandover(o: { drainTimeoutMs: number; readyTimeoutMs: number }): {
+  steps: ('spawn-new' | 'await-new-serving' | 'sigterm-old' | 'await-old-exit' | 'sigkill-old')[];
+  readyTimeoutMs: number;
+  killOldAfterMs: number;
+  onNewFailed: ('sigterm-old' | 'await-old-exit' | 'spawn-new')[];
+} {
+  return {
+    steps: ['spawn-new', 'await-new-serving', 'sigterm-old', 'await-old-exit', 'sigkill-old'],
+    readyTimeoutMs: o.readyTimeoutMs,
+    // The proxy's own pool cuts what is left at the deadline and its workers 2 s later; this is the last resort.
+    killOldAfterMs: o.drainTimeoutMs + 5000,
+    onNewFailed: ['sigterm-old', 'await-old-exit', 'spawn-new'],
+  };
 }
 
 const ENTRY = fileURLToPath(new URL('./main.ts', import.meta.url));
 const APPLY_TIMEOUT_MS = 20_000;
+/** A new proxy must serve the latest plan this soon during a graceful restart, else it is given up. */
+const HANDOVER_READY_TIMEOUT_MS = 30_000;
+
+function sleep(ms: number): Promise<void> { return new Promise((r) => setTimeout(r, ms)); }
+
+/** Resolves when `pid` is gone (polls /proc); the process need not be our child. */
+async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  while (cmdlineOf(pid) !== undefined) {
+    if (Date.now() >= until) return false;
+    await sleep(50);
+  }
+  return true;
+}
 
 /** Reads `/proc/<pid>/cmdline`; undefined when the process is gone. */
 function cmdlineOf(pid: number): string | undefined {
@@ -94,11 +172,22 @@ export class ProxySupervisor {
   #startedAt = 0;
   #timer: NodeJS.Timeout | undefined;
   #readyWaiters: Array<() => void> = [];
+  /** Launch settings of the running proxy. */
+  #launched: ProxyLaunch | undefined;
+  /** Proxies draining after a handover (ours, or a previous agent's). */
+  #retiring = new Set<Retiring>();
+  /** A graceful restart in progress (one at a time; a second request joins it). */
+  #handover: Promise<void> | undefined;
+  /** Set while a handover waits for its new proxy: that proxy's exit goes here instead of the crash path. */
+  #onHandoverExit: ((why: string) => void) | undefined;
+  #signalHandler: (() => void) | undefined;
 
   constructor(o: ProxySupervisorOptions) {
-    this.#o = o;
+    this.#o = { ...o };
     this.#log = o.log;
   }
+
+  get #drainTimeoutMs(): number { return this.#o.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS; }
 
   /**
    * Path of the pid file (tests and `kill -9` drills read it). Keyed by node and bpffs directory: two sandbox
@@ -114,10 +203,55 @@ export class ProxySupervisor {
     return { ...this.#status };
   }
 
-  /** Replaces a proxy a previous agent left, then starts ours (it listens once the first update arrives). */
+  /**
+   * Starts our proxy (it listens once the first update arrives). A proxy a previous agent left keeps serving until
+   * ours serves, then drains (a graceful handover: an agent upgrade loses no connection).
+   */
   async start(): Promise<void> {
-    await this.#replaceLeftover();
-    this.#spawn();
+    const leftover = this.#findLeftover();
+    if (this.#o.restartSignal) {
+      this.#signalHandler = () => { void this.restart({ graceful: true, reason: `signal ${this.#o.restartSignal}` }).catch((err: unknown) => this.#log.error('graceful proxy restart failed', { error: describeError(err) })); };
+      process.on(this.#o.restartSignal, this.#signalHandler);
+    }
+    if (!leftover) { this.#spawn(); return; }
+    this.#log.info('a proxy a previous agent left is serving: starting ours next to it, then draining it', { pid: leftover });
+    const old: Retiring = { pid: leftover, exited: waitGone(leftover, Number.MAX_SAFE_INTEGER).then(() => {}) };
+    this.#retiring.add(old);
+    void old.exited.then(() => this.#retiring.delete(old));
+    // Not awaited: the new proxy serves only after the first apply, which comes after start() returns; the old one
+    // serves as long as that takes (no ready timeout).
+    this.#handover = this.#replace(old, 'previous agent\'s proxy', Infinity).finally(() => { this.#handover = undefined; });
+  }
+
+  /**
+   * Replaces the proxy process. Graceful: the new one starts next to the old one and the old one drains only once
+   * the new one serves (planProxyHandover); resolves when the old one is gone. Not graceful: SIGTERM (drain), then
+   * a new one (refused connects in between). Needs a started supervisor.
+   */
+  async restart(opts: { graceful: boolean; reason?: string }): Promise<void> {
+    if (this.#stopped) throw new Error('proxy supervisor stopped: nothing to restart');
+    const reason = opts.reason ?? 'requested';
+    if (this.#handover) { await this.#handover; return; }
+    const child = this.#child;
+    if (!opts.graceful || !child?.pid || child.exitCode !== null || child.signalCode !== null) {
+      this.#log.info('restarting the proxy (not graceful)', { reason, pid: child?.pid });
+      if (child?.pid) { this.#retire(child); await this.#terminate(this.#retiringOf(child)); }
+      if (!this.#child || this.#child === child) { this.#child = undefined; this.#spawn(); }
+      return;
+    }
+    this.#handover = this.#replace(this.#retire(child), reason).finally(() => { this.#handover = undefined; });
+    await this.#handover;
+  }
+
+  /**
+   * New launch settings (workers, trust domain, drain deadline): applied by a graceful restart when they differ from
+   * what the running proxy was started with (planProxyRestart); resolves when done.
+   */
+  async reconfigure(changes: Partial<Pick<ProxySupervisorOptions, 'workers' | 'trustDomain' | 'drainTimeoutMs' | 'mark'>>): Promise<void> {
+    Object.assign(this.#o, changes);
+    const plan = planProxyRestart(this.#launched, this.#launch());
+    if (!plan.restart || this.#stopped) return;
+    await this.restart({ graceful: true, reason: plan.reasons.join(', ') });
   }
 
   /** Resolves when the proxy serves (after its first update). */
@@ -136,21 +270,101 @@ export class ProxySupervisor {
     return this.#send(u);
   }
 
-  /** Stops the proxy (SIGTERM: drain), killing it if it has not gone after `graceMs`. */
-  async stop(graceMs = 5000): Promise<void> {
+  /**
+   * Stops the proxy: SIGTERM, and it drains (open requests finish, up to its drain deadline); killed if it has not
+   * gone `graceMs` later (default: the drain deadline + 5 s). Proxies still draining from a handover are waited for.
+   */
+  async stop(graceMs = this.#drainTimeoutMs + 5000): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
+    if (this.#signalHandler && this.#o.restartSignal) process.off(this.#o.restartSignal, this.#signalHandler);
+    this.#onHandoverExit?.('supervisor stopped');
     const child = this.#child;
     this.#status.state = 'stopped';
     for (const w of this.#waiters.values()) { clearTimeout(w.timer); w.reject(new Error('proxy supervisor stopped')); }
     this.#waiters.clear();
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    await new Promise<void>((resolve) => {
-      const kill = setTimeout(() => child.kill('SIGKILL'), graceMs);
-      child.once('exit', () => { clearTimeout(kill); resolve(); });
-      child.kill('SIGTERM');
-    });
+    const draining = [...this.#retiring].map((r) => this.#terminate(r, graceMs));
+    if (child && child.exitCode === null && child.signalCode === null) draining.push(this.#terminate(this.#retire(child), graceMs));
+    await Promise.all(draining);
     rmSync(this.pidFile, { force: true });
+  }
+
+  /** Moves `child` from "the proxy" to "draining": its exit no longer counts as a crash. */
+  #retire(child: ChildProcess): Retiring {
+    const r: Retiring = {
+      pid: child.pid!,
+      exited: child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>((res) => child.once('exit', () => res())),
+    };
+    this.#retiring.add(r);
+    void r.exited.then(() => this.#retiring.delete(r));
+    if (this.#child === child) this.#child = undefined;
+    this.#retiredChildren.set(child, r);
+    return r;
+  }
+
+  #retiredChildren = new WeakMap<ChildProcess, Retiring>();
+  #retiringOf(child: ChildProcess): Retiring { return this.#retiredChildren.get(child)!; }
+
+  /** SIGTERM (the proxy drains), then SIGKILL after `graceMs`; resolves when it is gone. */
+  async #terminate(r: Retiring, graceMs = this.#drainTimeoutMs + 5000): Promise<void> {
+    try { process.kill(r.pid, 'SIGTERM'); } catch { return; }
+    const killer = setTimeout(() => { try { process.kill(r.pid, 'SIGKILL'); } catch { /* gone */ } }, graceMs);
+    await r.exited;
+    clearTimeout(killer);
+  }
+
+  /** The graceful handover (planProxyHandover): new proxy serving first, then the old one drains. */
+  async #replace(old: Retiring, reason: string, readyTimeoutMs = HANDOVER_READY_TIMEOUT_MS): Promise<void> {
+    const plan = planProxyHandover({ drainTimeoutMs: this.#drainTimeoutMs, readyTimeoutMs });
+    const t0 = Date.now();
+    this.#status.handover = { reason, since: new Date(t0).toISOString(), oldPid: old.pid };
+    this.#log.info('graceful proxy restart: starting the new proxy next to the old one', { reason, oldPid: old.pid });
+    let outcome: 'graceful' | 'fell-back' | 'failed' = 'graceful';
+    let readyMs = 0;
+    try {
+      const failed = await this.#spawnAndAwaitServing(plan.readyTimeoutMs);
+      readyMs = Date.now() - t0;
+      if (failed !== undefined) {
+        if (this.#stopped) { outcome = 'failed'; return; }
+        // Most likely an old proxy without SO_REUSEPORT holds the ports: it has to go first.
+        outcome = 'fell-back';
+        this.#log.warn('the new proxy could not start next to the old one; stopping the old one first (mesh connects are refused until the new one serves)', { why: failed, oldPid: old.pid });
+        await this.#terminate(old, plan.killOldAfterMs);
+        if (!this.#stopped) { this.#spawn(); await this.whenServing(); }
+        return;
+      }
+      this.#log.info('new proxy serving; draining the old one', { newPid: this.#child?.pid, oldPid: old.pid, readyMs });
+      await this.#terminate(old, plan.killOldAfterMs);
+    } finally {
+      const drainedMs = Date.now() - t0;
+      this.#status.handover = undefined;
+      this.#status.lastHandover = { reason, oldPid: old.pid, newPid: this.#child?.pid, readyMs, drainedMs, outcome };
+      this.#log.info('graceful proxy restart done', { ...this.#status.lastHandover });
+    }
+  }
+
+  /** Spawns a proxy and waits until it serves the latest update; undefined on success, else why it did not. */
+  async #spawnAndAwaitServing(timeoutMs: number): Promise<string | undefined> {
+    this.#status.state = 'starting';
+    const exited = new Promise<string>((resolve) => { this.#onHandoverExit = resolve; });
+    this.#spawn();
+    const child = this.#child;
+    const timer = new Promise<string>((resolve) => { if (Number.isFinite(timeoutMs)) setTimeout(() => resolve(`not serving ${timeoutMs} ms after start`), timeoutMs).unref(); });
+    const served = (async () => {
+      await this.whenServing();
+      // Serving means listening with the first update; the latest one must be in force too before the old one goes.
+      if (this.#latest && this.#status.pending !== undefined) {
+        while (this.#status.pending !== undefined && this.#child === child) await sleep(20);
+      }
+      return undefined;
+    })();
+    try {
+      const r = await Promise.race([served, exited, timer]);
+      if (r !== undefined && child && this.#child === child) { this.#retire(child); await this.#terminate(this.#retiringOf(child), 2000); }
+      return r;
+    } finally {
+      this.#onHandoverExit = undefined;
+    }
   }
 
   #send(u: ProxyUpdate): Promise<void> {
@@ -173,15 +387,24 @@ export class ProxySupervisor {
     });
   }
 
-  #spawn(): void {
-    if (this.#stopped) return;
+  /** What a proxy would be started with now. */
+  #launch(): ProxyLaunch {
     const o = this.#o;
-    const args = ['--node', o.nodeName, '--host', o.host, '--outbound-port', String(o.outboundPort), '--inbound-port', String(o.inboundPort), '--workers', String(o.workers), '--trust-domain', o.trustDomain];
+    const args = ['--node', o.nodeName, '--host', o.host, '--outbound-port', String(o.outboundPort), '--inbound-port', String(o.inboundPort), '--workers', String(o.workers), '--trust-domain', o.trustDomain, '--drain-timeout-ms', String(this.#drainTimeoutMs)];
     if (o.pinDir) args.push('--pin-dir', o.pinDir);
     if (o.fixedDst) args.push('--fixed-dst', o.fixedDst);
     if (o.mark) args.push('--mark', String(o.mark));
-    const child = fork(o.entry ?? ENTRY, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced', execArgv: [] });
+    return { args, entry: o.entry ?? ENTRY };
+  }
+
+  #spawn(): void {
+    if (this.#stopped) return;
+    const launch = this.#launch();
+    // Heap flags of the primary (l7proxy/process-memory.ts): ~10-14 MB less RSS with a 10,000-service config.
+    const child = fork(launch.entry, launch.args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced', execArgv: [...PRIMARY_EXEC_ARGV] });
+    this.#launched = launch;
     this.#child = child;
+    if (this.#latest) this.#status.pending = this.#latest.version;
     this.#startedAt = Date.now();
     this.#status = { ...this.#status, pid: child.pid, state: 'starting' };
     if (child.pid) {
@@ -189,7 +412,7 @@ export class ProxySupervisor {
       writeFileSync(this.pidFile, `${child.pid}\n`);
     }
     this.#log.info('proxy started', { pid: child.pid });
-    child.on('message', (m: FromProxy) => this.#onMessage(m));
+    child.on('message', (m: FromProxy) => { if (this.#child === child) this.#onMessage(m); else if (m.t === 'nm-telemetry') this.#onMessage(m); });
     child.on('error', (err) => this.#log.warn('proxy process error', { error: describeError(err) }));
     child.once('exit', (code, signal) => this.#onExit(child, code, signal));
     if (this.#latest) this.#send(this.#latest).catch((err: unknown) => this.#log.warn('proxy update after start failed', { error: describeError(err) }));
@@ -240,6 +463,12 @@ export class ProxySupervisor {
     if (this.#child !== child) return;
     this.#child = undefined;
     const why = signal ? `signal ${signal}` : `exit code ${code}`;
+    if (this.#onHandoverExit) {
+      // A handover's new proxy died before serving: the handover decides what comes next (the old one still serves).
+      this.#status = { ...this.#status, pid: undefined, state: 'down', lastExit: why };
+      this.#onHandoverExit(`the new proxy exited (${why}) before serving`);
+      return;
+    }
     this.#status = { ...this.#status, pid: undefined, state: this.#stopped ? 'stopped' : 'down', lastExit: why };
     for (const [seq, w] of this.#waiters) { clearTimeout(w.timer); w.reject(new Error(`proxy exited (${why}) before acknowledging version ${w.version}`)); this.#waiters.delete(seq); }
     if (this.#stopped) return;
@@ -251,22 +480,17 @@ export class ProxySupervisor {
     this.#timer = setTimeout(() => { this.#timer = undefined; this.#spawn(); }, this.#delayMs);
   }
 
-  /** A proxy from a previous agent still holds the ports: ask it to drain, then make sure it is gone. */
-  async #replaceLeftover(): Promise<void> {
+  /** The pid of a proxy a previous agent left running for this node, if any (checked against its command line). */
+  #findLeftover(): number | undefined {
     let pid: number;
     try {
       pid = Number(readFileSync(this.pidFile, 'utf8').trim());
     } catch {
-      return;
+      return undefined;
     }
     const cmd = Number.isInteger(pid) && pid > 1 ? cmdlineOf(pid) : undefined;
     // Only our own proxy (same entry point, same node): a recycled pid is someone else's process.
-    if (!cmd || !cmd.includes(this.#o.entry ?? ENTRY) || !cmd.includes(`--node ${this.#o.nodeName} `) || (this.#o.pinDir && !cmd.includes(`--pin-dir ${this.#o.pinDir} `))) return;
-    this.#log.info('replacing the proxy a previous agent left running', { pid });
-    try { process.kill(pid, 'SIGTERM'); } catch { return; }
-    const until = Date.now() + 5000;
-    while (cmdlineOf(pid) !== undefined && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-    if (cmdlineOf(pid) !== undefined) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
-    while (cmdlineOf(pid) !== undefined && Date.now() < until + 2000) await new Promise((r) => setTimeout(r, 50));
+    if (!cmd || !cmd.includes(this.#o.entry ?? ENTRY) || !cmd.includes(`--node ${this.#o.nodeName} `) || (this.#o.pinDir && !cmd.includes(`--pin-dir ${this.#o.pinDir} `))) return undefined;
+    return pid;
   }
 }

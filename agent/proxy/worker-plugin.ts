@@ -14,11 +14,12 @@ import type { ProxyConfig } from '../../l7proxy/config.ts';
 import { HboneError } from '../../l7proxy/hbone/errors.ts';
 import { HboneConnector } from '../../l7proxy/hbone/hbone-client.ts';
 import { HboneServer } from '../../l7proxy/hbone/hbone-server.ts';
+import { PlaintextInboundListener, type PlaintextHandling } from '../../l7proxy/inbound-plaintext.ts';
 import type { MeshTlsIdentity } from '../../l7proxy/identity/mesh-tls.ts';
 import { parseTrustBundle, type TrustBundle } from '../../l7proxy/identity/trust-bundle.ts';
 import { createVerifyCounters } from '../../l7proxy/identity/verify-reasons.ts';
 import { NodeProxy, type SourceIdentity } from '../../l7proxy/proxy.ts';
-import type { ProxyLogger } from '../../l7proxy/stats.ts';
+import { createStats, type ProxyLogger } from '../../l7proxy/stats.ts';
 import type { TracingSettings } from '../../l7proxy/telemetry/config.ts';
 import type { TelemetrySink } from '../../l7proxy/telemetry/records.ts';
 import { createRequestTelemetry } from '../../l7proxy/telemetry/request-telemetry.ts';
@@ -48,6 +49,8 @@ export type MeshPluginInit = {
   /** SO_MARK of the proxy's plain connects (nm_dp_cfg.proxy_mark: connect4 never redirects them); absent → none. */
   mark?: number;
   connectTimeoutMs?: number;
+  /** Port of the plaintext inbound listener (15006) on `host`: where the node's steering table sends plaintext to pod ports. Absent → none. */
+  plaintextPort?: number;
 };
 
 /** PEM material of one identity. */
@@ -70,6 +73,8 @@ export type MeshPluginData = {
   };
   /** Tracing settings of the mesh (ConfigMap nodemesh-config); absent = tracing off (records still flow). */
   tracing?: TracingSettings;
+  /** `ip:port` of local pod ports → what plaintext from outside the mesh meets (plan-plaintext.ts); absent = none steered. */
+  plaintext?: Record<string, PlaintextHandling>;
 };
 
 /** How often a worker sends its telemetry records to the agent. */
@@ -92,6 +97,7 @@ export class MeshPlugin implements ProxyWorkerPlugin {
   #bundlePem: string | undefined;
   #server: HboneServer | undefined;
   #serverCert: string | undefined;
+  #serverBundle: TrustBundle | undefined;
   #bySpiffe = new Map<string, SourceIdentity>();
   #inboundAddrs = new Set<string>();
   #closed = false;
@@ -99,6 +105,9 @@ export class MeshPlugin implements ProxyWorkerPlugin {
   #tracer: MeshTracer;
   #tracing = '';
   #outbound: NodeProxy | undefined;
+  #plaintext: PlaintextInboundListener | undefined;
+  /** Plaintext outcomes (the listener's and refused same-node hand-offs), summed into the stats sent to the agent. */
+  readonly plaintextStats = createStats();
   readonly #sink: TelemetrySink;
   #relay: { sink: BatchingSink; timer: NodeJS.Timeout } | undefined;
   readonly stats: MeshPluginStats = { hboneOpened: 0, hboneFailed: 0, local: 0, plain: 0, noIdentity: 0 };
@@ -140,6 +149,11 @@ export class MeshPlugin implements ProxyWorkerPlugin {
     if (route.via === 'local') {
       if (!this.#inboundAddrs.has(key(t.ip, t.port))) {
         throw Object.assign(new Error(`local endpoint ${key(t.ip, t.port)} is not an inbound destination of this node`), { code: 'ECONNREFUSED' });
+      }
+      // A source that is no workload of this node has no identity: under STRICT that is plaintext, refused.
+      if (t.identity.startsWith('anon:') && this.#data?.plaintext?.[key(t.ip, t.port)] === 'refuse') {
+        this.plaintextStats.plaintextInbound.strictRefused++;
+        throw Object.assign(new Error(`${t.identity.slice(5)} is not a mesh workload and ${key(t.ip, t.port)} runs mTLS STRICT: refused`), { code: 'ECONNREFUSED' });
       }
       this.stats.local++;
       const [mine, theirs] = duplexPair();
@@ -190,6 +204,19 @@ export class MeshPlugin implements ProxyWorkerPlugin {
   async started(proxy: NodeProxy): Promise<void> {
     this.#outbound = proxy;
     proxy.setTelemetry(createRequestTelemetry({ direction: 'outbound', tracer: () => this.#tracer, sink: this.#sink }));
+    if (this.#init.plaintextPort !== undefined && !this.#plaintext) {
+      // Opens after the first config is in force (started() follows it): steered plaintext is never served blind.
+      this.#plaintext = await PlaintextInboundListener.start({
+        host: this.#init.host,
+        port: this.#init.plaintextPort,
+        handling: (dst) => (this.#inboundAddrs.has(key(dst.ip, dst.port)) ? this.#data?.plaintext?.[key(dst.ip, dst.port)] : undefined),
+        // Unauthenticated: no principal, no namespace, whatever address it comes from.
+        serve: (socket, dst, remoteAddress) => this.#inbound.acceptStream(socket, { dst, source: undefined, remoteAddress }),
+        stats: this.plaintextStats.plaintextInbound,
+        logger: this.#log,
+      });
+      this.#log.info('plaintext inbound listener up', { addr: `${this.#init.host}:${this.#plaintext.port}` });
+    }
     if (!this.#init.pinDir) return;
     const fd = proxy.listenerFds()[0] ?? -1;
     if (fd < 0) throw new Error('the outbound listener has no file descriptor in this worker to register in nm_pxy_sock: run the pool with scheduling \'kernel\' (round-robin keeps the socket in the primary)');
@@ -204,9 +231,19 @@ export class MeshPlugin implements ProxyWorkerPlugin {
     this.#log.info('outbound listener registered in nm_pxy_sock', { pinDir: this.#init.pinDir });
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Drains together with the outbound proxy: the listeners close, HBONE sessions get GOAWAY, and the inbound side
+   * finishes what is open, up to the pool's deadline. The connector stays: outbound requests still draining need it.
+   */
+  async drain(opts: { drain: boolean; timeoutMs: number }): Promise<void> {
     this.#closed = true;
-    await Promise.all([this.#server?.close(1000), this.#connector.close(1000), this.#inbound.stop({ drain: true, timeoutMs: 1000 })]);
+    const graceMs = opts.drain ? opts.timeoutMs : 0;
+    await Promise.all([this.#server?.close(graceMs), this.#plaintext?.close(), this.#inbound.stop({ drain: opts.drain, timeoutMs: opts.timeoutMs })]);
+  }
+
+  async stop(): Promise<void> {
+    if (!this.#closed) await this.drain({ drain: true, timeoutMs: 1000 });
+    await this.#connector.close(1000);
     if (this.#relay) { clearInterval(this.#relay.timer); this.#flushRelay(); }
     await this.#tracer.shutdown().catch(() => {});
   }
@@ -243,7 +280,7 @@ export class MeshPlugin implements ProxyWorkerPlugin {
     if (!this.#relay || !process.connected) return;
     const batch: TelemetryBatch = {
       t: 'nm-telemetry', pid: process.pid, ...this.#relay.sink.drain(),
-      proxyStats: computeStatsSum([this.#inbound.stats, ...(this.#outbound ? [this.#outbound.stats] : [])]),
+      proxyStats: computeStatsSum([this.#inbound.stats, this.plaintextStats, ...(this.#outbound ? [this.#outbound.stats] : [])]),
       spanStats: this.#tracer.stats(),
     };
     try { process.send?.(batch); } catch { /* the channel is closing: the worker is going away */ }
@@ -259,10 +296,13 @@ export class MeshPlugin implements ProxyWorkerPlugin {
     if (this.#closed || !proxyCert || !this.#bundle) return;
     const identity: MeshTlsIdentity = proxyCert;
     if (this.#server) {
-      if (this.#serverCert !== proxyCert.certChainPem) { this.#server.setIdentity(identity); this.#serverCert = proxyCert.certChainPem; }
+      // A new bundle needs a new context too: OpenSSL's trust store (and the session-ticket keys bound to the
+      // bundle, l7proxy/identity/session-binding.ts) live in it, not only our per-connection check.
+      if (this.#serverCert !== proxyCert.certChainPem || this.#serverBundle !== this.#bundle) { this.#server.setIdentity(identity); this.#serverCert = proxyCert.certChainPem; this.#serverBundle = this.#bundle; }
       return;
     }
     this.#serverCert = proxyCert.certChainPem;
+    this.#serverBundle = this.#bundle;
     this.#server = await HboneServer.start({
       host: this.#init.host,
       port: this.#init.inboundPort,

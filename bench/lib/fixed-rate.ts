@@ -24,7 +24,7 @@ export type FixedRateResult = {
 };
 
 /** Send `rate` requests per second for `seconds` over `connections` keep-alive connections. */
-export async function runFixedRate(opts: { url: string; rate: number; connections: number; seconds: number }): Promise<FixedRateResult> {
+export async function runFixedRate(opts: { url: string; rate: number; connections: number; seconds: number; onSlow?: { overUs: number; report(startMs: number, latencyUs: number): void } }): Promise<FixedRateResult> {
   const u = new URL(opts.url);
   const pool = new Pool(u.origin, { connections: opts.connections, pipelining: 1, keepAliveTimeout: 60_000 });
   const total = Math.round(opts.rate * opts.seconds);
@@ -40,6 +40,7 @@ export async function runFixedRate(opts: { url: string; rate: number; connection
     pool.request({ path: u.pathname + u.search, method: 'GET', headers: { host: u.host } }).then(async (res) => {
       await res.body.dump();
       lat[done] = now() - startUs;
+      if (opts.onSlow && lat[done]! > opts.onSlow.overUs) opts.onSlow.report((startUs - t0) / 1000, lat[done]!);
       if (res.statusCode >= 200 && res.statusCode < 300) ok++; else non2xx++;
     }, () => { lat[done] = now() - startUs; errors++; }).finally(() => {
       done++; inflight--;
@@ -72,8 +73,10 @@ export async function runFixedRate(opts: { url: string; rate: number; connection
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({ options: { url: { type: 'string' }, rate: { type: 'string', default: '1000' }, connections: { type: 'string', default: '16' }, seconds: { type: 'string', default: '5' } } });
-  if (!values.url) { console.error('usage: node bench/lib/fixed-rate.ts --url http://127.0.0.1:PORT/ [--rate 1000] [--connections 16] [--seconds 5]'); process.exit(2); }
-  const res = await runFixedRate({ url: values.url, rate: Number(values.rate), connections: Number(values.connections), seconds: Number(values.seconds) });
+  const { values } = parseArgs({ options: { url: { type: 'string' }, rate: { type: 'string', default: '1000' }, connections: { type: 'string', default: '16' }, seconds: { type: 'string', default: '5' }, 'slow-us': { type: 'string' } } });
+  if (!values.url) { console.error('usage: node bench/lib/fixed-rate.ts --url http://127.0.0.1:PORT/ [--rate 1000] [--connections 16] [--seconds 5] [--slow-us N]'); process.exit(2); }
+  const res = await runFixedRate({ url: values.url, rate: Number(values.rate), connections: Number(values.connections), seconds: Number(values.seconds),
+    // By hand: which requests were slow, and when (stalls at a period point at a timer, at random at GC or load).
+    ...(values['slow-us'] ? { onSlow: { overUs: Number(values['slow-us']), report: (t: number, l: number) => process.stderr.write(`slow: started at ${t.toFixed(1)} ms, took ${Math.round(l)} µs\n`) } } : {}) });
   console.log(JSON.stringify(res));
 }

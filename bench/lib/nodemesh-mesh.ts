@@ -12,7 +12,7 @@ import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node
 import type { CompiledRoute, NodeService, NodeWorkload } from '../../crds/index.ts';
 import { planProxy, type PlanProxyInput, type ProxyPlan } from '../../agent/proxy/plan-proxy.ts';
 import type { MeshPluginData, MeshPluginInit, PemIdentity } from '../../agent/proxy/worker-plugin.ts';
-import { ProxyWorkerPool } from '../../l7proxy/workers.ts';
+import { DEFAULT_WORKER_EXEC_ARGV, ProxyWorkerPool } from '../../l7proxy/workers.ts';
 
 /** PEM material the bench writes: the mesh CA bundle, the source workload's SVID, one SVID per node proxy. */
 export type MeshBenchCerts = { trustDomain: string; bundlePem: string; web: PemIdentity; proxyA: PemIdentity; proxyB: PemIdentity };
@@ -37,6 +37,12 @@ export function planMeshBench(td: string, podIp: string, podPort: number, client
   return { a, b };
 }
 
+/** Extra worker flags for profiling by hand (`NM_BENCH_WORKER_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p"`), added to the defaults. */
+function workerArgs(): { execArgv?: string[] } {
+  const extra = process.env.NM_BENCH_WORKER_ARGS?.split(' ').filter(Boolean) ?? [];
+  return extra.length ? { execArgv: [...DEFAULT_WORKER_EXEC_ARGV, ...extra] } : {};
+}
+
 if (import.meta.main) {
   const { values } = parseArgs({ options: { port: { type: 'string' }, 'b-port': { type: 'string' }, hbone: { type: 'string' }, upstream: { type: 'string' }, 'pod-ip': { type: 'string', default: '127.0.0.3' }, certs: { type: 'string' } } });
   if (!values.port || !values['b-port'] || !values.hbone || !values.upstream || !values.certs) {
@@ -54,13 +60,13 @@ if (import.meta.main) {
     warn: (m: string, f?: Record<string, unknown>) => console.error('warn', m, JSON.stringify(f ?? {})),
     error: (m: string, f?: Record<string, unknown>) => console.error('error', m, JSON.stringify(f ?? {})),
   };
-  const pluginPath = path.resolve(import.meta.dirname, '../../agent/proxy/worker-plugin.ts');
+  const pluginPath = process.env.NM_BENCH_PROBE === '1' ? path.resolve(import.meta.dirname, 'mesh-probe-plugin.ts') : path.resolve(import.meta.dirname, '../../agent/proxy/worker-plugin.ts');
   const proxyId = `spiffe://${TD}/ns/nodemesh-system/sa/nodemesh-proxy`;
   const init = (nodeName: string, host: string): MeshPluginInit => ({ nodeName, host, inboundPort: hbone, trustDomain: TD, proxySpiffeId: proxyId });
   const data = (plan: ProxyPlan, proxy: PemIdentity, workloads: Record<string, PemIdentity>): MeshPluginData => ({ version: plan.version, inbound: plan.inbound, endpoints: plan.endpoints, identities: plan.identities, certs: { bundlePem: certs.bundlePem, proxy, workloads } });
-  const poolB = new ProxyWorkerPool({ workers: 1, originalDst: { kind: 'fixed', ...MESH_SERVICE }, config: b.outbound, identities: b.identities, logger, scheduling: 'round-robin', plugin: { path: pluginPath, init: init('node-b', NODE_B) }, pluginData: data(b, certs.proxyB, {}) });
+  const poolB = new ProxyWorkerPool({ workers: 1, originalDst: { kind: 'fixed', ...MESH_SERVICE }, config: b.outbound, identities: b.identities, logger, scheduling: 'round-robin', ...workerArgs(), plugin: { path: pluginPath, init: init('node-b', NODE_B) }, pluginData: data(b, certs.proxyB, {}) });
   await poolB.start({ outboundPort: Number(values['b-port']), host: NODE_B });
-  const poolA = new ProxyWorkerPool({ workers: 1, originalDst: { kind: 'fixed', ...MESH_SERVICE }, config: a.outbound, identities: a.identities, logger, scheduling: 'round-robin', plugin: { path: pluginPath, init: init('node-a', NODE_A) }, pluginData: data(a, certs.proxyA, { [`spiffe://${TD}/ns/shop/sa/web`]: certs.web }) });
+  const poolA = new ProxyWorkerPool({ workers: 1, originalDst: { kind: 'fixed', ...MESH_SERVICE }, config: a.outbound, identities: a.identities, logger, scheduling: 'round-robin', ...workerArgs(), plugin: { path: pluginPath, init: init('node-a', NODE_A) }, pluginData: data(a, certs.proxyA, { [`spiffe://${TD}/ns/shop/sa/web`]: certs.web }) });
   const ports = await poolA.start({ outboundPort: Number(values.port), host: '127.0.0.1' });
   console.log(JSON.stringify({ ready: true, ...ports, hbone: `${NODE_B}:${hbone}`, pids: [...poolA.status(), ...poolB.status()].map((s) => s.pid) }));
   const stop = (): void => {

@@ -6,7 +6,7 @@
 import http from 'node:http';
 import { parseArgs } from 'node:util';
 import type { ProxyConfig } from '../../l7proxy/config.ts';
-import { ProxyWorkerPool } from '../../l7proxy/workers.ts';
+import { DEFAULT_WORKER_EXEC_ARGV, ProxyWorkerPool } from '../../l7proxy/workers.ts';
 
 const SERVICE = { ip: '10.96.0.10', port: 80 };
 
@@ -26,6 +26,12 @@ export function planBenchConfig(upstreamPort: number, extraServices = 0): ProxyC
   return config;
 }
 
+/** Extra worker flags for profiling by hand (`NM_BENCH_WORKER_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p"`), added to the defaults. */
+function workerArgs(): { execArgv?: string[] } {
+  const extra = process.env.NM_BENCH_WORKER_ARGS?.split(' ').filter(Boolean) ?? [];
+  return extra.length ? { execArgv: [...DEFAULT_WORKER_EXEC_ARGV, ...extra] } : {};
+}
+
 if (import.meta.main) {
   const { values } = parseArgs({ options: { port: { type: 'string' }, upstream: { type: 'string' }, workers: { type: 'string', default: '1' }, control: { type: 'string' }, scheduling: { type: 'string', default: 'round-robin' }, services: { type: 'string', default: '1' } } });
   if (!values.port || !values.upstream || !values.control) {
@@ -38,12 +44,12 @@ if (import.meta.main) {
     warn: (m: string, f?: Record<string, unknown>) => console.error('warn', m, JSON.stringify(f ?? {})),
     error: (m: string, f?: Record<string, unknown>) => console.error('error', m, JSON.stringify(f ?? {})),
   };
-  const pool = new ProxyWorkerPool({ workers: Number(values.workers), originalDst: { kind: 'fixed', ...SERVICE }, config: planBenchConfig(Number(values.upstream), Number(values.services) - 1), logger, scheduling: values.scheduling === 'round-robin' ? 'round-robin' : 'kernel' });
+  const pool = new ProxyWorkerPool({ workers: Number(values.workers), originalDst: { kind: 'fixed', ...SERVICE }, config: planBenchConfig(Number(values.upstream), Number(values.services) - 1), logger, scheduling: values.scheduling === 'round-robin' ? 'round-robin' : 'kernel', ...workerArgs() });
   const ports = await pool.start({ outboundPort: Number(values.port), host: '127.0.0.1' });
   const control = http.createServer((req, res) => {
     pool.stats().then((s) => {
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ workers: s.workers.map((w) => ({ slot: w.slot, pid: w.pid, accepted: w.stats.connections.accepted, requests: w.stats.requests.total, byCode: w.stats.requests.byCode, rssMb: Math.round(w.memory.rss / 2 ** 20), heapUsedMb: Math.round(w.memory.heapUsed / 2 ** 20), heapTotalMb: Math.round(w.memory.heapTotal / 2 ** 20) })), status: pool.status() }));
+      res.end(JSON.stringify({ workers: s.workers.map((w) => ({ slot: w.slot, pid: w.pid, accepted: w.stats.connections.accepted, requests: w.stats.requests.total, byCode: w.stats.requests.byCode, rssMb: Math.round(w.memory.rss / 2 ** 20), heapUsedMb: Math.round(w.memory.heapUsed / 2 ** 20), heapTotalMb: Math.round(w.memory.heapTotal / 2 ** 20) })), status: pool.status(), primary: (({ rss, heapTotal, heapUsed, external, arrayBuffers }) => ({ rss, heapTotal, heapUsed, external, arrayBuffers }))(process.memoryUsage()) }));
     }, (err: unknown) => { res.writeHead(500); res.end(String(err)); });
   });
   await new Promise<void>((r) => control.listen(Number(values.control), '127.0.0.1', r));

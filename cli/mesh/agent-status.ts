@@ -11,6 +11,7 @@
  */
 import type { V1Node } from '@kubernetes/client-node';
 import { CliError } from './errors.ts';
+import type { ClockReading } from './skew.ts';
 
 /** Node annotation an agent (or the sandbox) sets to its status URL. */
 export const AGENT_STATUS_ANNOTATION = 'nodemesh.io/agent-status-url';
@@ -36,8 +37,8 @@ export type AgentStatusJson = {
   kernel?: { release?: string; bpf?: boolean; cgroup2?: boolean; bpffs?: boolean };
 };
 
-/** The outcome of asking one node's agent. */
-export type AgentStatusResult = { node: string; url?: string; status?: AgentStatusJson; error?: string };
+/** The outcome of asking one node's agent; `clock` times the answer (its Date header) for the clock-skew check. */
+export type AgentStatusResult = { node: string; url?: string; status?: AgentStatusJson; error?: string; clock?: ClockReading };
 
 /** Parses `node=url,node=url`. */
 export function parseAgentEndpoints(text: string | undefined): Map<string, string> {
@@ -84,9 +85,11 @@ export async function fetchAgentStatuses(endpoints: ReadonlyMap<string, string |
     [...endpoints].map(async ([node, url]): Promise<AgentStatusResult> => {
       if (!url) return { node, error: `no status endpoint known (annotate the Node with ${AGENT_STATUS_ANNOTATION} or pass --agent-endpoints)` };
       try {
+        const sentMs = Date.now();
         const res = await f(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } });
-        if (!res.ok) return { node, url, error: `${url} answered ${res.status}` };
-        return { node, url, status: (await res.json()) as AgentStatusJson };
+        const clock: ClockReading = { sentMs, receivedMs: Date.now(), date: res.headers.get('date') ?? undefined };
+        if (!res.ok) return { node, url, error: `${url} answered ${res.status}`, clock };
+        return { node, url, status: (await res.json()) as AgentStatusJson, clock };
       } catch (e) {
         const err = e as Error & { cause?: { code?: string } };
         const why = err.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (err.cause?.code ?? err.message);

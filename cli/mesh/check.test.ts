@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { V1Node } from '@kubernetes/client-node';
 import { normalizeStatusUrl, parseAgentEndpoints, resolveAgentEndpoints } from './agent-status.ts';
-import { computeChecks, type CheckFacts } from './check.ts';
+import { computeChecks, operatorVersionOfDeployment, parseKernelRelease, type CheckFacts } from './check.ts';
 import { groupNodeStates } from './mesh-objects.ts';
 import { formatAge, formatTable } from './output.ts';
 
@@ -87,5 +87,31 @@ describe('helpers', () => {
   it('formats ages and tables like kubectl', () => {
     assert.deepEqual([5_000, 150_000, 3_600_000 * 5, 86_400_000 * 3, -1].map(formatAge), ['5s', '2m30s', '5h', '3d', '0s']);
     assert.equal(formatTable(['a', 'bb'], [['xxx', 'y']]), 'A     BB\nxxx   y\n');
+  });
+});
+
+describe('computeChecks: kernel, clocks, versions', () => {
+  it('kernel: passes 5.18+ with its features, fails an older one', () => {
+    const r = computeChecks(facts({
+      agents: [
+        { node: 'a', url: 'http://x/statusz', status: { sync: { ready: true }, kernel: { release: '6.18.0', bpf: true, cgroup2: true, bpffs: true } } },
+        { node: 'b', url: 'http://y/statusz', status: { sync: { ready: true }, kernel: { release: '5.15.0-91-generic', bpf: true, cgroup2: true, bpffs: true } } },
+      ],
+    }));
+    assert.equal(byName(r, 'a: kernel 5.18 or newer, BPF, cgroup v2, bpffs')?.status, 'pass');
+    assert.equal(byName(r, 'b: kernel 5.18 or newer')?.status, 'fail');
+    assert.equal(parseKernelRelease('6.1.0-rc1')?.minor, 1);
+  });
+
+  it('clock and version groups come after the agents', () => {
+    const r = computeChecks(facts({ cliVersion: '0.1.0', operatorVersion: { version: '0.1.0', source: 'test' }, agents: [{ node: 'a', url: 'http://x', status: { sync: { ready: true }, version: '0.2.0' } }] }));
+    assert.deepEqual([...new Set(r.map((c) => c.group))].slice(-2), ['nodemesh-clocks', 'nodemesh-versions']);
+    assert.equal(byName(r, 'agents are within the supported skew')?.status, 'fail', 'an agent ahead of the operator');
+  });
+
+  it('the operator version comes from the image tag when it is a release, else the Deployment label', () => {
+    assert.equal(operatorVersionOfDeployment({ metadata: { labels: { 'app.kubernetes.io/version': '0.2.0' } }, spec: { selector: {}, template: { spec: { containers: [{ name: 'operator', image: 'reg/nodemesh:sha-1234' }] } } } }), '0.2.0');
+    assert.equal(operatorVersionOfDeployment({ spec: { selector: {}, template: { spec: { containers: [{ name: 'operator', image: 'reg:5000/nodemesh/nodemesh:0.1.1@sha256:ab' }] } } } }), '0.1.1');
+    assert.equal(operatorVersionOfDeployment({ spec: { selector: {}, template: { spec: { containers: [{ name: 'operator', image: 'nodemesh:latest' }] } } } }), undefined);
   });
 });

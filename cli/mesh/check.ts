@@ -2,18 +2,21 @@
  * `kubectl mesh check`: graded checks like `linkerd check`, grouped, each with a hint when it fails. What the
  * API server alone can tell: CRDs installed at the served versions we need, the operator's Lease held and
  * fresh, a complete NodeState set per Node, the mesh CA valid for at least 60 days. Agent-side checks
- * (kernel, BPF, cgroup2, bpffs) come from each agent's status when it is reachable.
+ * (kernel version and BPF, cgroup2, bpffs) come from each agent's status when it is reachable; clock skew from the
+ * Date headers of the API server's and the agents' answers; version skew from the agents, the operator (its
+ * status URL, else its Deployment) and this plugin (cli/mesh/skew.ts).
  */
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { V1CustomResourceDefinition, V1Lease, V1Node, V1Secret } from '@kubernetes/client-node';
+import type { V1CustomResourceDefinition, V1Deployment, V1Lease, V1Node, V1Secret } from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
 import { CRD_DIRECTORY, CRD_FILES, DEFAULT_MESH_NAMESPACE, NodeStateResource } from '../../crds/index.ts';
 import { agentReady, fetchAgentStatuses, resolveAgentEndpoints, type AgentStatusResult } from './agent-status.ts';
 import type { ClusterReader, KubeObject } from './kube.ts';
 import { groupNodeStates } from './mesh-objects.ts';
 import { formatAge, formatJson, toMillis, type OutputFormat } from './output.ts';
+import { computeClockChecks, computeVersionChecks, parseVersion, type ClockReading, type VersionFacts } from './skew.ts';
 
 /** The operator's leader-election Lease (namespace/name). */
 export const OPERATOR_LEASE = { namespace: DEFAULT_MESH_NAMESPACE, name: 'nodemesh-operator' } as const;
@@ -21,6 +24,13 @@ export const OPERATOR_LEASE = { namespace: DEFAULT_MESH_NAMESPACE, name: 'nodeme
 export const CA_SECRET = { namespace: DEFAULT_MESH_NAMESPACE, name: 'nodemesh-ca' } as const;
 /** Certificates closer than this to expiry fail the check (as linkerd's "valid for at least 60 days"). */
 export const MIN_CA_VALIDITY_DAYS = 60;
+/**
+ * The oldest kernel the datapath loads on: bpf_set_retval in cgroup/connect4 (5.18) is the newest thing it needs
+ * (docs/supported-versions.md lists each feature and the release that brought it).
+ */
+export const MIN_KERNEL = { major: 5, minor: 18 } as const;
+/** The operator's Deployment (deploy/operator/deployment.yaml), read for its version. */
+export const OPERATOR_DEPLOYMENT = { namespace: DEFAULT_MESH_NAMESPACE, name: 'nodemesh-operator' } as const;
 
 const DAY_MS = 86_400_000;
 
@@ -50,7 +60,29 @@ export type CheckFacts = {
   nodeStates?: KubeObject[];
   caSecret?: V1Secret | 'missing';
   agents?: AgentStatusResult[];
+  /** The timed GET /version (clock-skew reference). */
+  apiClock?: ClockReading;
+  /** This plugin's version and the operator's, when found (version skew). */
+  cliVersion?: string;
+  operatorVersion?: VersionFacts['operator'];
 };
+
+/** `6.18.0-rc1`, `5.15.0-91-generic` → major and minor; undefined when unreadable. */
+export function parseKernelRelease(release: string | undefined): { major: number; minor: number } | undefined {
+  const m = /^(\d+)\.(\d+)/.exec(release ?? '');
+  return m ? { major: Number(m[1]), minor: Number(m[2]) } : undefined;
+}
+
+/**
+ * The operator's version from its Deployment: the image tag when it is a release version (what actually runs,
+ * also after `kustomize edit set image`), else the `app.kubernetes.io/version` label.
+ */
+export function operatorVersionOfDeployment(d: V1Deployment): string | undefined {
+  const image = d.spec?.template?.spec?.containers?.[0]?.image ?? '';
+  const tag = /:([^/:@]+)(@.*)?$/.exec(image)?.[1];
+  if (parseVersion(tag)) return tag;
+  return d.metadata?.labels?.['app.kubernetes.io/version'];
+}
 
 /** Splits PEM text into certificates; unparsable blocks are reported by label. */
 function parsePemBundle(pem: string, label: string): { label: string; cert?: X509Certificate; error?: string }[] {
@@ -92,7 +124,7 @@ export function computeChecks(f: CheckFacts): CheckResult[] {
       const upstream = req.name.endsWith('.gateway.networking.k8s.io');
       add({
         group: 'nodemesh-crds', name: `${req.name} is installed`, status: 'fail', detail: `CustomResourceDefinition ${req.name} not found`,
-        hint: upstream ? 'install the Gateway API CRDs, standard channel v1.3+ (see deploy/README.md)' : 'kubectl apply -k deploy/ (or kubectl apply -f crds/)',
+        hint: upstream ? 'install the Gateway API CRDs v1.2+, the experimental channel for route retries (docs/install.md step 2)' : 'kubectl apply -k deploy/ (or kubectl apply -f crds/)',
       });
       continue;
     }
@@ -177,16 +209,52 @@ export function computeChecks(f: CheckFacts): CheckResult[] {
       for (const a of notReady) add({ group: 'nodemesh-agents', name: `agent on ${a.node} is ready`, status: 'fail', detail: a.status?.reason ?? a.status?.sync?.lastError ?? 'not ready', hint: `kubectl -n ${DEFAULT_MESH_NAMESPACE} logs -l app.kubernetes.io/name=nodemesh-agent --field-selector spec.nodeName=${a.node}` });
       // No endpoint known is a gap in what we can see (skip); an endpoint that does not answer is a warning.
       for (const a of unknown) add({ group: 'nodemesh-agents', name: `agent on ${a.node} answers`, status: a.url ? 'warn' : 'skip', detail: a.error });
+      const minKernel = `${MIN_KERNEL.major}.${MIN_KERNEL.minor}`;
       for (const a of f.agents) {
         const k = a.status?.kernel;
         if (!k) continue;
-        for (const [feat, ok] of [['BPF', k.bpf], ['cgroup v2', k.cgroup2], ['bpffs', k.bpffs]] as const) {
-          if (ok === false) add({ group: 'nodemesh-agents', name: `${a.node}: ${feat} available`, status: 'fail', detail: `kernel ${k.release ?? '?'}`, hint: feat === 'bpffs' ? 'mount bpffs at /sys/fs/bpf on the node' : feat === 'cgroup v2' ? 'mount a cgroup2 hierarchy (see docs)' : 'the kernel needs BPF cgroup programs (5.10+)' });
+        const rel = parseKernelRelease(k.release);
+        const oldKernel = rel !== undefined && (rel.major < MIN_KERNEL.major || (rel.major === MIN_KERNEL.major && rel.minor < MIN_KERNEL.minor));
+        const missing = ([['BPF', k.bpf], ['cgroup v2', k.cgroup2], ['bpffs', k.bpffs]] as const).filter(([, ok]) => ok === false).map(([feat]) => feat);
+        const present = ([['BPF', k.bpf], ['cgroup v2', k.cgroup2], ['bpffs', k.bpffs]] as const).filter(([, ok]) => ok === true).map(([feat]) => feat);
+        if (oldKernel) add({ group: 'nodemesh-agents', name: `${a.node}: kernel ${minKernel} or newer`, status: 'fail', detail: `kernel ${k.release}`, hint: `the datapath needs Linux ${minKernel}+ (bpf_set_retval in cgroup/connect4; see docs/supported-versions.md): upgrade the node's kernel` });
+        else if (rel === undefined) add({ group: 'nodemesh-agents', name: `${a.node}: kernel ${minKernel} or newer`, status: 'warn', detail: `kernel release "${k.release ?? ''}" unreadable` });
+        for (const feat of missing) {
+          add({ group: 'nodemesh-agents', name: `${a.node}: ${feat} available`, status: 'fail', detail: `kernel ${k.release ?? '?'}`, hint: feat === 'bpffs' ? 'mount bpffs at /sys/fs/bpf on the node (mount -t bpf bpf /sys/fs/bpf)' : feat === 'cgroup v2' ? 'boot the node with the unified cgroup2 hierarchy (systemd.unified_cgroup_hierarchy=1)' : `the kernel needs BPF cgroup, sockops and sk_msg programs (${minKernel}+)` });
         }
+        if (!oldKernel && rel !== undefined && missing.length === 0) add({ group: 'nodemesh-agents', name: `${a.node}: kernel ${minKernel} or newer${present.length ? `, ${present.join(', ')}` : ''}`, status: 'pass', detail: `kernel ${k.release}` });
       }
     }
   }
+
+  // clocks and versions (only when the API answered: they compare against it)
+  out.push(...computeClockChecks(f.apiClock, f.agents ?? []));
+  out.push(...computeVersionChecks({ cli: f.cliVersion ?? 'unknown', ...(f.operatorVersion ? { operator: f.operatorVersion } : {}), agents: (f.agents ?? []).map((a) => ({ node: a.node, ...(a.status?.version ? { version: a.status.version } : {}) })) }));
   return out;
+}
+
+/** The operator's version: from its status URL when given, else its Deployment. Failures are facts, not throws. */
+async function readOperatorVersion(reader: ClusterReader, statusUrl: string | undefined): Promise<VersionFacts['operator']> {
+  if (statusUrl) {
+    try {
+      const res = await fetch(statusUrl, { signal: AbortSignal.timeout(3000), headers: { accept: 'application/json' } });
+      if (!res.ok) return { source: statusUrl, error: `${statusUrl} answered ${res.status}` };
+      const v = ((await res.json()) as { version?: unknown }).version;
+      return typeof v === 'string' ? { version: v, source: statusUrl } : { source: statusUrl, error: `${statusUrl}: no "version" in the answer` };
+    } catch (e) {
+      return { source: statusUrl, error: `${statusUrl}: ${(e as Error & { cause?: { code?: string } }).cause?.code ?? (e as Error).message}` };
+    }
+  }
+  const where = `Deployment ${OPERATOR_DEPLOYMENT.namespace}/${OPERATOR_DEPLOYMENT.name}`;
+  if (!reader.getDeployment) return { source: where, error: 'cannot read Deployments here' };
+  try {
+    const d = await reader.getDeployment(OPERATOR_DEPLOYMENT.namespace, OPERATOR_DEPLOYMENT.name);
+    if (!d) return { source: where, error: `${where} not found (not installed from deploy/? pass --operator-status-url)` };
+    const v = operatorVersionOfDeployment(d);
+    return v ? { version: v, source: where } : { source: where, error: `${where} has no app.kubernetes.io/version label and no image tag` };
+  } catch (e) {
+    return { source: where, error: (e as Error).message };
+  }
 }
 
 const SYMBOL = { pass: '√', warn: '‼', fail: '×', skip: '-' } as const;
@@ -212,8 +280,8 @@ export function formatChecks(results: readonly CheckResult[], format: OutputForm
 }
 
 /** Reads the facts and returns the rendered text and whether every check passed. */
-export async function runCheck(reader: ClusterReader, opts: { format: OutputFormat; agentEndpoints: ReadonlyMap<string, string>; now?: number }): Promise<{ text: string; ok: boolean }> {
-  const facts: CheckFacts = { now: opts.now ?? Date.now(), requiredCrds: loadRequiredCrds() };
+export async function runCheck(reader: ClusterReader, opts: { format: OutputFormat; agentEndpoints: ReadonlyMap<string, string>; cliVersion: string; operatorStatusUrl?: string; now?: number }): Promise<{ text: string; ok: boolean }> {
+  const facts: CheckFacts = { now: opts.now ?? Date.now(), requiredCrds: loadRequiredCrds(), cliVersion: opts.cliVersion };
   try {
     facts.serverVersion = await reader.serverVersion();
   } catch (e) {
@@ -232,7 +300,14 @@ export async function runCheck(reader: ClusterReader, opts: { format: OutputForm
     facts.nodes = nodes;
     facts.nodeStates = nodeStates ?? [];
     facts.caSecret = secret ?? 'missing';
-    facts.agents = await fetchAgentStatuses(resolveAgentEndpoints(nodes, opts.agentEndpoints));
+    const [agents, apiClock, operatorVersion] = await Promise.all([
+      fetchAgentStatuses(resolveAgentEndpoints(nodes, opts.agentEndpoints)),
+      reader.serverClock?.().catch(() => undefined),
+      readOperatorVersion(reader, opts.operatorStatusUrl),
+    ]);
+    facts.agents = agents;
+    if (apiClock) facts.apiClock = apiClock;
+    facts.operatorVersion = operatorVersion;
   }
   const results = computeChecks(facts);
   return { text: formatChecks(results, opts.format), ok: !results.some((r) => r.status === 'fail') };

@@ -4,12 +4,14 @@
  */
 import {
   ApiextensionsV1Api,
+  AppsV1Api,
   CoordinationV1Api,
   CoreV1Api,
   CustomObjectsApi,
   KubeConfig,
   VersionApi,
   type V1CustomResourceDefinition,
+  type V1Deployment,
   type V1Lease,
   type V1Node,
   type V1Pod,
@@ -18,6 +20,7 @@ import {
 } from '@kubernetes/client-node';
 import { existsSync } from 'node:fs';
 import { CliError, describeApiError, httpStatusOf } from './errors.ts';
+import type { ClockReading } from './skew.ts';
 
 /** A custom object as read from the API (typed loosely: the plugin tolerates shapes it does not know). */
 export type KubeObject = {
@@ -44,6 +47,10 @@ export type ClusterReader = {
   getSecret(namespace: string, name: string): Promise<V1Secret | undefined>;
   listNodes(): Promise<V1Node[]>;
   listServices(namespace?: string): Promise<V1Service[]>;
+  /** GET /version timed, with the API server's Date header (the clock-skew check's reference); optional for fakes. */
+  serverClock?(): Promise<ClockReading>;
+  /** One Deployment, or undefined when it does not exist (the operator's, for its version); optional for fakes. */
+  getDeployment?(namespace: string, name: string): Promise<V1Deployment | undefined>;
   /** One Pod, or undefined when it does not exist (optional: fakes of subcommands that need no pods omit it). */
   getPod?(namespace: string, name: string): Promise<V1Pod | undefined>;
 };
@@ -89,6 +96,7 @@ export function createClusterReader(kc: KubeConfig): ClusterReader {
   const ext = kc.makeApiClient(ApiextensionsV1Api);
   const coord = kc.makeApiClient(CoordinationV1Api);
   const version = kc.makeApiClient(VersionApi);
+  const apps = kc.makeApiClient(AppsV1Api);
   const notFoundAs = <T>(v: T) => (e: unknown): T => {
     if (httpStatusOf(e) === 404) return v;
     throw e;
@@ -96,6 +104,13 @@ export function createClusterReader(kc: KubeConfig): ClusterReader {
   return {
     server,
     serverVersion: async () => (await version.getCode().catch(wrap('reading the server version', server))).gitVersion,
+    serverClock: async () => {
+      const sentMs = Date.now();
+      const info = await version.getCodeWithHttpInfo().catch(wrap('reading the server version', server));
+      const headers = info.headers as Record<string, string | undefined>;
+      return { sentMs, receivedMs: Date.now(), date: headers['date'] ?? headers['Date'] };
+    },
+    getDeployment: (namespace, name) => apps.readNamespacedDeployment({ namespace, name }).then((x) => x, notFoundAs(undefined)).catch(wrap(`reading Deployment ${namespace}/${name}`, server)),
     listCrds: async () => (await ext.listCustomResourceDefinition().catch(wrap('listing CustomResourceDefinitions', server))).items,
     listCustom: async (res, namespace) => {
       const list = (await (namespace === undefined

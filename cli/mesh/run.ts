@@ -23,7 +23,8 @@ export const USAGE = `kubectl mesh: inspect and check the nodemesh service mesh.
 
 Usage:
   kubectl mesh status                    operator and per-node state (NodeState sets, agents)
-  kubectl mesh check                     graded checks: CRDs, operator Lease, NodeStates, CA validity, agents
+  kubectl mesh check                     graded checks: API server, CRDs, operator Lease, NodeStates, CA validity,
+                                         agents (kernel, BPF, cgroup v2, bpffs), clock skew, version skew
   kubectl mesh routes [SERVICE]          HTTPRoutes (parents, matches, weighted backends, conditions);
                                          with SERVICE: also its policies and what each node programmed
   kubectl mesh explain KIND/NAME         conditions with reasons and where the object is programmed
@@ -46,6 +47,8 @@ Flags (after the subcommand or before it, never before "mesh"):
       --context NAME        kubeconfig context
       --agent-endpoints L   node=url,... where agents serve /statusz (default $NODEMESH_AGENT_ENDPOINTS,
                             else the Node annotation nodemesh.io/agent-status-url); /metrics beside it
+      --operator-status-url URL   check: the operator's /status, for its version (default
+                            $NODEMESH_OPERATOR_STATUS_URL, else Deployment nodemesh-system/nodemesh-operator)
       --window DURATION     stat: time between the two scrapes that give requests/s (default 1s; 0 = one scrape)
       --keep                connectivity test: keep the test namespace afterwards
       --image-echo IMG, --image-client IMG   connectivity test images (default nodemesh/echo, nodemesh/client)
@@ -72,6 +75,7 @@ export async function runPlugin(argv: readonly string[], env: Readonly<Record<st
         kubeconfig: { type: 'string' },
         context: { type: 'string' },
         'agent-endpoints': { type: 'string' },
+        'operator-status-url': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
         // explain FROM-POD URL: the request's method and headers.
         method: { type: 'string', short: 'X' },
@@ -113,7 +117,8 @@ export async function runPlugin(argv: readonly string[], env: Readonly<Record<st
       case 'check': {
         arity(0, 'check');
         const { reader } = open();
-        const r = await runCheck(reader, { format, agentEndpoints });
+        const operatorStatusUrl = values['operator-status-url'] ?? env.NODEMESH_OPERATOR_STATUS_URL;
+        const r = await runCheck(reader, { format, agentEndpoints, cliVersion: PLUGIN_VERSION, ...(operatorStatusUrl ? { operatorStatusUrl } : {}) });
         return { stdout: r.text, stderr: '', code: r.ok ? 0 : 1 };
       }
       case 'routes': {

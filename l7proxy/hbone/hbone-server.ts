@@ -14,6 +14,8 @@ import type { VerifyCounters } from '../identity/verify-reasons.ts';
 import { silentLogger, type ProxyLogger } from '../stats.ts';
 import { HboneError } from './errors.ts';
 import { adaptTunnelStream } from './stream-adapter.ts';
+// A proxy worker listens on its primary's SO_REUSEPORT socket when it has one (graceful restarts).
+import { listenOptionsFor } from '../shared-listeners.ts';
 
 /** Istio's HBONE port; we use it for the same role. */
 export const HBONE_PORT = 15008;
@@ -118,7 +120,7 @@ export class HboneServer {
     const s = new HboneServer(opts);
     await new Promise<void>((resolve, reject) => {
       s.#tls.once('error', (err) => reject(new HboneError('NM_ERR_HBONE_LISTEN', `cannot listen on ${opts.host}:${opts.port} for HBONE (${err.message}); is another node proxy running?`, { cause: err })));
-      s.#tls.listen({ host: opts.host, port: opts.port }, () => resolve());
+      s.#tls.listen(listenOptionsFor(opts.host, opts.port), () => resolve());
     });
     s.#port = (s.#tls.address() as net.AddressInfo).port;
     return s;

@@ -18,6 +18,11 @@ export function adaptTunnelStream(h2: Duplex & { rstCode?: number }): Duplex {
       // A copy: the writer may reuse its buffer once the callback fires, the HTTP/2 layer may still hold ours.
       h2.write(Buffer.from(chunk), cb);
     },
+    writev(chunks, cb) {
+      // What the writer corked together (an HTTP head and its body) goes out as one copy in one DATA frame, not a
+      // frame (and a TLS record) per chunk.
+      h2.write(Buffer.concat(chunks.map((c) => c.chunk as Buffer)), cb);
+    },
     final(cb) {
       // The peer may have reset or closed the stream meanwhile: nothing left to end, and not our writer's error.
       if (h2.destroyed || h2.writableEnded) { cb(); return; }

@@ -3,6 +3,7 @@ import type { PeerCertificate, Server, ConnectionOptions, TLSSocket, TlsOptions 
 import { countVerifyOutcome, type VerifyCounters, type VerifyReason } from './verify-reasons.ts';
 import { verifyPeerChain, type RejectedPeer, type VerifiedPeer, type VerifyPeerResult } from './verify-peer-chain.ts';
 import type { TrustBundle } from './trust-bundle.ts';
+import { ticketKeysFor } from './ticket-keys.ts';
 
 /** The certificate a proxy presents: an SVID chain (leaf first, then intermediate) and its private key. */
 export interface MeshTlsIdentity {
@@ -54,13 +55,15 @@ const TLS13 = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;
  *
  * Client side: OpenSSL verifies the chain (`rejectUnauthorized: true`) and `checkServerIdentity` runs our
  * structural verification instead of host-name matching (a SPIFFE SVID has no DNS name to match); both run
- * before `secureConnect`, so no request byte is written to an unverified server.
+ * before `secureConnect`, so no request byte is written to an unverified server. Not on a resumed session, where
+ * Node skips `checkServerIdentity`: a client that offers sessions must follow session-binding.ts.
  */
 export function tlsOptionsFor(identity: MeshTlsIdentity, bundle: TrustBundle, role: { role: 'server' }): TlsOptions;
 export function tlsOptionsFor(identity: MeshTlsIdentity, bundle: TrustBundle, role: Extract<MeshTlsRole, { role: 'client' }>): ConnectionOptions;
 export function tlsOptionsFor(identity: MeshTlsIdentity, bundle: TrustBundle, role: MeshTlsRole): TlsOptions | ConnectionOptions {
   const common = { ...TLS13, cert: identity.certChainPem, key: identity.keyPem, ca: bundle.pem };
-  if (role.role === 'server') return { ...common, requestCert: true, rejectUnauthorized: false };
+  // Ticket keys bound to the bundle: a renewed certificate keeps resumption, a new bundle voids every older ticket.
+  if (role.role === 'server') return { ...common, requestCert: true, rejectUnauthorized: false, ticketKeys: ticketKeysFor(bundle) };
   return {
     ...common,
     rejectUnauthorized: true,

@@ -6,6 +6,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import net from 'node:net';
 import { duplexPair } from 'node:stream';
 import { SpanKind } from '@opentelemetry/api';
@@ -42,9 +43,19 @@ describe('request telemetry on two proxies', () => {
   const sinkA = collectingSink();
   const sinkB = collectingSink();
   let dst = { ip: SERVICE_IP, port: SERVICE_PORT };
+  /** The backend answers the next request carrying x-fail-once with 503 (the retried request's first attempt). */
+  let failNext = false;
 
   before(async () => {
-    echo = await startEcho('echo-v1');
+    echo = await startEcho('echo-v1', {
+      handler: (req, res) => {
+        if (!req.headers['x-fail-once'] || !failNext) return false;
+        failNext = false;
+        res.writeHead(503, { 'content-length': '4' });
+        res.end('busy');
+        return true;
+      },
+    });
     tcpEcho = net.createServer((s) => { s.on('error', () => {}); s.pipe(s); });
     await new Promise<void>((r) => tcpEcho.listen(0, '127.0.0.1', r));
     tcpPort = (tcpEcho.address() as net.AddressInfo).port;
@@ -67,7 +78,10 @@ describe('request telemetry on two proxies', () => {
       version: 'out',
       services: [
         { name: 'shop/echo:80', addresses: [{ ip: SERVICE_IP, port: SERVICE_PORT }], protocol: 'http', defaultBackend: 'shop/echo-v1:80',
-          routes: [{ name: 'shop/echo', createdAtMs: 0, rules: [{ backendRefs: [{ backend: 'shop/echo-v1:80', weight: 1 }] }] }] },
+          routes: [{ name: 'shop/echo', createdAtMs: 0, rules: [
+            { matches: [{ path: { type: 'PathPrefix', value: '/retry' } }], retry: { attempts: 2, codes: [503], backoffMs: 0 }, backendRefs: [{ backend: 'shop/echo-v1:80', weight: 1 }] },
+            { backendRefs: [{ backend: 'shop/echo-v1:80', weight: 1 }] },
+          ] }] },
         { name: 'shop/db:5432', addresses: [{ ip: SERVICE_IP, port: 5432 }], protocol: 'tcp', defaultBackend: 'shop/db:5432' },
       ],
       backends: [
@@ -170,6 +184,75 @@ describe('request telemetry on two proxies', () => {
     const closed = sinkA.closed.at(-1)!;
     assert.equal(closed.outcome, 'closed');
     assert.equal(closed.destination.service, 'db');
+  });
+
+  it('body sizes both ways, buffered and streamed, on both sides (records and spans)', async () => {
+    for (const size of [11, 300_000]) {
+      exporter.reset();
+      const body = 'x'.repeat(size);
+      const r = await request(port, { method: 'POST', path: '/upload', body, headers: { 'content-type': 'text/plain' } });
+      assert.equal(r.status, 200);
+      const answered = Buffer.byteLength(r.body);
+      const a = sinkA.requests.at(-1)!;
+      const b = sinkB.requests.at(-1)!;
+      assert.deepEqual([a.requestBytes, a.responseBytes], [size, answered], `source side, ${size}-byte body`);
+      assert.deepEqual([b.requestBytes, b.responseBytes], [size, answered], `destination side, ${size}-byte body`);
+      await tracerA.forceFlush();
+      await tracerB.forceFlush();
+      const client = exporter.getFinishedSpans().find((s) => s.kind === SpanKind.CLIENT);
+      assert.equal(client?.attributes['http.request.body.size'], size);
+      assert.equal(client?.attributes['http.response.body.size'], answered);
+    }
+  });
+
+  it('a retried request: one CLIENT span per attempt under the request span; the destination parents on the attempt that reached it', async () => {
+    exporter.reset();
+    failNext = true;
+    const r = await request(port, { path: '/retry/x', headers: { 'x-fail-once': '1' } });
+    assert.equal(r.status, 200);
+    await tracerA.forceFlush();
+    await tracerB.forceFlush();
+    const spans = exporter.getFinishedSpans();
+    const nodeA = spans.filter((s) => s.resource.attributes['k8s.node.name'] === 'node-a' && s.kind === SpanKind.CLIENT);
+    const request_ = nodeA.find((s) => s.parentSpanContext === undefined || !nodeA.some((o) => o.spanContext().spanId === s.parentSpanContext?.spanId));
+    assert.ok(request_, `node-a spans: ${nodeA.length}`);
+    const attempts = nodeA.filter((s) => s.parentSpanContext?.spanId === request_.spanContext().spanId)
+      .sort((x, y) => Number(x.attributes['nodemesh.retry.attempt']) - Number(y.attributes['nodemesh.retry.attempt']));
+    assert.deepEqual(attempts.map((s) => [s.attributes['nodemesh.retry.attempt'], s.attributes['http.request.resend_count'], s.attributes['http.response.status_code']]), [[1, undefined, 503], [2, 1, 200]]);
+    assert.equal(request_.attributes['nodemesh.retry.attempt'], 2);
+    assert.equal(request_.attributes['http.response.status_code'], 200);
+    const servers = spans.filter((s) => s.kind === SpanKind.SERVER).map((s) => s.parentSpanContext?.spanId).sort();
+    assert.deepEqual(servers, attempts.map((s) => s.spanContext().spanId).sort(), 'each destination-side SERVER span is the child of one attempt');
+    assert.equal(sinkA.requests.at(-1)!.attempts, 2);
+  });
+
+  it('a WebSocket upgrade: a span for the upgrade (101) and a tunnel span under it, on both sides', async () => {
+    exporter.reset();
+    const echoed = await new Promise<string>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, path: '/ws', headers: { host: 'echo.default', connection: 'Upgrade', upgrade: 'websocket' }, agent: false });
+      req.on('upgrade', (_res, socket) => {
+        socket.once('data', (d: Buffer) => { resolve(d.toString()); socket.end(); });
+        socket.write('ping');
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(echoed, 'echo:ping');
+    await new Promise((r) => setTimeout(r, 200));
+    await tracerA.forceFlush();
+    await tracerB.forceFlush();
+    const spans = exporter.getFinishedSpans();
+    for (const [node, kind] of [['node-a', SpanKind.CLIENT], ['node-b', SpanKind.SERVER]] as const) {
+      const mine = spans.filter((s) => s.resource.attributes['k8s.node.name'] === node);
+      const upgrade = mine.find((s) => s.name === 'GET' && s.kind === kind);
+      const tunnel = mine.find((s) => s.name.startsWith('tcp') && s.kind === kind);
+      assert.ok(upgrade && tunnel, `${node}: ${mine.map((s) => s.name).join(', ')}`);
+      assert.equal(upgrade.attributes['http.response.status_code'], 101);
+      assert.equal(tunnel.parentSpanContext?.spanId, upgrade.spanContext().spanId);
+      assert.equal(tunnel.attributes['nodemesh.tcp.bytes_received'], 4, `${node}: the client's 4 bytes`);
+    }
+    const b = sinkB.requests.at(-1)!;
+    assert.deepEqual([b.protocol, b.code], ['websocket', 101]);
   });
 });
 

@@ -29,10 +29,34 @@ export type RouteFacts =
 /** Services of the snapshot in force (to name the destination of a refused request). */
 export type SnapshotFacts = { services: ReadonlyMap<string, { config: { name: string } }> };
 
+/** One upstream attempt of a request whose route allows retries: a CLIENT span under the request's span. */
+export type AttemptObserver = {
+  /** The attempt ended: the upstream's status, or none (connect failure, reset, per-try timeout) and why. */
+  end(statusCode: number | undefined, errorReason?: string): void;
+};
+
+/** The tunnelled part of an upgraded request (WebSocket): an L4-style span from the 101 to the close. */
+export type TunnelObserver = {
+  end(r: { bytesSent: number; bytesReceived: number }): void;
+};
+
 /** One request in flight: inject the span into the forwarded headers, end it with what the access log sees. */
 export type RequestObserver = {
+  /**
+   * Body bytes counted by the request path as they pass (never buffered for this): from the client, and to it.
+   * Plain fields so the relay adds with one `+=` per chunk.
+   */
+  requestBytes: number;
+  responseBytes: number;
   /** Replaces the trace headers in `headers` (a flat `[name, value, ...]` list about to be sent upstream). */
   inject(headers: string[]): void;
+  /**
+   * Attempt `n` (1-based) is about to be sent to `endpoint`: starts its CLIENT span under this request's span and
+   * writes the attempt's context into `headers` (so the next hop parents on the attempt that reached it).
+   */
+  attempt(n: number, endpoint: string, headers: string[]): AttemptObserver;
+  /** The upstream switched protocols: the tunnel that follows gets its own span, a child of this request's. */
+  tunnel(): TunnelObserver;
   /** The request ended (once; later calls are ignored). */
   end(entry: AccessLogEntry): void;
 };
@@ -193,23 +217,55 @@ export function createRequestTelemetry(o: RequestTelemetryOptions): RequestTelem
       };
       const span = outbound ? tracer.startClientSpan(info, parent) : tracer.startServerSpan(info, parent);
       let ended = false;
-      return {
+      const observer: RequestObserver = {
+        requestBytes: 0,
+        responseBytes: 0,
         inject(headers) {
           const bag: HeaderBag = {};
           span.inject(bag);
           replaceTraceHeaders(headers, bag);
+        },
+        attempt(n, endpoint, headers) {
+          const ep = splitHostPort(endpoint);
+          const child = tracer.startClientSpan({
+            method: req.method, path, scheme: 'http', ...(info.serverAddress ? { serverAddress: info.serverAddress } : {}), serverPort: conn.dstPort,
+            peerAddress: ep.host, ...(ep.port !== undefined ? { peerPort: ep.port } : {}), protocolVersion: info.protocolVersion,
+            mesh: { ...info.mesh, retryAttempt: n },
+          }, span.context);
+          const bag: HeaderBag = {};
+          child.inject(bag);
+          replaceTraceHeaders(headers, bag);
+          return { end: (statusCode, errorReason) => child.end(statusCode !== undefined ? { statusCode } : { errorType: 'attempt_failed', reason: errorReason ?? 'no response' }) };
+        },
+        tunnel() {
+          const t = tracer.startConnectionSpan({ direction: o.direction, ...(outbound ? { serverAddress: info.peerAddress, serverPort: conn.dstPort } : { peerAddress: conn.remoteAddress }), mesh: info.mesh }, span.context);
+          // The tunnel is a connection through the proxy: it counts as one in the TCP metrics (bytes included).
+          const tunnelStart = now();
+          o.sink.connectionOpened({ direction: o.direction, source, destination });
+          let done = false;
+          return {
+            end: (r) => {
+              if (done) return;
+              done = true;
+              t.end(r);
+              o.sink.connectionClosed({
+                direction: o.direction, startMs: tunnelStart, durationSeconds: Math.max(0, now() - tunnelStart) / 1000, source, destination,
+                bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, outcome: 'closed', peerAddress: conn.remoteAddress, ...(t.sampled ? { traceId: t.traceId } : {}),
+              });
+            },
+          };
         },
         end(entry) {
           if (ended) return;
           ended = true;
           const refusal = classifyRefusal(entry, refused ? route.kind : undefined);
           if (entry.attempts > 0) span.setMesh({ retryAttempt: entry.attempts });
+          span.setBodySizes(observer.requestBytes, observer.responseBytes);
           span.end(entry.status > 0 ? { statusCode: entry.status, ...(refusal ? { reason: refusal } : {}) } : { errorType: 'reset', reason: entry.reason ?? 'no response' });
-          const cl = Number(pickHeader(req.rawHeaders, 'content-length') ?? 0);
           const record: RequestRecord = {
             direction: o.direction, startMs, durationSeconds: Math.max(0, entry.durationMs) / 1000,
             protocol: entry.protocol, method: req.method, code: entry.status, source, destination, route: routeName,
-            requestBytes: Number.isFinite(cl) ? cl : 0, responseBytes: 0, attempts: entry.attempts,
+            requestBytes: observer.requestBytes, responseBytes: observer.responseBytes, attempts: entry.attempts,
             ...(refusal ? { refusal } : {}), ...(authz ? { authz } : {}),
             path, ...(entry.authority ? { authority: entry.authority } : {}), peerAddress: conn.remoteAddress,
             ...(span.sampled ? { traceId: span.traceId, spanId: span.spanId } : {}),
@@ -217,6 +273,7 @@ export function createRequestTelemetry(o: RequestTelemetryOptions): RequestTelem
           o.sink.requestFinished(record);
         },
       };
+      return observer;
     },
 
     connection(conn, service, verdict, traceHeaders) {
@@ -261,7 +318,10 @@ export function createRequestTelemetry(o: RequestTelemetryOptions): RequestTelem
   };
 }
 
-function pickHeader(raw: readonly string[], name: string): string | undefined {
-  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === name.length && raw[i]!.toLowerCase() === name) return raw[i + 1];
-  return undefined;
+/** `10.0.0.1:8080` or `[fd00::1]:8080` → host and port. */
+function splitHostPort(key: string): { host: string; port: number | undefined } {
+  const colon = key.lastIndexOf(':');
+  if (colon <= 0) return { host: key, port: undefined };
+  const port = Number(key.slice(colon + 1));
+  return { host: key.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number.isInteger(port) ? port : undefined };
 }

@@ -14,6 +14,10 @@ import { CountingBatchSpanProcessor, type SpanPipelineStats } from './counting-b
 import { TelemetryError } from './errors.ts';
 import { extractTraceContext, injectTraceContext, type HeaderBag } from './propagation.ts';
 
+// Still in the incubating HTTP conventions; literals keep us off that entry point (as k8s.node.name below).
+const ATTR_HTTP_REQUEST_BODY_SIZE = 'http.request.body.size';
+const ATTR_HTTP_RESPONSE_BODY_SIZE = 'http.response.body.size';
+
 /** The OTLP exporter's options (its compression enum is not exported from the exporter package itself). */
 type ExporterConfig = NonNullable<ConstructorParameters<typeof OTLPTraceExporter>[0]>;
 
@@ -63,6 +67,8 @@ export type HttpSpan = {
   setMesh(m: MeshSpanInfo): void;
   /** Writes this span's context into the headers of the request about to be forwarded. */
   inject(headers: HeaderBag): void;
+  /** Request and response body bytes (`http.request.body.size`, `http.response.body.size`), set before end. */
+  setBodySizes(requestBytes: number, responseBytes: number): void;
   /** Ends the span once (later calls are ignored), setting status per the HTTP conventions. */
   end(result: HttpSpanResult): void;
 };
@@ -105,7 +111,7 @@ export type MeshTracer = {
   inject(ctx: Context, headers: HeaderBag): void;
   /** SERVER span for a request this proxy received for a local destination (destination node). */
   startServerSpan(req: HttpSpanStart, parent: Context): HttpSpan;
-  /** CLIENT span for a request (one per attempt) this proxy sends on a local client's behalf (source node). */
+  /** CLIENT span for a request (and one per upstream attempt under it when the route retries) this proxy sends on a local client's behalf (source node). */
   startClientSpan(req: HttpSpanStart, parent: Context): HttpSpan;
   /** Span covering one opaque TCP connection through the proxy. */
   startConnectionSpan(conn: ConnectionSpanStart, parent?: Context): ConnectionSpan;
@@ -149,6 +155,10 @@ function wrapHttpSpan(span: Span, parent: Context, kind: 'server' | 'client', in
       if (!ended) span.setAttributes(computeMeshAttributes(m));
     },
     inject: (headers) => injectTraceContext(context, headers, inject),
+    setBodySizes: (req, res) => {
+      if (ended || !span.isRecording()) return;
+      span.setAttributes({ [ATTR_HTTP_REQUEST_BODY_SIZE]: req, [ATTR_HTTP_RESPONSE_BODY_SIZE]: res });
+    },
     end: (r) => {
       if (ended) return;
       ended = true;
@@ -180,7 +190,7 @@ function createPassThroughTracer(inject: InjectFormat[]): MeshTracer {
   const http = (parent: Context): HttpSpan => {
     const { span, context } = passSpan(parent);
     const sc = span.spanContext();
-    return { context, span, traceId: sc.traceId, spanId: sc.spanId, sampled: false, setMesh: () => {}, inject: (h) => injectTraceContext(context, h, inject), end: () => {} };
+    return { context, span, traceId: sc.traceId, spanId: sc.spanId, sampled: false, setMesh: () => {}, inject: (h) => injectTraceContext(context, h, inject), setBodySizes: () => {}, end: () => {} };
   };
   return {
     enabled: false,

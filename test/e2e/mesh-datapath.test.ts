@@ -5,7 +5,8 @@
  *   - a mesh service connect goes to the proxy, whose workers recover the original destination from nm_pxy4_odst;
  *     policy on the normalized path (//admin, /./admin, /x/../admin, /%61dmin → 403, never at the backend);
  *   - a meshed pod dialled directly is redirected too; an L4-only service never reaches the proxy;
- *   - plaintext to the STRICT port that bypasses the datapath is dropped by the tc guard; the proxy is let through;
+ *   - plaintext to the STRICT port that bypasses the datapath is steered to the proxy and reset at once (counted);
+ *     without the steering table the tc guard still drops it; the proxy is let through;
  *   - kill -9 of the proxy: mesh connects refused within 1 s, L4 unaffected, serving again within 5 s;
  *   - the proxy itself runs in the governed cgroup: its marked connects are never redirected back to it.
  * Fails, never skips, when not root. Debug: nsenter --net=/var/run/netns/nmt-mesh-<pid>-n sh
@@ -48,6 +49,11 @@ describe('mesh datapath on one node (privileged)', { timeout: 180_000 }, () => {
   let host: ChildProcess | undefined;
   let hostOut = '';
   let proxyPidFile = '';
+  /** The proxy's plaintext counters as the helper last printed them. */
+  const plaintextStats = (): { policed: number; strictRefused: number; refused: number } => {
+    const lines = hostOut.split('\n').filter((l) => l.startsWith('{"plaintext":'));
+    return lines.length ? (JSON.parse(lines.at(-1)!) as { plaintext: { policed: number; strictRefused: number; refused: number } }).plaintext : { policed: 0, strictRefused: 0, refused: 0 };
+  };
 
   /** curl from the client pod: inside the test cgroup (datapath applies) unless `bypass`. */
   function curl(url: string, opts: { bypass?: boolean; maxTime?: number; raw?: boolean } = {}): Curl {
@@ -187,14 +193,26 @@ describe('mesh datapath on one node (privileged)', { timeout: 180_000 }, () => {
     assert.ok((JSON.parse(r.body) as { client: string }).client.startsWith(`${CLIENT_IP}:`), 'the backend sees the pod itself, not the proxy');
   });
 
-  it('STRICT: plaintext that bypasses the datapath is dropped in the kernel; the plain port is not guarded', () => {
-    const before = readPodCount(pinDir);
+  it('STRICT: plaintext that bypasses the datapath is refused at once (steered, reset by the proxy, counted); the plain port is not steered', async () => {
+    const before = plaintextStats().strictRefused;
     const r = curl(`http://${SERVER_IP}:8080/bypass`, { bypass: true, maxTime: 2 });
     assert.notEqual(r.status, 200, JSON.stringify(r));
-    assert.equal(r.code, 28, `expected a timeout (dropped), got curl exit ${r.code}`);
+    assert.ok([7, 52, 56].includes(r.code), `expected a refusal or reset, got curl exit ${r.code} after ${r.ms} ms`);
+    assert.ok(r.ms < 1000, `refusal took ${r.ms} ms`);
     assert.ok(!rawLog().includes('/bypass'));
-    assert.ok(readPodCount(pinDir).dropped > before.dropped);
+    const until = Date.now() + 3000;
+    while (plaintextStats().strictRefused <= before && Date.now() < until) await new Promise((res) => setTimeout(res, 50));
+    assert.ok(plaintextStats().strictRefused > before, 'the refusal was not counted (strictRefused)');
     assert.equal(curl(`http://${SERVER_IP}:9090/plain`, { bypass: true }).status, 200);
+  });
+
+  it('STRICT without the steering table: the tc guard still drops plaintext in the kernel', () => {
+    sh('ip', ['netns', 'exec', NODE_NS, 'nft', 'delete', 'table', 'ip', 'nodemesh_plaintext']);
+    const before = readPodCount(pinDir);
+    const r = curl(`http://${SERVER_IP}:8080/bypass2`, { bypass: true, maxTime: 2 });
+    assert.equal(r.code, 28, `expected a timeout (dropped), got curl exit ${r.code}`);
+    assert.ok(!rawLog().includes('/bypass2'));
+    assert.ok(readPodCount(pinDir).dropped > before.dropped);
   });
 
   it('kill -9 of the proxy: mesh connects refused within 1 s, L4 unaffected, serving again within 5 s', async () => {

@@ -8,6 +8,8 @@
  *     the namespace that opted in gets an access-log line per request;
  *   - `kubectl mesh status` shows every agent ready with programs and certificates (golden, timings masked);
  *   - `kubectl mesh stat` shows the route with its success rate and latency (golden, numbers masked);
+ *   - `kubectl mesh check` passes (kernel, BPF, cgroup v2, bpffs from the agents; clocks; versions) and
+ *     `kubectl mesh routes echo` shows the route and what each node programmed (goldens, numbers masked);
  *   - `kubectl mesh connectivity test` passes, prints `N/N tests passed` (golden) and leaves nothing behind.
  * Needs root: without it the test FAILS (a skipped test looks like a pass). Brings its instance down at the end
  * and checks that no nm-obs-* network namespace is left.
@@ -165,6 +167,9 @@ describe('observability in the sandbox (root)', { timeout: 900_000 }, () => {
     const dur = (m: string): number => sumCounter(m, 'nodemesh_request_duration_seconds_count', { reporter: 'source', route: 'obs/echo', destination_service: 'echo' });
     const after1 = await fetchAgent(cfg, 'node-1', 'metrics');
     assert.ok(dur(after1) - dur(before1) >= summary.ok, 'every request observed in the duration histogram');
+    // Body sizes are counted as bytes pass (both sides): every echo answer has a body.
+    const respBytes = (m: string): number => sumCounter(m, 'nodemesh_response_size_bytes_sum', { reporter: 'source', route: 'obs/echo', destination_service: 'echo' });
+    assert.ok(respBytes(after1) - respBytes(before1) >= summary.ok, `response sizes counted: ${respBytes(after1) - respBytes(before1)} bytes for ${summary.ok} answers`);
     assert.match(after1, /nodemesh_certificate_expiry_timestamp_seconds\{identity="spiffe:\/\/cluster\.local\/ns\/obs\/sa\/web"\} \d+/);
     // BPF counters and map fill are read on a timer (5 s), not per scrape.
     await eventually('map fill in the metrics', async () => /nodemesh_bpf_map_entries\{map="nm_lb_svc"\} [1-9]/.test(await fetchAgent(cfg, 'node-1', 'metrics')), 15_000);
@@ -192,6 +197,23 @@ describe('observability in the sandbox (root)', { timeout: 900_000 }, () => {
     // The table, through KUBECONFIG this time (both spellings work; flags go after "mesh").
     const table = ok(await run('kubectl', ['mesh', 'status'], { env: { KUBECONFIG: sb.kubeconfig } }), 'KUBECONFIG=... kubectl mesh status');
     golden('status.txt', maskNumbers(table).replace(/N% nm_\w+/g, 'N% <map>'));
+  });
+
+  it('kubectl mesh check passes in the sandbox: CRDs, Lease, NodeStates, CA, agents\' kernels, clocks, versions', async () => {
+    const r = await run('kubectl', ['mesh', 'check', '--kubeconfig', sb.kubeconfig], { timeoutMs: 60_000 });
+    assert.equal(r.code, 0, `kubectl mesh check failed:\n${r.stdout}\n${r.stderr}`);
+    // Dates (the CA's expiry) and this machine's kernel release vary; the rest of the words stay.
+    golden('check.txt', maskNumbers(r.stdout.replace(/\d{4}-\d{2}-\d{2}/g, '<date>').replace(/\(kernel [^)\s]+\)/g, '(kernel <release>)')));
+    const json = JSON.parse(ok(await run('kubectl', ['mesh', 'check', '-o', 'json', '--kubeconfig', sb.kubeconfig], { timeoutMs: 60_000 }), 'kubectl mesh check -o json')) as { checks: { group: string; name: string; status: string }[] };
+    for (const node of ['node-1', 'node-2']) {
+      assert.equal(json.checks.find((c) => c.name.startsWith(`${node}: kernel`))?.status, 'pass', `${node}: kernel, BPF, cgroup v2, bpffs`);
+    }
+    assert.equal(json.checks.find((c) => c.name === 'agent clocks agree with the API server')?.status, 'pass');
+  });
+
+  it('kubectl mesh routes SERVICE shows the route, its policies and what each node programmed', async () => {
+    const text = ok(await run('kubectl', ['mesh', 'routes', 'echo', '-n', 'obs', '--kubeconfig', sb.kubeconfig]), 'kubectl mesh routes echo');
+    golden('routes-echo.txt', maskNumbers(text));
   });
 
   it('kubectl mesh stat shows the route with success rate and latency', async () => {

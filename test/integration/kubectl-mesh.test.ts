@@ -27,6 +27,9 @@ type Run = { code: number; stdout: string; stderr: string };
 /** Replaces what changes from run to run: ages, dates, days left, ports. */
 function normalize(text: string): string {
   return text
+    // Clock-skew estimates carry the request's round trip (±0.5 s plus half of it): first, before ages.
+    .replace(/\b\d+\.\ds (ahead of|behind) the API server \(±\d+\.\ds\)/g, '<skew> $1 the API server (±<bound>)')
+    .replace(/within \d+\.\ds\b/g, 'within <bound>')
     .replace(/\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z/g, '<time>')
     .replace(/\d{4}-\d{2}-\d{2}/g, '<date>')
     .replace(/\b\d+ days left/g, '<n> days left')
@@ -77,6 +80,10 @@ describe('kubectl mesh (real kubectl, embedded API server)', () => {
   let kubeconfig: string;
   let agent: Server;
   let agentUrl: string;
+  /** What the stand-in agent claims: its version, and how far its clock (Date header) is off. */
+  const standIn = { version: '0.1.0', clockOffsetMs: 0 };
+  /** The stand-in operator's status URL (served by the same server: only `version` is read). */
+  let operatorUrl: string;
 
   const run = (args: string[], env: Record<string, string> = {}): Promise<Run> =>
     new Promise((resolve) => {
@@ -132,6 +139,12 @@ describe('kubectl mesh (real kubectl, embedded API server)', () => {
     await applyCaSecret(await makeCa('root-good', 3650));
     // A stand-in agent for node-a answering /statusz as the agent does.
     agent = createServer((req, res) => {
+      if (standIn.clockOffsetMs !== 0) res.setHeader('date', new Date(Date.now() + standIn.clockOffsetMs).toUTCString());
+      if (req.url === '/operator/status') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ leader: true, version: '0.1.0' }));
+        return;
+      }
       if (req.url === '/metrics') {
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
         res.end(AGENT_METRICS);
@@ -139,14 +152,16 @@ describe('kubectl mesh (real kubectl, embedded API server)', () => {
       }
       res.writeHead(req.url === '/statusz' ? 200 : 404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({
-        node: 'node-a', version: '0.1.0', sync: { ready: true, synced: true }, nodeState: { version: 3 },
+        node: 'node-a', version: standIn.version, sync: { ready: true, synced: true }, nodeState: { version: 3 },
         datapath: { programs: [{ name: 'sock4_connect', attached: true }, { name: 'sock4_getpeername', attached: true }, { name: 'sockops', attached: true }], maps: [{ name: 'nm_lb_be', entries: 100, capacity: 65536 }, { name: 'nm_lb4_fe', entries: 410, capacity: 16384 }] },
         proxy: { listening: true, workers: 2, listeners: ['10.0.0.1:15001', '10.0.0.1:15008'] },
         certificates: [{ identity: 'spiffe://cluster.local/ns/shop/sa/web', notAfter: new Date(Date.now() + 20 * 3600_000).toISOString() }],
+        kernel: { release: '6.18.0-nodemesh', bpf: true, cgroup2: true, bpffs: true },
       }));
     });
     await new Promise<void>((r) => agent.listen(0, '127.0.0.1', () => r()));
     agentUrl = `http://127.0.0.1:${(agent.address() as AddressInfo).port}`;
+    operatorUrl = `${agentUrl}/operator/status`;
   });
 
   after(async () => {
@@ -210,7 +225,7 @@ describe('kubectl mesh (real kubectl, embedded API server)', () => {
   });
 
   it('check: passes on a healthy cluster', async () => {
-    const r = await mesh(['check', `--agent-endpoints=node-a=${agentUrl}`]);
+    const r = await mesh(['check', `--agent-endpoints=node-a=${agentUrl}`, `--operator-status-url=${operatorUrl}`]);
     await golden('check-ok', r.stdout);
     assert.equal(r.code, 0, r.stdout + r.stderr);
   });
@@ -227,6 +242,20 @@ describe('kubectl mesh (real kubectl, embedded API server)', () => {
       assert.match(ca?.detail ?? '', /\(29 days left\)|\(30 days left\)/);
     } finally {
       await applyCaSecret(await makeCa('root-good-2', 3650));
+    }
+  });
+
+  it('check: fails on an agent clock 2 minutes behind and an agent ahead of the operator; warns at 20 s', async () => {
+    try {
+      Object.assign(standIn, { version: '0.2.0', clockOffsetMs: -120_000 });
+      const r = await mesh(['check', `--agent-endpoints=node-a=${agentUrl}`, `--operator-status-url=${operatorUrl}`]);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      await golden('check-skew', r.stdout);
+      standIn.clockOffsetMs = 20_000;
+      const j = JSON.parse((await mesh(['check', '-o', 'json', `--agent-endpoints=node-a=${agentUrl}`, `--operator-status-url=${operatorUrl}`])).stdout) as { checks: { group: string; name: string; status: string }[] };
+      assert.deepEqual(j.checks.filter((c) => c.group === 'nodemesh-clocks').map((c) => [c.name, c.status]), [["this machine's clock agrees with the API server", 'pass'], ['clock of node-a is within 5s of the API server', 'warn']]);
+    } finally {
+      Object.assign(standIn, { version: '0.1.0', clockOffsetMs: 0 });
     }
   });
 

@@ -1,7 +1,9 @@
 /**
  * Real OTLP/HTTP protobuf export from two proxy tracers ("node-a", "node-b") into the sandbox OTLP receiver:
  * the decoded spans show the cross-node parent/child links and attributes for a plain, a retried and a denied
- * request. Loopback only.
+ * request. The retried request goes through the proxy's own hook (createRequestTelemetry): the request's CLIENT
+ * span, one CLIENT span per attempt under it, each destination SERVER span under the attempt that reached it.
+ * Loopback only.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -9,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { HeaderBag } from '../../l7proxy/telemetry/propagation.ts';
+import { createRequestTelemetry, pickTraceHeaders } from '../../l7proxy/telemetry/request-telemetry.ts';
 import { createTracer, type MeshTracer } from '../../l7proxy/telemetry/tracer.ts';
 import type { DecodedSpan } from '../../sandbox/otlp-receiver/decode-trace-request.ts';
 import { startOtlpReceiver, type OtlpReceiver } from '../../sandbox/otlp-receiver/receiver.ts';
@@ -51,15 +54,32 @@ describe('proxy tracing → OTLP protobuf → receiver', () => {
     }
   }
 
+  /** The retried request as the source proxy traces it (forward.ts calls these hooks), and node-b per attempt. */
+  function retriedThroughHooks(): void {
+    const noSink = { connectionOpened: () => {}, connectionClosed: () => {}, requestFinished: () => {} };
+    const hooks = createRequestTelemetry({ direction: 'outbound', tracer: () => nodeA, sink: noSink });
+    const conn = { remoteAddress: '10.244.1.5', source: { spiffeId: 'spiffe://cluster.local/ns/shop/sa/web', namespace: 'shop', serviceAccount: 'web' }, dstKey: '10.96.0.20:9080', dstPort: 9080 };
+    const obs = hooks.request(conn, { protocol: 'http1', method: 'GET', target: '/retry', rawHeaders: ['host', 'reviews', 'traceparent', `00-${APP_TRACE}-00f067aa0ba902b8-01`] },
+      { service: { config: { name: 'shop/reviews:9080' }, policies: [] }, path: '/retry', authority: 'reviews.shop.svc.cluster.local:9080', candidate: { routeName: 'shop/reviews' } }, { services: new Map() })!;
+    for (const [i, status] of [503, 200].entries()) {
+      const headers = ['host', 'reviews'];
+      const attempt = obs.attempt(i + 1, `10.200.0.${i + 2}:9080`, headers);
+      const server = nodeB.startServerSpan({ method: 'GET', path: '/retry', peerAddress: '10.200.0.1', mesh: { destinationWorkload: 'reviews-v1' } }, nodeB.extract(pickTraceHeaders(headers)));
+      server.end({ statusCode: status });
+      attempt.end(status);
+    }
+    obs.end({ connection: 1, protocol: 'http1', method: 'GET', target: '/retry', authority: undefined, status: 200, forwarded: true, backend: 'shop/reviews-v1:9080', endpoint: '10.200.0.3:9080', attempts: 2, durationMs: 3, source: conn.source.spiffeId, reason: undefined });
+  }
+
   const parentOf = (spans: readonly DecodedSpan[], s: DecodedSpan): DecodedSpan | undefined => spans.find((p) => p.spanId === s.parentSpanId);
 
   it('exports real protobuf that decodes into linked spans from both nodes', async () => {
     request('/ok', [{ status: 200 }]);
-    request('/retry', [{ status: 503 }, { status: 200 }]);
+    retriedThroughHooks();
     request('/denied', [{ status: 403, verdict: 'deny' }]);
     await Promise.all([nodeA.forceFlush(), nodeB.forceFlush()]);
-    const spans = await rx.waitForSpans((s) => s.length >= 8);
-    assert.equal(spans.length, 8);
+    const spans = await rx.waitForSpans((s) => s.length >= 9);
+    assert.equal(spans.length, 9);
     assert.equal(rx.rejected(), 0);
 
     for (const server of spans.filter((s) => s.kind === 'SERVER')) {
@@ -72,9 +92,12 @@ describe('proxy tracing → OTLP protobuf → receiver', () => {
       assert.equal(server.attributes['url.path'], client.attributes['url.path']);
     }
 
-    const retried = spans.filter((s) => s.kind === 'CLIENT' && s.attributes['url.path'] === '/retry');
-    assert.deepEqual(retried.map((s) => [s.attributes['nodemesh.retry.attempt'], s.attributes['http.request.resend_count'] ?? 0, s.status.code]), [[1, 0, 'ERROR'], [2, 1, 'UNSET']]);
-    assert.equal(new Set(retried.map((s) => s.parentSpanId)).size, 1, 'both attempts hang under the app\'s span');
+    const retriedRequest = spans.find((s) => s.kind === 'CLIENT' && s.attributes['url.path'] === '/retry' && s.parentSpanId === '00f067aa0ba902b8');
+    assert.ok(retriedRequest, 'the request span hangs under the app\'s span');
+    assert.equal(retriedRequest.attributes['nodemesh.retry.attempt'], 2, 'the request span says how many attempts it took');
+    const attempts = spans.filter((s) => s.kind === 'CLIENT' && s.parentSpanId === retriedRequest.spanId)
+      .sort((a, b) => Number(a.attributes['nodemesh.retry.attempt']) - Number(b.attributes['nodemesh.retry.attempt']));
+    assert.deepEqual(attempts.map((s) => [s.attributes['nodemesh.retry.attempt'], s.attributes['http.request.resend_count'] ?? 0, s.attributes['network.peer.address'], s.status.code]), [[1, 0, '10.200.0.2', 'ERROR'], [2, 1, '10.200.0.3', 'UNSET']]);
 
     const denied = spans.find((s) => s.kind === 'SERVER' && s.attributes['url.path'] === '/denied');
     assert.ok(denied);
@@ -91,8 +114,8 @@ describe('proxy tracing → OTLP protobuf → receiver', () => {
     assert.ok(ok && ok.durationMs >= 0 && ok.scope.name === 'nodemesh-proxy');
 
     const lines = (await readFile(join(dir, 'spans.jsonl'), 'utf8')).trim().split('\n');
-    assert.equal(lines.length, 8, 'one JSON line per span in the file');
-    assert.equal(nodeA.stats().exported, 4);
+    assert.equal(lines.length, 9, 'one JSON line per span in the file');
+    assert.equal(nodeA.stats().exported, 5);
     assert.equal(nodeB.stats().dropped, 0);
   });
 });
