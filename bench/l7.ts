@@ -550,7 +550,23 @@ connection to the next worker over IPC.
   TypeScript stripping and loading the sources and undici (plain \`node\` is ~41 MB); the primary (~100 MB) no longer
   loads the request path.
 - The nodemesh primary is counted in the RSS and CPU columns; it accepts each connection and passes it to a worker
-  (round-robin), which with ${CONNS} keep-alive connections per cell is a handful of accepts.
+  (round-robin), which with ${CONNS} keep-alive connections per cell is a handful of accepts. It runs with
+  \`--max-semi-space-size=1\` (\`PRIMARY_EXEC_ARGV\` in l7proxy/process-memory.ts, as the agent starts it): with
+  10,000 services its RSS went ~124 → ~116 MB (~95 → ~82 with the compile cache below; bench/l7-quick.ts). Backends make their retry budget on first use
+  (l7proxy/snapshot.ts): ~10 MB of worker heap and backing stores with 10,000 idle backends.
+- What the RSS column is made of: every Node process maps ~50-57 MB of the \`node\` binary (shared, file-backed: PSS
+  counts it once), so two processes (primary + one worker) start near 90 MB of summed RSS before any proxy code; an
+  idle bare \`node\` is ~44 MB. Type stripping costs ~20-25 MB more per process (Node loads its stripper, ~4 MB of JS
+  and a WebAssembly instance, for the life of the process); Node's compile cache removes that
+  (\`npm run bench:l7 -- --compile-cache\`; by hand: 10,000 services, primary + worker 252 → 210 MB, PSS 144 → 108 MB). The agent
+  does not turn it on yet (\`computeCompileCacheEnv\` in l7proxy/process-memory.ts is ready for proxy-supervisor.ts).
+- Added p99 on the mesh path at 1000 req/s: on this shared machine it is set by waiting for a CPU, not by the proxy
+  stalling. With \`NM_BENCH_PROBE=1 node bench/l7-quick.ts\` (load average 3-5): the two workers' main threads each
+  waited on the run queue about as long as they ran (~0.9 s per 4 s, /proc/<pid>/schedstat), event-loop delay
+  maxima of 30-70 ms in intervals whose GC pauses stayed under 15 ms, and TCP_NODELAY is set on every socket
+  (Node 24 default, checked with strace). Each request wakes the source worker twice and the destination worker
+  twice on one core at ~0.4 ms of CPU each time at this rate (vs ~0.18 ms at saturation), so CPU per request is
+  what moves the p99 here.
 - Where a request's CPU goes (\`bench/l7-micro.ts\`: one in-process \`NodeProxy\`, the same upstream and wrk, by hand on
   the same machine): ~50-70 µs per request, ~20 of them system time for the four socket calls. On that stack
   node:http answering from memory costs ~18 µs and node:http + undici \`dispatch\` forwarding with no checks at all

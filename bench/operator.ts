@@ -259,7 +259,9 @@ let operatorLog = '';
 const tStart = performance.now();
 const operatorLogFile = argv['operator-log'];
 const child: ChildProcess = spawn(process.execPath, [path.join(REPO, 'operator/main.ts'), '--kubeconfig', kubeconfig, '--identity', 'bench', '--health-addr', '127.0.0.1:0', '--ca-addr', '', ...(operatorLogFile ? ['--debug'] : [])], { stdio: ['ignore', 'ignore', 'pipe'] });
+let operatorLogHead = '';
 child.stderr?.on('data', (c: Buffer) => {
+  if (operatorLogHead.length < 8000) operatorLogHead += c.toString();
   operatorLog = (operatorLog + c.toString()).slice(-20000);
   if (operatorLogFile) appendFileSync(operatorLogFile, c);
 });
@@ -281,6 +283,22 @@ const rssMb = readRssMb(child.pid!);
 const shardCounts = Object.fromEntries(nodes.map((n) => [n, [...shards.values()].find((s) => s.node === n)?.count ?? 0]));
 const nodeStateBytes = [...shards.values()].reduce((a, s) => a + s.raw.length, 0);
 console.error(`first complete NodeState of every node after ${(firstCompleteMs / 1000).toFixed(2)} s; quiet after ${(convergedMs / 1000).toFixed(2)} s; RSS ${rssMb.toFixed(0)} MiB`);
+
+/** RSS from /proc and the operator's own heap figures from its /status (memoryMiB). */
+async function sampleMemory(change: number): Promise<{ change: number; rssMb: number; heapUsedMb?: number; heapTotalMb?: number }> {
+  const port = /health endpoint listening addr=[^\s]*:(\d+)/.exec(operatorLogHead)?.[1];
+  let heap: { heapUsed?: number; heapTotal?: number } = {};
+  if (port) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/status`);
+      heap = ((await r.json()) as { memoryMiB?: { heapUsed?: number; heapTotal?: number } }).memoryMiB ?? {};
+    } catch {
+      // an operator without memoryMiB in /status: RSS only
+    }
+  }
+  return { change, rssMb: Math.round(readRssMb(child.pid!)), heapUsedMb: heap.heapUsed, heapTotalMb: heap.heapTotal };
+}
+const memorySamples = [await sampleMemory(0)];
 
 // ---- 200 single-route changes ----
 const latencies: number[] = [];
@@ -320,6 +338,7 @@ for (let c = 0; c < N_CHANGES; c++) {
   rewritten.push(names.size);
   carrying.push(carry.size);
   extraRewrites.push([...names].filter((n) => !carry.has(n)).length);
+  if ((c + 1) % 25 === 0 || c === N_CHANGES - 1) memorySamples.push(await sampleMemory(c + 1));
 }
 latencies.sort((a, b) => a - b);
 const p50 = computePercentile(latencies, 50);
@@ -348,7 +367,7 @@ const result = {
   sizes: { services: N_SERVICES, endpointSlices: slices.length, pods: pods.length, nodes: N_NODES, routes: N_ROUTES, policies: N_POLICIES, namespaces: N_NAMESPACES, changes: N_CHANGES },
   buildMs: Math.round(buildMs), serviceAndSliceCreateMs: Math.round(svcCreateMs),
   firstCompleteMs: Math.round(firstCompleteMs), perNodeFirstCompleteMs: Object.fromEntries(Object.entries(perNodeMs).map(([k, v]) => [k, Math.round(v)])),
-  quietAfterMs: Math.round(convergedMs), rssMb: Math.round(rssMb), rssAfterChangesMb: Math.round(rssAfterChangesMb),
+  quietAfterMs: Math.round(convergedMs), rssMb: Math.round(rssMb), rssAfterChangesMb: Math.round(rssAfterChangesMb), memorySamples,
   shardCounts, totalShards, nodeStateBytes,
   changeLatencyMs: { p50: +p50.toFixed(1), p99: +p99.toFixed(1), max: +(latencies.at(-1) ?? NaN).toFixed(1), n: latencies.length, timedOut: N_CHANGES - latencies.length },
   shardsRewrittenPerChange: { mean: sum(rewritten) / rewritten.length, max: Math.max(...rewritten), carryingMean: sum(carrying) / carrying.length, rewrittenNotCarrying: sum(extraRewrites) },
@@ -367,6 +386,7 @@ Sizes: ${N_SERVICES} Services + ${slices.length} EndpointSlices, ${pods.length} 
 | operator start → first complete NodeState of every node | ${(firstCompleteMs / 1000).toFixed(2)} s (${Object.entries(perNodeMs).map(([k, v]) => `${k} ${(v / 1000).toFixed(2)} s`).join(', ')}) | — | — |
 | NodeState writes quiet after | ${(convergedMs / 1000).toFixed(2)} s | — | — |
 | operator RSS after convergence / after the changes | ${rssMb.toFixed(0)} MiB / ${rssAfterChangesMb.toFixed(0)} MiB | — | — |
+| operator RSS / V8 heap used during the changes (after n changes) | ${memorySamples.map((m) => `${m.change}: ${m.rssMb}${m.heapUsedMb !== undefined ? ` / ${m.heapUsedMb}` : ''}`).join(', ')} MiB | flat | — |
 | NodeState shards per node | ${Object.entries(shardCounts).map(([k, v]) => `${k}: ${v}`).join(', ')} (${(nodeStateBytes / 2 ** 20).toFixed(1)} MiB of watch events in total) | ≤ 512 KiB each | — |
 | route PATCH → every affected NodeState updated, p50 | ${p50.toFixed(1)} ms (n=${latencies.length}/${N_CHANGES}) | — | — |
 | route PATCH → every affected NodeState updated, p99 | ${p99.toFixed(1)} ms (max ${(latencies.at(-1) ?? NaN).toFixed(1)} ms) | < ${P99_GOAL_MS} ms | ${mark(result.goals.p99Under200ms)} |
@@ -374,7 +394,7 @@ Sizes: ${N_SERVICES} Services + ${slices.length} EndpointSlices, ${pods.length} 
 
 Machine: ${machine.kernel}, ${machine.cpuModel} × ${machine.cpus}, ${machine.memTotalMb} MiB, node ${process.version}, load average ${load}${machine.gitSha ? `, git ${machine.gitSha}${machine.gitDirty ? ' (dirty)' : ''}` : ''}.
 
-Method: a watch on nodestates in the bench process; a node is complete when shards 0..count-1 are all present with the same count. Each change is a JSON merge patch of one HTTPRoute's spec (weights or a header match value), sequential; latency runs from the PATCH response to the watch event that makes every node that carried the route carry \`HTTPRoute/<ns>/<name>@<new generation>\` in its \`sources\`. Rewrites are counted as NodeState watch events from the PATCH until 300 ms after the change landed. Debounce of the operator: 100 ms (its default). Raw: bench/results/operator-*.json.
+Method: a watch on nodestates in the bench process; a node is complete when shards 0..count-1 are all present with the same count. Each change is a JSON merge patch of one HTTPRoute's spec (weights or a header match value), sequential; latency runs from the PATCH response to the watch event that makes every node that carried the route carry \`HTTPRoute/<ns>/<name>@<new generation>\` in its \`sources\`. Rewrites are counted as NodeState watch events from the PATCH until 300 ms after the change landed. Debounce of the operator: its default (25 ms; 100 ms before the incremental compile). RSS is read from /proc, the heap from the operator's /status. Raw: bench/results/operator-*.json.
 `;
 console.log(md);
 mkdirSync(path.join(REPO, 'bench/results'), { recursive: true });

@@ -47,7 +47,9 @@ export function detectProtocol(socket: Socket, timeoutMs: number): Promise<Detec
       }
     };
     const onEnd = (): void => finish('tcp');
-    const timer = setTimeout(() => finish('tcp'), timeoutMs);
+    // Timers run before I/O in an event-loop turn: after a stall (a busy or starved worker: a proxy restart on a
+    // small node) the timer would fire before bytes already received are read. One more I/O turn reads them first.
+    const timer = setTimeout(() => setImmediate(() => finish('tcp')), timeoutMs);
     socket.on('readable', onReadable);
     socket.on('end', onEnd);
     socket.on('close', onEnd);

@@ -768,7 +768,7 @@ function startMirrors(deps: ForwardDeps, ctx: ConnContext, p: Prepared, target: 
     if (!ep) continue;
     deps.stats.mirrors++;
     const tp = state.config.trafficPolicy;
-    const pool = poolFor(deps, ctx, ep, tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, tp?.circuitBreaker?.maxConnections);
+    const pool = poolFor(deps, ctx, ep, tp?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, tp?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, tp?.circuitBreaker?.maxConnections, state.config.protocol === 'h2c');
     const call = sendUpstream(pool, { method: p.method, path: target, headers, body: body.length > 0 ? body : undefined, idempotent: false });
     const timer = setTimeout(() => call.abort(new ProxyError('NM_ERR_PROXY_UPSTREAM_TIMEOUT', 'mirror timeout')), MIRROR_TIMEOUT_MS);
     call.result.then((r) => { if (r.kind === 'response') r.body.resume(); else r.socket.destroy(); }, () => {}).finally(() => clearTimeout(timer));

@@ -1,6 +1,6 @@
 /**
- * Listening sockets the proxy's primary process makes itself (socket, SO_REUSEADDR + SO_REUSEPORT, bind through
- * libc) and hands to its workers as file descriptors; the first worker's `listen` turns each into a listener.
+ * Listening sockets the proxy's primary process makes itself (socket, SO_REUSEPORT, bind through libc) and hands
+ * to its workers as file descriptors; the first worker's `listen` turns each into a listener.
  * Why: a graceful restart starts a new proxy process next to the old one on the same ports. Both processes must
  * have SO_REUSEPORT on their sockets, and Node's cluster module only makes the primary's shared socket without it
  * (`reusePort: true` in a cluster worker bypasses the primary: one socket per worker). A worker that listens on
@@ -21,7 +21,6 @@ const AF_INET6 = 10;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
-const SO_REUSEADDR = 2;
 const SO_REUSEPORT = 15;
 
 type Libc = {
@@ -85,9 +84,10 @@ export function encodeSockaddr(host: string, port: number): Buffer {
 export type ListenSocket = { fd: number; host: string; port: number };
 
 /**
- * Binds a TCP socket to `host:port` with SO_REUSEPORT (and SO_REUSEADDR), not listening yet, so another process of
- * the same user can bind the same address next to it (a graceful restart). Port 0 picks a free one. Throws naming
- * the address and the errno (EADDRINUSE: a socket without SO_REUSEPORT, e.g. an older proxy, holds it).
+ * Binds a TCP socket to `host:port` with SO_REUSEPORT, not listening yet, so another process of the same user can
+ * bind the same address next to it (a graceful restart). Port 0 picks a free one. Throws naming the address and the
+ * errno (EADDRINUSE: a socket without SO_REUSEPORT, e.g. an older proxy, holds it). No SO_REUSEADDR: with it, any
+ * program setting it too (Node's listen does) could bind the port while ours is not listening yet.
  */
 export function openListenSocket(host: string, port: number): ListenSocket {
   const c = loadLibc();
@@ -101,7 +101,6 @@ export function openListenSocket(host: string, port: number): ListenSocket {
     c.close(fd);
     throw new Error(`${step} for the listener ${host}:${port} failed: ${why}${hint}`);
   };
-  if (c.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4) !== 0) fail('setsockopt(SO_REUSEADDR)');
   if (c.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, one, 4) !== 0) fail('setsockopt(SO_REUSEPORT)');
   if (c.bind(fd, addr, addr.length) !== 0) fail('bind', '; is a proxy without SO_REUSEPORT (an older version) or another program on that port?');
   return { fd, host, port: port === 0 ? boundPort(fd) : port };

@@ -8,6 +8,9 @@
 // - NodeProxy.start() listens by port; in a cluster worker that listen() is served by the primary's handle, so
 //   proxy.ts needs no change. (In a cluster worker `reusePort: true` bypasses the primary: each worker binds
 //   its own socket, and port 0 gives each worker a different port.)
+// With `listenSockets: 'reuseport'` (the node proxy) the primary binds each socket itself with SO_REUSEPORT and the
+// workers listen on its descriptor (listen-socket.ts): still one socket shared by every worker, and a second proxy
+// process can bind the same ports during a graceful restart.
 // Scheduling, measured with `npm run bench:l7` (2 busy CPUs, 64 connections opened at once; bench/results/
 // l7-2026-11-21T12-51-20.json): with `kernel` (SCHED_NONE, every worker accept()s on the shared socket) the split over
 // 2 workers was [35, 30], [64, 1], [44, 21] (and [4, 61] .. [62, 3] by hand): whichever

@@ -271,6 +271,17 @@ export class CompileMemo {
     return true;
   }
 
+  readonly #podSelections = new WeakMap<V1Pod, { sig: string; indexes: number[] }>();
+
+  /** Indexes of the selector policies (named by `sig`) that select `pod`, per pod object. */
+  podSelection(pod: V1Pod, sig: string, compute: () => number[]): number[] {
+    const hit = this.#podSelections.get(pod);
+    if (hit && hit.sig === sig) return hit.indexes;
+    const indexes = compute();
+    this.#podSelections.set(pod, { sig, indexes });
+    return indexes;
+  }
+
   readonly #plainServices = new WeakMap<V1Service, CompiledService>();
 
   /** The compiled form of a Service nothing is attached to and no pod backs, per Service object. */
@@ -482,7 +493,7 @@ interface MtlsDecision {
   tag?: string;
 }
 
-function resolveMtls(s: Snapshot, index: Index, settled: Array<Settled<MeshTLSPolicySpec>>): Map<string, MtlsDecision> {
+function resolveMtls(s: Snapshot, index: Index, settled: Array<Settled<MeshTLSPolicySpec>>, memo: CompileMemo): Map<string, MtlsDecision> {
   const live = settled.filter((x) => x.spec).sort((a, b) => compareAge(a.object, b.object));
   const nsWide = new Map<string, Settled<MeshTLSPolicySpec>>();
   for (const x of live) {
@@ -499,8 +510,10 @@ function resolveMtls(s: Snapshot, index: Index, settled: Array<Settled<MeshTLSPo
   const decide = (x: Settled<MeshTLSPolicySpec>): MtlsDecision => ({ mode: x.spec!.mode, policy: keyOf(x.object), tag: x.outcome.tag! });
   for (const [ns, pods] of index.podsByNamespace) {
     const selecting = live.filter((x) => x.outcome.namespace === ns && x.spec!.selector !== undefined);
+    // Which of them select a pod depends on the pod and on these specs only.
+    const selectingSig = selecting.map((x) => x.specSig ?? '').join(';');
     for (const pod of pods) {
-      const matching = selecting.filter((x) => matchesSelector(x.spec!.selector!, pod.metadata?.labels));
+      const matching = memo.podSelection(pod, selectingSig, () => selecting.flatMap((x, i) => (matchesSelector(x.spec!.selector!, pod.metadata?.labels) ? [i] : []))).map((i) => selecting[i]!);
       for (const loser of matching.slice(1)) {
         const l = lost.get(loser) ?? { winner: keyOf(matching[0]!.object), pods: 0 };
         l.pods++;
@@ -886,7 +899,7 @@ function resolveRoutes(
         if (x.outcome.valid) p.accepted = fail('UnsupportedValue', `${where}: Service "${svcKey}" is an ExternalName Service; the mesh cannot route for it`);
         return;
       }
-      let ports = tcpPorts(svc);
+      let ports = memo.basics(svc).ports;
       if (ref.port !== undefined) ports = ports.filter((sp) => sp.port === ref.port);
       if (ref.sectionName !== undefined) ports = ports.filter((sp) => sp.name === ref.sectionName);
       if (ports.length === 0) {
@@ -1039,7 +1052,7 @@ export function compileMesh(snapshot: Snapshot, lastGood: ReadonlyMap<string, La
   const traffic = snapshot.trafficPolicies.map((p) => settle<TrafficPolicySpec>('TrafficPolicy', p, () => validateTrafficPolicy(p), lastGood, lastGoodOut, memo));
   const authz = snapshot.authorizationPolicies.map((p) => settle<AuthorizationPolicySpec>('AuthorizationPolicy', p, () => validateAuthorizationPolicy(p), lastGood, lastGoodOut, memo));
 
-  const mtlsByPod = resolveMtls(snapshot, index, mtls);
+  const mtlsByPod = resolveMtls(snapshot, index, mtls, memo);
   const authzByPod = resolveAuthorization(snapshot, index, authz, memo);
   const trafficPolicies = resolveTrafficPolicies(index, traffic, memo);
   const attachments = resolveRoutes(index, routes, trafficPolicies.routes, memo);

@@ -82,6 +82,14 @@ export interface OperatorStatus {
   /** The CA rotation controller (operator/ca-rotation.ts): phase, what it waits for, last step. */
   caRotation?: ReturnType<CaRotationController['status']>;
   eventLoopDelay: { maxMs: number; p99Ms: number; meanMs: number; sinceMs: number };
+  /** process.memoryUsage() in MiB: a heap that stays flat while RSS holds a plateau is V8 keeping pages, not a leak. */
+  memoryMiB: { rss: number; heapTotal: number; heapUsed: number; external: number };
+}
+
+function memoryMiB(): OperatorStatus['memoryMiB'] {
+  const m = process.memoryUsage();
+  const mib = (n: number): number => Math.round(n / 2 ** 20);
+  return { rss: mib(m.rss), heapTotal: mib(m.heapTotal), heapUsed: mib(m.heapUsed), external: mib(m.external) };
 }
 
 function readVersion(): string {
@@ -185,6 +193,7 @@ export async function startOperator(o: OperatorOptions): Promise<RunningOperator
         meanMs: Math.round(loop.mean / 1e5) / 10 || 0,
         sinceMs: Date.now() - loopSince,
       },
+      memoryMiB: memoryMiB(),
     };
   };
 

@@ -63,7 +63,7 @@ function world() {
     },
   };
   const r = new Reconciler({ cache, nodeStateApi, statusApi, isLeader: () => state.leader, log: silentOperatorLogger, clock, debounceMs: 100, maxDelayMs: 1000, staleGraceMs: 10_000 });
-  return { clock, r, state, writes, objects, user };
+  return { clock, r, state, writes, objects, user, nodeStates };
 }
 
 test('a non-leader writes nothing; gaining the lease reconciles at once', async () => {
@@ -144,4 +144,35 @@ test('a failed write is retried with back-off', async () => {
   await w.clock.advance(5_000);
   assert.equal(w.r.status().lastOutcome, 'ok');
   assert.ok(w.writes.includes('create n1-0'));
+});
+
+test('our own writes coming back from the watch start no run; a change by anyone else does', async () => {
+  const w = world();
+  w.r.notify();
+  await w.clock.advance(500);
+  const runs = () => w.r.status().reconciles;
+  const before = runs();
+  // The informer hears back the shard and the statuses this operator wrote, exactly as written.
+  for (const s of w.nodeStates.values()) w.r.onInformerChange('nodeStates', 'update', s);
+  for (const o of w.user()) w.r.onInformerChange('httpRoutes', 'update', o);
+  await w.clock.advance(500);
+  assert.equal(runs(), before, 'echoes of our writes are no news');
+  // Someone edits the shard (a new resourceVersion): the operator must look, and repairs it.
+  const shard = [...w.nodeStates.values()][0]!;
+  const edited = { ...shard, metadata: { ...shard.metadata, resourceVersion: '999' }, spec: { ...shard.spec, workloads: [] } };
+  w.nodeStates.set(shard.metadata!.name!, edited);
+  w.r.onInformerChange('nodeStates', 'update', edited);
+  await w.clock.advance(500);
+  assert.equal(runs(), before + 1);
+  assert.equal(w.writes.at(-1), 'replace n1-0', 'the edited shard is rewritten');
+  // A status someone else wrote is not ours either.
+  const route = w.user()[0]!;
+  route.status = { parents: [] };
+  w.r.onInformerChange('httpRoutes', 'update', route);
+  await w.clock.advance(500);
+  assert.equal(runs(), before + 2);
+  // Deletes always count.
+  w.r.onInformerChange('nodeStates', 'delete', [...w.nodeStates.values()][0]);
+  await w.clock.advance(500);
+  assert.equal(runs(), before + 3);
 });

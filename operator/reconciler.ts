@@ -68,6 +68,9 @@ export interface ReconcilerStatus {
   nodeStates: number;
 }
 
+/** Informers of the user kinds, whose status this operator writes. */
+const USER_INFORMERS = new Set(['httpRoutes', 'meshTLSPolicies', 'trafficPolicies', 'authorizationPolicies']);
+
 type Outcome = 'ok' | 'not-leader' | 'not-synced' | 'unconfirmed' | 'waiting-stale' | 'error';
 
 /** Yields to the event loop when the current slice has run for a while, so I/O and timers stay responsive. */
@@ -89,6 +92,8 @@ export class Reconciler {
   readonly #compileMemo = new CompileMemo();
   readonly #nodeStateMemo = new NodeStateMemo();
   #lastGood: Map<string, LastGood> = new Map();
+  /** Updates of NodeStates and user objects heard during a run, possibly our own writes coming back. */
+  #echoCandidates: Array<{ informer: string; obj: unknown }> = [];
   /** Statuses written by the last run that wrote any, by kind/namespace/name, until their watch event comes back. */
   #statusWritten = new Map<string, { uid: string | undefined; generation: number | undefined; status: unknown }>();
   /** The persisted last good record was read in this leadership term (reset when leadership is lost). */
@@ -168,9 +173,19 @@ export class Reconciler {
    * - at 10,000 Services that run would cost as much as the change itself. Deletes always count.
    */
   onInformerChange(informer: string, type: 'add' | 'update' | 'delete', obj?: unknown): void {
-    if (informer === 'nodeStates' && type !== 'delete' && obj && this.#memo.knows(obj as NodeState)) return;
-    if (type === 'update' && obj && this.#isOwnStatusEcho(obj as UserObject)) return;
+    if (type !== 'delete' && obj && (informer === 'nodeStates' || USER_INFORMERS.has(informer))) {
+      // During a run our own writes come back before the run has recorded them: decide after the run.
+      if (this.#running) {
+        this.#echoCandidates.push({ informer, obj });
+        return;
+      }
+      if (this.#isOwnEcho(informer, obj)) return;
+    }
     this.notify();
+  }
+
+  #isOwnEcho(informer: string, obj: unknown): boolean {
+    return informer === 'nodeStates' ? this.#memo.knows(obj as NodeState) : this.#isOwnStatusEcho(obj as UserObject);
   }
 
   /**
@@ -198,7 +213,10 @@ export class Reconciler {
       this.#timerAt = undefined;
       this.#running = this.#run().finally(() => {
         this.#running = undefined;
-        if (this.#dirty && !this.#inBackoff && !this.#stopped) this.notify();
+        const candidates = this.#echoCandidates;
+        this.#echoCandidates = [];
+        if (candidates.some((c) => !this.#isOwnEcho(c.informer, c.obj))) this.notify();
+        else if (this.#dirty && !this.#inBackoff && !this.#stopped) this.notify();
       });
     }, at - this.#o.clock.now());
   }

@@ -101,18 +101,28 @@ test('nft script: one transaction replacing the table; removal is add+delete (id
   // The output chain lets the proxy's marked connects through before steering anything else from this node.
   assert.match(s, /hook output priority -100; policy accept;\n\s+meta mark 0x4e4d return\n\s+ip daddr \. tcp dport @steered dnat to 10\.200\.0\.11:15006/);
   assert.doesNotMatch(s, /drop|reject/, 'steering never drops: a closed proxy port refuses with RST');
+  // Conntrack only for steered connections and the proxy's side of them; everything else is exempt before conntrack.
+  assert.match(s, /chain raw_prerouting \{\n\s+type filter hook prerouting priority -300; policy accept;\n\s+ip daddr \. tcp dport @steered return\n\s+notrack\n/);
+  assert.match(s, /chain raw_output \{\n\s+type filter hook output priority -300; policy accept;\n\s+ip daddr \. tcp dport @steered return\n\s+ip saddr 10\.200\.0\.11 tcp sport 15006 return\n\s+notrack\n/);
   assert.equal(renderSteeringScript(undefined), `add table ip ${STEERING_TABLE}\ndelete table ip ${STEERING_TABLE}\n`);
 });
 
-/** `nft -j list table ip nodemesh_plaintext` as nftables 1.0.6 prints it for the table above. */
+/** `nft -j list table ip nodemesh_plaintext` as nftables 1.0.6 prints it for the table above (checked against nft). */
 function nftJson(elements: Array<[string, number]>, dnat = { addr: '10.200.0.11', port: 15006 }, mark = 20045, extraRule = false): string {
   const match = { match: { op: '==', left: { concat: [{ payload: { protocol: 'ip', field: 'daddr' } }, { payload: { protocol: 'tcp', field: 'dport' } }] }, right: '@steered' } };
   return JSON.stringify({ nftables: [
     { metainfo: { version: '1.0.6', json_schema_version: 1 } },
     { table: { family: 'ip', name: STEERING_TABLE, handle: 1 } },
     { set: { family: 'ip', name: 'steered', table: STEERING_TABLE, type: ['ipv4_addr', 'inet_service'], handle: 3, ...(elements.length ? { elem: elements.map((e) => ({ concat: e })) } : {}) } },
+    { chain: { family: 'ip', table: STEERING_TABLE, name: 'raw_prerouting', handle: 10, type: 'filter', hook: 'prerouting', prio: -300, policy: 'accept' } },
+    { chain: { family: 'ip', table: STEERING_TABLE, name: 'raw_output', handle: 11, type: 'filter', hook: 'output', prio: -300, policy: 'accept' } },
     { chain: { family: 'ip', table: STEERING_TABLE, name: 'prerouting', handle: 1, type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } },
     { chain: { family: 'ip', table: STEERING_TABLE, name: 'output', handle: 2, type: 'nat', hook: 'output', prio: -100, policy: 'accept' } },
+    { rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_prerouting', handle: 12, expr: [match, { return: null }] } },
+    { rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_prerouting', handle: 13, expr: [{ notrack: null }] } },
+    { rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_output', handle: 14, expr: [match, { return: null }] } },
+    { rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_output', handle: 15, expr: [{ match: { op: '==', left: { payload: { protocol: 'ip', field: 'saddr' } }, right: dnat.addr } }, { match: { op: '==', left: { payload: { protocol: 'tcp', field: 'sport' } }, right: dnat.port } }, { return: null }] } },
+    { rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_output', handle: 16, expr: [{ notrack: null }] } },
     { rule: { family: 'ip', table: STEERING_TABLE, chain: 'prerouting', handle: 4, expr: [match, { dnat }] } },
     { rule: { family: 'ip', table: STEERING_TABLE, chain: 'output', handle: 5, expr: [{ match: { op: '==', left: { meta: { key: 'mark' } }, right: mark } }, { return: null }] } },
     { rule: { family: 'ip', table: STEERING_TABLE, chain: 'output', handle: 6, expr: [match, { dnat }] } },

@@ -89,16 +89,32 @@ export function planSteering(entries: readonly PlaintextInboundEntry[], proxy: {
  * first packet of a connection meets a nat chain; conntrack carries the rest and un-NATs the replies, so the
  * client sees the pod's address. Nothing here drops: when the proxy is not listening, the kernel answers the DNATed
  * SYN with RST (ECONNREFUSED), and the pod is never reached around it.
+ * A nat chain turns conntrack on for the whole namespace; the raw chains (before conntrack) exempt everything that
+ * is neither a steered connection nor the proxy's side of one, so pod-to-pod, HBONE and node traffic stays untracked
+ * and pays no conntrack entry. (`notrack` leaves a packet that already carries an entry alone: loopback replies.)
  */
 export function renderSteeringScript(spec: SteeringSpec | undefined): string {
   const head = `add table ip ${STEERING_TABLE}\ndelete table ip ${STEERING_TABLE}\n`;
   if (!spec) return head;
   const elems = spec.elements.map((e) => { const i = e.lastIndexOf(':'); return `${e.slice(0, i)} . ${e.slice(i + 1)}`; }).join(', ');
   const rule = `ip daddr . tcp dport @${STEERING_SET} dnat to ${spec.to}`;
+  const i = spec.to.lastIndexOf(':');
+  const [toIp, toPort] = [spec.to.slice(0, i), spec.to.slice(i + 1)];
   return `${head}table ip ${STEERING_TABLE} {
   set ${STEERING_SET} {
     type ipv4_addr . inet_service
     elements = { ${elems} }
+  }
+  chain raw_prerouting {
+    type filter hook prerouting priority -300; policy accept;
+    ip daddr . tcp dport @${STEERING_SET} return
+    notrack
+  }
+  chain raw_output {
+    type filter hook output priority -300; policy accept;
+    ip daddr . tcp dport @${STEERING_SET} return
+    ip saddr ${toIp} tcp sport ${toPort} return
+    notrack
   }
   chain prerouting {
     type nat hook prerouting priority -100; policy accept;
@@ -138,7 +154,9 @@ export function parseSteeringState(json: string): SteeringSpec | undefined {
   const pre = dnatOf('prerouting');
   const out = dnatOf('output');
   const chains = objects.filter((o) => o.chain).length;
-  const shapeOk = chains === 2 && rules.length === 3 && pre !== undefined && pre === out;
+  // Two raw chains (2 + 3 rules, the notrack ones) and two nat chains (1 + 2 rules), and nothing else.
+  const notracks = rules.filter((r) => r.expr.some((e) => 'notrack' in e)).length;
+  const shapeOk = chains === 4 && rules.length === 8 && notracks === 2 && pre !== undefined && pre === out;
   return { elements, to: shapeOk ? pre : '?', mark: markMatch?.right ?? 0 };
 }
 

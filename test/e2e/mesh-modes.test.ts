@@ -193,10 +193,11 @@ describe('mTLS modes vs plaintext from outside the mesh (privileged)', { timeout
     assert.ok(!rawLog('perm-allow').includes('/anything'));
   });
 
-  it('STRICT: plaintext is refused within 1 s (reset, not a SYN timeout) and counted', async () => {
+  it('STRICT: plaintext is refused within 1 s (reset, not a SYN timeout) and counted', async (t) => {
     const before = plaintextStats().strictRefused;
     for (const from of ['client', 'node'] as const) {
       const r = curl('strict', `/strict-${from}`, { from, maxTime: 5 });
+      t.diagnostic(`STRICT plaintext from ${from}: curl exit ${r.code} after ${r.ms} ms (ip netns exec + curl included)`);
       assert.notEqual(r.status, 200, JSON.stringify(r));
       assert.ok([7, 52, 56].includes(r.code), `${from}: expected a refusal or reset, got curl exit ${r.code}`);
       assert.ok(r.ms < 1000, `${from}: refusal took ${r.ms} ms`);
@@ -206,7 +207,9 @@ describe('mTLS modes vs plaintext from outside the mesh (privileged)', { timeout
     assert.ok(after.strictRefused >= before + 2, `strictRefused ${JSON.stringify(after)}`);
   });
 
-  it('DISABLED and PERMISSIVE without policy: plaintext reaches the pod directly (neither steered nor dropped)', async () => {
+  it('DISABLED and PERMISSIVE without policy: plaintext reaches the pod directly (neither steered nor dropped), untracked', async () => {
+    const conntrackEntries = (): number => Number(sh('ip', ['netns', 'exec', NODE_NS, 'cat', '/proc/sys/net/netfilter/nf_conntrack_count']).trim());
+    const before = conntrackEntries();
     for (const pod of ['disabled', 'perm-open'] as const) {
       const r = curl(pod, '/admin/direct');
       assert.equal(r.status, 200, `${pod}: ${JSON.stringify(r)}`);
@@ -215,6 +218,11 @@ describe('mTLS modes vs plaintext from outside the mesh (privileged)', { timeout
       while (!rawLog(pod).includes('/admin/direct') && Date.now() < until) await new Promise((res) => setTimeout(res, 50));
       assert.ok(rawLog(pod).includes('/admin/direct'));
     }
+    // The steering table's nat chains turn conntrack on in the node netns; its raw chains keep unsteered flows out.
+    assert.ok(conntrackEntries() <= before, `unsteered flows got conntrack entries: ${before} → ${conntrackEntries()}`);
+    const mid = conntrackEntries();
+    assert.equal(curl('perm-deny', '/tracked').status, 200);
+    assert.ok(conntrackEntries() > mid, 'a steered flow is tracked (its replies are un-NATed): the count above can move');
   });
 
   it('proxy gone (agent down too, so no restart): steered plaintext is refused, never delivered around it', async () => {
