@@ -285,20 +285,23 @@ const nodeStateBytes = [...shards.values()].reduce((a, s) => a + s.raw.length, 0
 console.error(`first complete NodeState of every node after ${(firstCompleteMs / 1000).toFixed(2)} s; quiet after ${(convergedMs / 1000).toFixed(2)} s; RSS ${rssMb.toFixed(0)} MiB`);
 
 /** RSS from /proc and the operator's own heap figures from its /status (memoryMiB). */
-async function sampleMemory(change: number): Promise<{ change: number; rssMb: number; heapUsedMb?: number; heapTotalMb?: number }> {
+/** The operator's /status document (undefined when it does not answer). */
+async function operatorStatus(): Promise<Record<string, unknown> | undefined> {
   const port = /health endpoint listening addr=[^\s]*:(\d+)/.exec(operatorLogHead)?.[1];
-  let heap: { heapUsed?: number; heapTotal?: number } = {};
-  if (port) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}/status`);
-      heap = ((await r.json()) as { memoryMiB?: { heapUsed?: number; heapTotal?: number } }).memoryMiB ?? {};
-    } catch {
-      // an operator without memoryMiB in /status: RSS only
-    }
+  if (!port) return undefined;
+  try {
+    return (await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as Record<string, unknown>;
+  } catch {
+    return undefined;
   }
+}
+
+async function sampleMemory(change: number): Promise<{ change: number; rssMb: number; heapUsedMb?: number; heapTotalMb?: number }> {
+  const heap = ((await operatorStatus()) as { memoryMiB?: { heapUsed?: number; heapTotal?: number } } | undefined)?.memoryMiB ?? {};
   return { change, rssMb: Math.round(readRssMb(child.pid!)), heapUsedMb: heap.heapUsed, heapTotalMb: heap.heapTotal };
 }
 const memorySamples = [await sampleMemory(0)];
+const runPhases: Array<{ total: number; cpu: number; compile: number; nodeStates: number; nodeStateWrites: number }> = [];
 
 // ---- 200 single-route changes ----
 const latencies: number[] = [];
@@ -339,11 +342,19 @@ for (let c = 0; c < N_CHANGES; c++) {
   carrying.push(carry.size);
   extraRewrites.push([...names].filter((n) => !carry.has(n)).length);
   if ((c + 1) % 25 === 0 || c === N_CHANGES - 1) memorySamples.push(await sampleMemory(c + 1));
+  // The run that carried this change (nothing else changes between two changes): its wall time and CPU.
+  const phases = ((await operatorStatus()) as { reconcile?: { lastPhasesMs?: { total: number; cpu: number; compile: number; nodeStates: number; nodeStateWrites: number } } } | undefined)?.reconcile?.lastPhasesMs;
+  if (phases) runPhases.push(phases);
 }
 latencies.sort((a, b) => a - b);
 const p50 = computePercentile(latencies, 50);
 const p99 = computePercentile(latencies, 99);
 const totalShards = [...shards.values()].length;
+const phaseStats = (pick: (p: (typeof runPhases)[number]) => number): { p50: number; p99: number } => {
+  const v = runPhases.map(pick).sort((a, b) => a - b);
+  return { p50: +computePercentile(v, 50).toFixed(1), p99: +computePercentile(v, 99).toFixed(1) };
+};
+const runStats = runPhases.length ? { n: runPhases.length, wall: phaseStats((p) => p.total), cpu: phaseStats((p) => p.cpu), compile: phaseStats((p) => p.compile), nodeStates: phaseStats((p) => p.nodeStates), nodeStateWrites: phaseStats((p) => p.nodeStateWrites) } : undefined;
 const rssAfterChangesMb = readRssMb(child.pid!);
 
 // ---- stop ----
@@ -367,7 +378,7 @@ const result = {
   sizes: { services: N_SERVICES, endpointSlices: slices.length, pods: pods.length, nodes: N_NODES, routes: N_ROUTES, policies: N_POLICIES, namespaces: N_NAMESPACES, changes: N_CHANGES },
   buildMs: Math.round(buildMs), serviceAndSliceCreateMs: Math.round(svcCreateMs),
   firstCompleteMs: Math.round(firstCompleteMs), perNodeFirstCompleteMs: Object.fromEntries(Object.entries(perNodeMs).map(([k, v]) => [k, Math.round(v)])),
-  quietAfterMs: Math.round(convergedMs), rssMb: Math.round(rssMb), rssAfterChangesMb: Math.round(rssAfterChangesMb), memorySamples,
+  quietAfterMs: Math.round(convergedMs), rssMb: Math.round(rssMb), rssAfterChangesMb: Math.round(rssAfterChangesMb), memorySamples, runStats,
   shardCounts, totalShards, nodeStateBytes,
   changeLatencyMs: { p50: +p50.toFixed(1), p99: +p99.toFixed(1), max: +(latencies.at(-1) ?? NaN).toFixed(1), n: latencies.length, timedOut: N_CHANGES - latencies.length },
   shardsRewrittenPerChange: { mean: sum(rewritten) / rewritten.length, max: Math.max(...rewritten), carryingMean: sum(carrying) / carrying.length, rewrittenNotCarrying: sum(extraRewrites) },
@@ -390,7 +401,8 @@ Sizes: ${N_SERVICES} Services + ${slices.length} EndpointSlices, ${pods.length} 
 | NodeState shards per node | ${Object.entries(shardCounts).map(([k, v]) => `${k}: ${v}`).join(', ')} (${(nodeStateBytes / 2 ** 20).toFixed(1)} MiB of watch events in total) | ≤ 512 KiB each | — |
 | route PATCH → every affected NodeState updated, p50 | ${p50.toFixed(1)} ms (n=${latencies.length}/${N_CHANGES}) | — | — |
 | route PATCH → every affected NodeState updated, p99 | ${p99.toFixed(1)} ms (max ${(latencies.at(-1) ?? NaN).toFixed(1)} ms) | < ${P99_GOAL_MS} ms | ${mark(result.goals.p99Under200ms)} |
-| shards rewritten per change (mean / max) vs shards carrying the route (mean) | ${result.shardsRewrittenPerChange.mean.toFixed(2)} / ${result.shardsRewrittenPerChange.max} vs ${result.shardsRewrittenPerChange.carryingMean.toFixed(2)}; rewrites of shards not carrying it: ${result.shardsRewrittenPerChange.rewrittenNotCarrying} | only its shards | ${mark(onlyItsShards)} |
+${runStats ? `| operator run per change, p50 / p99 (n=${runStats.n}): wall; CPU of the process | ${runStats.wall.p50} / ${runStats.wall.p99} ms; ${runStats.cpu.p50} / ${runStats.cpu.p99} ms (wall p50 / p99: compile ${runStats.compile.p50} / ${runStats.compile.p99}, NodeStates ${runStats.nodeStates.p50} / ${runStats.nodeStates.p99}, their writes ${runStats.nodeStateWrites.p50} / ${runStats.nodeStateWrites.p99}) | — | — |
+` : ''}| shards rewritten per change (mean / max) vs shards carrying the route (mean) | ${result.shardsRewrittenPerChange.mean.toFixed(2)} / ${result.shardsRewrittenPerChange.max} vs ${result.shardsRewrittenPerChange.carryingMean.toFixed(2)}; rewrites of shards not carrying it: ${result.shardsRewrittenPerChange.rewrittenNotCarrying} | only its shards | ${mark(onlyItsShards)} |
 
 Machine: ${machine.kernel}, ${machine.cpuModel} × ${machine.cpus}, ${machine.memTotalMb} MiB, node ${process.version}, load average ${load}${machine.gitSha ? `, git ${machine.gitSha}${machine.gitDirty ? ' (dirty)' : ''}` : ''}.
 

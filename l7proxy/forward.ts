@@ -614,8 +614,9 @@ async function forward(
             break;
           }
           if (maxRetries > 0) (tried ??= new Set()).add(ep.key);
-          // Telemetry hook: with retries possible, each attempt gets its own CLIENT span (and its traceparent upstream).
-          const attemptTrace = maxRetries > 0 ? ex.trace?.attempt(attempts, ep.key, upstreamHeaders) : undefined;
+          // Telemetry hook: when the route asks for retries, each attempt gets its own CLIENT span (and its traceparent
+          // upstream); the default safe retries (connect failures only) are counted on the request span instead.
+          const attemptTrace = (rule?.retry?.attempts ?? 0) > 0 ? ex.trace?.attempt(attempts, ep.key, upstreamHeaders) : undefined;
           const pool = poolFor(deps, ctx, ep, connectTimeoutMs, idleTimeoutMs, maxConnections, h2c);
           const call = sendUpstream(pool, {
             method: p.method, path: target, headers: upstreamHeaders,

@@ -152,7 +152,11 @@ export type WorkerPoolOptions = {
 };
 
 /** One worker's view, from `status()`. */
-export type WorkerStatus = { slot: number; pid: number | undefined; state: SlotState; restarts: number; generation: number };
+export type WorkerStatus = {
+  slot: number; pid: number | undefined; state: SlotState; restarts: number; generation: number;
+  /** While serving: ms since the worker last answered a heartbeat (its event loop is that far behind, at most). */
+  silentMs?: number;
+};
 
 /** Counters of one worker and the sum over all, from `stats()`. */
 export type PoolStats = {
@@ -290,7 +294,8 @@ export class ProxyWorkerPool {
 
   /** Every slot: its current worker, state, restarts and acknowledged config generation. */
   status(): WorkerStatus[] {
-    return this.#slots.map((s) => ({ slot: s.index, pid: s.worker?.process.pid, state: s.state, restarts: s.restarts, generation: s.generation }));
+    const now = Date.now();
+    return this.#slots.map((s) => ({ slot: s.index, pid: s.worker?.process.pid, state: s.state, restarts: s.restarts, generation: s.generation, ...(s.state === 'serving' ? { silentMs: now - s.lastPong } : {}) }));
   }
 
   /** Fork the workers; resolves with the bound ports once every worker is listening. */

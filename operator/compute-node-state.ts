@@ -7,7 +7,8 @@
  *     at least one of its pods' identities may reach under the Service's AuthorizationPolicies;
  *   - nothing for Services that stay L4 (no routes, no traffic policy, DISABLED mTLS, no authorization).
  * Output is sorted and hashed (sha256 of canonical JSON) and sharded by a stable hash of each entry's key
- * into a power-of-two number of shards, so a change touches only the shard holding the changed entry.
+ * into a power-of-two number of shards of about SHARD_TARGET_BYTES (never over SHARD_BUDGET_BYTES), so a
+ * change rewrites only the shard holding the changed entry, and that shard is small.
  */
 import {
   NODESTATE_MAX_BYTES,

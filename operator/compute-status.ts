@@ -47,8 +47,30 @@ interface ShardIndex {
   byTag: Map<string, string[]>;
 }
 
-/** Per node, the indexes of its shards in the order given. */
-type NodeIndex = Map<string, ShardIndex[]>;
+/** Per node, the index of its entries (its shards merged; a later shard listing an entry wins). */
+type NodeIndex = Map<string, ShardIndex>;
+
+/** Merged indexes by their parts, so a node whose shards did not change is not merged again. */
+const mergedIndexes = new WeakMap<ShardIndex, { parts: ShardIndex[]; merged: ShardIndex }>();
+
+function mergeShards(parts: ShardIndex[]): ShardIndex {
+  if (parts.length === 1) return parts[0]!;
+  const hit = mergedIndexes.get(parts[0]!);
+  if (hit && hit.parts.length === parts.length && hit.parts.every((p, i) => p === parts[i])) return hit.merged;
+  const items = new Map<string, Set<string>>();
+  const byTag = new Map<string, string[]>();
+  for (const p of parts) {
+    for (const [k, tags] of p.items) items.set(k, tags);
+    for (const [tag, keys] of p.byTag) {
+      const list = byTag.get(tag);
+      if (list) list.push(...keys);
+      else byTag.set(tag, [...keys]);
+    }
+  }
+  const merged = { items, byTag };
+  mergedIndexes.set(parts[0]!, { parts, merged });
+  return merged;
+}
 
 /**
  * Shard indexes by the spec they were read from. A reconcile reads the same stored and desired NodeStates
@@ -77,7 +99,7 @@ function* entriesOf(workloads: readonly NodeWorkload[] | undefined, services: re
 }
 
 function indexByNode(states: readonly NodeState[]): NodeIndex {
-  const out: NodeIndex = new Map();
+  const out = new Map<string, ShardIndex[]>();
   for (const state of states) {
     const spec = state.spec;
     if (!spec?.nodeName) continue;
@@ -90,7 +112,7 @@ function indexByNode(states: readonly NodeState[]): NodeIndex {
     if (list) list.push(hit.index);
     else out.set(spec.nodeName, [hit.index]);
   }
-  return out;
+  return new Map([...out].map(([node, parts]) => [node, mergeShards(parts)]));
 }
 
 /** Where each source tag is needed: per node, the entries that carry it. */
@@ -101,32 +123,24 @@ function indexDesired(snapshot: Snapshot, compiled: CompiledMesh, desired: reado
   const nodes = new Set<string>([...snapshot.nodes.map((n) => n.metadata?.name ?? ''), ...compiled.workloadsByNode.keys()]);
   for (const node of [...nodes].filter(Boolean).sort()) {
     const { workloads, services } = selectForNode(compiled, node);
-    needs.set(node, [indexEntries(entriesOf(workloads, services))]);
+    needs.set(node, indexEntries(entriesOf(workloads, services)));
   }
   return needs;
 }
 
-/** The source tags a node's stored entry carries (the last shard listing the entry wins). */
-function writtenTags(written: NodeIndex, node: string, key: string): Set<string> | undefined {
-  const shards = written.get(node);
-  if (!shards) return undefined;
-  for (let i = shards.length - 1; i >= 0; i--) {
-    const tags = shards[i]!.items.get(key);
-    if (tags) return tags;
-  }
-  return undefined;
-}
 
 /** Programmed for one tag, optionally only over the entries matching `keyFilter`. */
 function programmed(tag: string | undefined, needs: NodeIndex, written: NodeIndex, keyFilter?: (key: string) => boolean): ConditionResult {
   const waiting: string[] = [];
   let needed = 0;
-  for (const [node, shards] of tag ? needs : []) {
-    const relevant: string[] = [];
-    for (const shard of shards) for (const k of shard.byTag.get(tag!) ?? []) if (!keyFilter || keyFilter(k)) relevant.push(k);
+  for (const [node, index] of tag ? needs : []) {
+    const keys = index.byTag.get(tag!);
+    if (!keys) continue;
+    const relevant = keyFilter ? keys.filter(keyFilter) : keys;
     if (relevant.length === 0) continue;
     needed++;
-    if (!relevant.every((k) => writtenTags(written, node, k)?.has(tag!))) waiting.push(node);
+    const have = written.get(node)?.items;
+    if (!relevant.every((k) => have?.get(k)?.has(tag!))) waiting.push(node);
   }
   if (needed === 0) return { status: 'True', reason: 'Programmed', message: 'no node needs it yet: no pod calls or serves what it applies to' };
   if (waiting.length > 0) {

@@ -50,7 +50,7 @@ export async function execInPod(cfg: SandboxConfig, name: string, namespace: str
   });
 }
 
-/** The path of a container's output file (the sandbox keeps container output in files, not behind `kubectl logs`). */
+/** The path of a container's output file, all runs as written (`kubectl logs` reads the per-run CRI files beside it). */
 export async function podLogPath(cfg: SandboxConfig, name: string, namespace: string, container?: string): Promise<string> {
   const loc = await locatePod(cfg, name, namespace);
   let files: string[] = [];

@@ -24,6 +24,7 @@ import { loadKubeConfig } from './kube.ts';
 import { startClusterDns } from './kubelet/cluster-dns.ts';
 import { HostsFiles } from './kubelet/hosts.ts';
 import { Kubelet } from './kubelet/kubelet.ts';
+import { computePodLogDir } from './kubelet/pod-worker.ts';
 import { createStreamLogger, type Logger } from './logger.ts';
 import { computeTopology, deleteNetns, etcNetnsDir, type Topology } from './net/topology.ts';
 import { readState, StateStore, writeFileAtomic } from './state.ts';
@@ -191,6 +192,8 @@ async function main(): Promise<void> {
     api = await startApiServerComponent({
       host: '127.0.0.1', port: cfg.apiPort, unixSocketPath: paths.apiSocket, stateDir: paths.apiData,
       crdDirs: [join(REPO_ROOT, 'crds')], serviceCIDR: SERVICE_PREFIX,
+      // pods/log reads the files the kubelets below write (same process, same directory).
+      podLogDirectory: (namespace, name, uid) => computePodLogDir(paths.podLogs, cfg, namespace, name, uid),
     }, log.child('apiserver'));
     await api.writeKubeconfig(paths.hostKubeconfig);
     await writeFile(paths.nodeKubeconfig, computeNodeKubeconfig(api.kubeconfig()), { mode: 0o600 });

@@ -37,7 +37,7 @@ export type FromProxy =
   | { t: 'ready'; pid: number; outboundPort: number; workers: (number | undefined)[] }
   | { t: 'applied'; seq: number; generation: number }
   | { t: 'apply-failed'; seq: number; error: string }
-  | { t: 'status'; seq: number; workers: { slot: number; pid: number | undefined; state: string; restarts: number; generation: number }[] }
+  | { t: 'status'; seq: number; workers: { slot: number; pid: number | undefined; state: string; restarts: number; generation: number; silentMs?: number }[] }
   | { t: 'fatal'; error: string }
   /** A worker's telemetry records, passed through as the worker sent them. */
   | TelemetryBatch;

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEcho, type EchoServer } from '../../l7proxy/testing/harness.ts';
 import { silentLogger } from '../logger.ts';
-import { ProxySupervisor, planProxyHandover, planProxyRestart, type ProxyUpdate } from './proxy-supervisor.ts';
+import { ProxySupervisor, computeProxySettled, planProxyHandover, planProxyRestart, type ProxySample, type ProxyUpdate } from './proxy-supervisor.ts';
 
 async function freePort(): Promise<number> {
   const s = net.createServer();
@@ -89,13 +89,32 @@ describe('planProxyRestart / planProxyHandover', () => {
     assert.deepEqual(r.reasons, ['--workers 2 → 3', '--trust-domain a.local → b.local', '--mark (unset) → 1']);
     assert.deepEqual(planProxyRestart(launch, { ...launch, entry: '/y/main.ts' }).reasons, ['entry point /x/main.ts → /y/main.ts']);
   });
-  it('the old proxy is signalled only after the new one serves, and killed only after its drain deadline', () => {
+  it('the old proxy is signalled only after the new one serves and has settled, and killed only after its drain deadline', () => {
     const p = planProxyHandover({ drainTimeoutMs: 10_000, readyTimeoutMs: 30_000 });
-    assert.ok(p.steps.indexOf('await-new-serving') < p.steps.indexOf('sigterm-old'));
+    assert.ok(p.steps.indexOf('await-new-serving') < p.steps.indexOf('await-new-settled'));
+    assert.ok(p.steps.indexOf('await-new-settled') < p.steps.indexOf('sigterm-old'));
     assert.ok(p.steps.indexOf('spawn-new') < p.steps.indexOf('await-new-serving'));
     assert.ok(p.killOldAfterMs > 10_000);
     // A new proxy that cannot start: the old one goes first, then a new one (never two failed starts in a row).
     assert.deepEqual(p.onNewFailed, ['sigterm-old', 'await-old-exit', 'spawn-new']);
+  });
+});
+
+describe('computeProxySettled', () => {
+  const w = (silentMs: number, restarts = 0, state = 'serving'): ProxySample['workers'][number] => ({ state, restarts, silentMs });
+  const o = { settleMs: 1000, maxSilentMs: 1500 };
+  it('settles once every worker answered its heartbeats for the whole window', () => {
+    assert.equal(computeProxySettled([], o), false);
+    assert.equal(computeProxySettled([{ atMs: 0, workers: [w(100), w(200)] }], o), false, 'one sample spans no window');
+    assert.equal(computeProxySettled([{ atMs: 0, workers: [w(100), w(200)] }, { atMs: 600, workers: [w(100), w(200)] }], o), false);
+    assert.equal(computeProxySettled([{ atMs: 0, workers: [w(100), w(200)] }, { atMs: 1000, workers: [w(300), w(200)] }], o), true);
+  });
+  it('a silent, restarted or not-yet-serving worker in the window keeps it unsettled', () => {
+    assert.equal(computeProxySettled([{ atMs: 0, workers: [w(100), w(4000)] }, { atMs: 1000, workers: [w(100), w(100)] }], o), false);
+    assert.equal(computeProxySettled([{ atMs: 0, workers: [w(100), w(100)] }, { atMs: 1000, workers: [w(100), w(100, 1)] }], o), false);
+    assert.equal(computeProxySettled([{ atMs: 0, workers: [w(100), w(100, 0, 'starting')] }, { atMs: 1000, workers: [w(100), w(100)] }], o), false);
+    // Older trouble outside the window no longer counts.
+    assert.equal(computeProxySettled([{ atMs: 0, workers: [w(9000)] }, { atMs: 2000, workers: [w(10)] }, { atMs: 3000, workers: [w(10)] }], o), true);
   });
 });
 

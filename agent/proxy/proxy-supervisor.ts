@@ -110,6 +110,26 @@ export function planProxyRestart(running: ProxyLaunch | undefined, wanted: Proxy
   return { restart: reasons.length > 0, reasons };
 }
 
+/** One answer of a proxy to a status query, at `atMs`. */
+export type ProxySample = { atMs: number; workers: { state: string; restarts: number; silentMs?: number }[] };
+
+/**
+ * Whether a new proxy has settled: for the last `settleMs`, every worker served, none restarted, and each answered
+ * its heartbeats within `maxSilentMs`. A just-started worker can still be busy compiling code and loading what its
+ * first config needs (on a small node, for seconds); the old proxy keeps serving until the new one is past that,
+ * as a worker blocked or killed right after the handover would cost the connections it holds.
+ */
+export function computeProxySettled(samples: readonly ProxySample[], o: { settleMs: number; maxSilentMs: number }): boolean {
+  const last = samples.at(-1);
+  if (!last || last.workers.length === 0) return false;
+  const window = samples.filter((x) => x.atMs >= last.atMs - o.settleMs);
+  if (window.length < 2 || last.atMs - window[0]!.atMs < o.settleMs) return false;
+  const restarts = window[0]!.workers.map((w) => w.restarts).join(',');
+  return window.every((x) => x.workers.length === last.workers.length
+    && x.workers.map((w) => w.restarts).join(',') === restarts
+    && x.workers.every((w) => w.state === 'serving' && (w.silentMs ?? Infinity) <= o.maxSilentMs));
+}
+
 /**
  * The steps of replacing a serving proxy without losing a connection, in order, with their time limits (pure, so
  * the order is testable): start the new one next to the old one; wait until it serves the latest plan (its
@@ -118,13 +138,13 @@ export function planProxyRestart(running: ProxyLaunch | undefined, wanted: Proxy
  * holds the ports), the old one is stopped first and a fresh one started: refused connects for that moment.
  */
 export function planProxyHandover(o: { drainTimeoutMs: number; readyTimeoutMs: number }): {
-  steps: ('spawn-new' | 'await-new-serving' | 'sigterm-old' | 'await-old-exit' | 'sigkill-old')[];
+  steps: ('spawn-new' | 'await-new-serving' | 'await-new-settled' | 'sigterm-old' | 'await-old-exit' | 'sigkill-old')[];
   readyTimeoutMs: number;
   killOldAfterMs: number;
   onNewFailed: ('sigterm-old' | 'await-old-exit' | 'spawn-new')[];
 } {
   return {
-    steps: ['spawn-new', 'await-new-serving', 'sigterm-old', 'await-old-exit', 'sigkill-old'],
+    steps: ['spawn-new', 'await-new-serving', 'await-new-settled', 'sigterm-old', 'await-old-exit', 'sigkill-old'],
     readyTimeoutMs: o.readyTimeoutMs,
     // The proxy's own pool cuts what is left at the deadline and its workers 2 s later; this is the last resort.
     killOldAfterMs: o.drainTimeoutMs + 5000,
@@ -135,7 +155,9 @@ export function planProxyHandover(o: { drainTimeoutMs: number; readyTimeoutMs: n
 const ENTRY = fileURLToPath(new URL('./main.ts', import.meta.url));
 const APPLY_TIMEOUT_MS = 20_000;
 /** A new proxy must serve the latest plan this soon during a graceful restart, else it is given up. */
-const HANDOVER_READY_TIMEOUT_MS = 30_000;
+const HANDOVER_READY_TIMEOUT_MS = 60_000;
+/** How long a new proxy's workers must have been responsive before the old proxy is told to drain. */
+const SETTLE_MS = 1500;
 
 function sleep(ms: number): Promise<void> { return new Promise((r) => setTimeout(r, ms)); }
 
@@ -181,6 +203,7 @@ export class ProxySupervisor {
   /** Set while a handover waits for its new proxy: that proxy's exit goes here instead of the crash path. */
   #onHandoverExit: ((why: string) => void) | undefined;
   #signalHandler: (() => void) | undefined;
+  #statusWaiters = new Map<number, (workers: ProxySample['workers']) => void>();
 
   constructor(o: ProxySupervisorOptions) {
     this.#o = { ...o };
@@ -343,6 +366,18 @@ export class ProxySupervisor {
     }
   }
 
+  /** The workers of `child` as its pool reports them; undefined when it does not answer within `timeoutMs`. */
+  #queryWorkers(child: ChildProcess, timeoutMs: number): Promise<ProxySample['workers'] | undefined> {
+    if (!child.connected) return Promise.resolve(undefined);
+    const seq = ++this.#seq;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => { this.#statusWaiters.delete(seq); resolve(undefined); }, timeoutMs);
+      this.#statusWaiters.set(seq, (w) => { clearTimeout(timer); resolve(w); });
+      const msg: ToProxy = { t: 'status', seq };
+      child.send(msg, (err) => { if (err) { clearTimeout(timer); this.#statusWaiters.delete(seq); resolve(undefined); } });
+    });
+  }
+
   /** Spawns a proxy and waits until it serves the latest update; undefined on success, else why it did not. */
   async #spawnAndAwaitServing(timeoutMs: number): Promise<string | undefined> {
     this.#status.state = 'starting';
@@ -355,6 +390,14 @@ export class ProxySupervisor {
       // Serving means listening with the first update; the latest one must be in force too before the old one goes.
       if (this.#latest && this.#status.pending !== undefined) {
         while (this.#status.pending !== undefined && this.#child === child) await sleep(20);
+      }
+      // And its workers must be responsive (computeProxySettled).
+      const samples: ProxySample[] = [];
+      while (this.#child === child) {
+        const workers = await this.#queryWorkers(child!, 2000);
+        if (workers) samples.push({ atMs: Date.now(), workers }); if (process.env.NM_DBG) console.error("DBG", JSON.stringify(workers));
+        if (computeProxySettled(samples, { settleMs: SETTLE_MS, maxSilentMs: 1500 })) break;
+        await sleep(250);
       }
       return undefined;
     })();
@@ -452,6 +495,8 @@ export class ProxySupervisor {
         this.#log.error('proxy cannot run', { error: m.error });
         return;
       case 'status':
+        this.#statusWaiters.get(m.seq)?.(m.workers);
+        this.#statusWaiters.delete(m.seq);
         return;
       case 'nm-telemetry':
         try { this.#o.onTelemetry?.(m); } catch (err) { this.#log.warn('telemetry batch not recorded', { error: describeError(err) }); }

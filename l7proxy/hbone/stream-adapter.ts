@@ -1,8 +1,8 @@
 /** A plain Duplex in front of an HTTP/2 tunnel stream, so HTTP/1 code writes to it as it would to a socket. */
 // Why: Node's http.Server and undici cork their sockets and flush head and body with writev; handed an Http2Stream
 // directly, the first chunk of a relayed response (the status line) arrived corrupted (seen on Node 24 with the
-// head written before a piped body). Here each chunk is copied and written on its own, in order, with the
-// stream's own backpressure; ends and resets pass through both ways.
+// head written before a piped body). Here what the writer hands over is copied and written in order (a corked
+// batch as one buffer), with the stream's own backpressure; ends and resets pass through both ways.
 import http2 from 'node:http2';
 import { Duplex } from 'node:stream';
 

@@ -7,9 +7,9 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { arch } from 'node:os';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { AGGREGATED_DISCOVERY_TYPE, aggregatedDiscovery, apiGroup, apiGroupList, apiResourceList, apiVersions, openApiV3Document, openApiV3Root } from './discovery.ts';
-import { StatusError, badRequest, internalError, methodNotAllowed, notFound, pathNotFound, unauthorized, unsupportedMediaType } from './errors.ts';
+import { StatusError, badRequest, fieldForbidden, fieldRequired, invalid, internalError, methodNotAllowed, notFound, pathNotFound, unauthorized, unsupportedMediaType } from './errors.ts';
 import type { JsonObject, JsonValue } from './json.ts';
 import { asArray, asNumber, asObject, asString } from './json.ts';
 import type { DeleteOptions, ListOptions, ObjectService, PatchType, WriteOptions } from './objects.ts';
@@ -18,6 +18,10 @@ import type { Registry, ResourceType } from './registry.ts';
 import { apiVersionOf } from './registry.ts';
 import { parseFieldSelector, parseLabelSelector } from './selectors.ts';
 import type { ObjectStore } from './store.ts';
+import type { Rendering } from './negotiation.ts';
+import { negotiateRendering } from './negotiation.ts';
+import type { PodLogDirectory } from './pod-logs.ts';
+import { parsePodLogRequest, servePodLog } from './pod-logs.ts';
 import type { IncludeObject } from './tables.ts';
 import { decodeKubernetesProtobuf } from './protobuf.ts';
 import { toTable } from './tables.ts';
@@ -40,9 +44,9 @@ export interface HandlerContext {
   log: (line: string) => void;
   /** host:port clients use, for /api serverAddressByClientCIDRs. */
   serverAddress: () => string;
+  /** Where pods' container logs are (the sandbox kubelet's files); pods/log answers 503 without it. */
+  podLogDirectory?: PodLogDirectory;
 }
-
-type Rendering = 'json' | 'table' | 'metadata';
 
 interface Negotiated {
   rendering: Rendering;
@@ -51,14 +55,7 @@ interface Negotiated {
 
 function negotiate(accept: string | undefined, query: URLSearchParams): Negotiated {
   const include = (query.get('includeObject') as IncludeObject | null) ?? 'Metadata';
-  if (!accept) return { rendering: 'json', include };
-  for (const part of accept.split(',')) {
-    const p = part.trim();
-    if (p.includes('as=Table')) return { rendering: 'table', include };
-    if (p.includes('as=PartialObjectMetadata')) return { rendering: 'metadata', include };
-    if (p.startsWith('application/json') || p.startsWith('*/*') || p.startsWith('application/yaml')) return { rendering: 'json', include };
-  }
-  return { rendering: 'json', include };
+  return { rendering: negotiateRendering(accept, { yaml: true, table: true, metadata: true }), include };
 }
 
 function send(res: ServerResponse, code: number, body: JsonValue | string, contentType = 'application/json', warnings: string[] = []): void {
@@ -124,18 +121,42 @@ function patchTypeOf(contentType: string | undefined): PatchType {
       return 'apply';
   }
   throw unsupportedMediaType(
-    `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got ${ct || 'no Content-Type'})`,
+    `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got ${ct || 'no Content-Type'})`,
   );
 }
 
-function writeOptions(q: URLSearchParams): WriteOptions {
+/** The field manager of a write: `fieldManager`, else the User-Agent's product name (`kubectl/v1.32 ...` → `kubectl`), as the real server does. */
+function fieldManagerOf(q: URLSearchParams, userAgent: string | undefined): string {
+  const explicit = q.get('fieldManager');
+  if (explicit !== null && explicit !== '') {
+    if (explicit.length > 128) throw invalid('meta.k8s.io', 'PatchOptions', '', [{ type: 'TooLong', field: 'fieldManager', message: 'Too long: may not be more than 128 bytes' }]);
+    if (!/^[\x20-\x7e]+$/.test(explicit)) throw badRequest(`fieldManager: Invalid value: ${JSON.stringify(explicit)}: must be printable ASCII`);
+    return explicit;
+  }
+  const product = (userAgent ?? '').split('/')[0]!.trim();
+  return product.slice(0, 128) || 'unknown';
+}
+
+function writeOptions(q: URLSearchParams, req: IncomingMessage): WriteOptions {
   const dry = q.getAll('dryRun');
   for (const d of dry) if (d !== 'All') throw badRequest(`dryRun: Unsupported value: ${JSON.stringify(d)}: supported values: "All"`);
   const fv = q.get('fieldValidation') ?? 'Warn';
   if (fv !== 'Strict' && fv !== 'Warn' && fv !== 'Ignore') {
     throw badRequest(`fieldValidation: Unsupported value: ${JSON.stringify(fv)}: supported values: "Ignore", "Strict", "Warn"`);
   }
-  return { dryRun: dry.length > 0, fieldValidation: fv, warnings: [] };
+  return { dryRun: dry.length > 0, fieldValidation: fv, warnings: [], fieldManager: fieldManagerOf(q, req.headers['user-agent']) };
+}
+
+/** PATCH options of apply: `fieldManager` is required, `force` is for apply only. */
+function patchOptions(q: URLSearchParams, type: PatchType, wo: WriteOptions): WriteOptions {
+  const force = q.get('force');
+  if (type !== 'apply') {
+    if (force !== null) throw invalid('meta.k8s.io', 'PatchOptions', '', [fieldForbidden('force', 'may not be specified for non-apply patch')]);
+    return wo;
+  }
+  if (!q.get('fieldManager')) throw invalid('meta.k8s.io', 'PatchOptions', '', [fieldRequired('fieldManager', 'is required for apply patch')]);
+  if (force !== null && force !== 'true' && force !== 'false') throw badRequest(`force: Invalid value: ${JSON.stringify(force)}: must be true or false`);
+  return { ...wo, force: force === 'true' };
 }
 
 function listOptions(rt: ResourceType, q: URLSearchParams): ListOptions {
@@ -265,7 +286,8 @@ export function createRequestHandler(ctx: HandlerContext): (req: IncomingMessage
     const user = await authenticate(req);
     const segs = path.split('/').filter(Boolean).map(decodeURIComponent);
     const accept = req.headers.accept;
-    const aggregated = accept?.includes('as=APIGroupDiscoveryList') ?? false;
+    const discoveryPath = path === '/api' || path === '/apis' || (segs[0] === 'apis' && segs.length <= 3) || (segs[0] === 'api' && segs.length === 2);
+    const aggregated = discoveryPath && negotiateRendering(accept, { discovery: path === '/api' || path === '/apis' }) === 'discovery';
 
     if (path === '/api') {
       if (aggregated) send(res, 200, aggregatedDiscovery(ctx.registry, true), AGGREGATED_DISCOVERY_TYPE);
@@ -326,7 +348,18 @@ export function createRequestHandler(ctx: HandlerContext): (req: IncomingMessage
     const { rt, namespace, name, sub } = rp;
     const ns = namespace ?? '';
     const objects = ctx.objects;
+    if (sub === 'log' && name !== undefined && rt.extraSubresources.includes('log')) {
+      if (method !== 'GET') throw methodNotAllowed();
+      await podLog(res, ns, name, q);
+      return;
+    }
     const neg = negotiate(req.headers.accept, q);
+    // Objects, lists and Status answers in the negotiated format (JSON or YAML).
+    const reply = (code: number, body: JsonValue, warnings: string[] = []): void => {
+      // Sorted keys and YAML 1.1 quoting (timestamps, "yes") as the real server's Go encoder writes them.
+      if (neg.rendering === 'yaml') send(res, code, toYaml(body, { version: '1.1', sortMapEntries: true }), 'application/yaml', warnings);
+      else send(res, code, body, 'application/json', warnings);
+    };
 
     if (name === undefined) {
       if (method === 'GET') {
@@ -334,6 +367,7 @@ export function createRequestHandler(ctx: HandlerContext): (req: IncomingMessage
         const lo = listOptions(rt, q);
         const watching = rp.watchPath || q.get('watch') === 'true' || q.get('watch') === '1';
         if (watching) {
+          if (neg.rendering === 'yaml') throw new StatusError(406, 'NotAcceptable', 'watch streams are JSON only: accept application/json');
           const timeout = q.get('timeoutSeconds');
           const sie = q.get('sendInitialEvents');
           const rendering: WatchRendering = neg.rendering === 'table' ? { as: 'table', include: neg.include } : neg.rendering === 'metadata' ? { as: 'metadata' } : { as: 'object' };
@@ -370,6 +404,10 @@ export function createRequestHandler(ctx: HandlerContext): (req: IncomingMessage
           });
           return;
         }
+        if (neg.rendering === 'yaml') {
+          reply(200, { kind: rt.listKind, apiVersion: apiVersionOf(rt), metadata: listMeta, items: result.items });
+          return;
+        }
         // Built by hand so a 10k-item list is one join, not a second walk over a wrapper object.
         const text = `{"kind":${JSON.stringify(rt.listKind)},"apiVersion":${JSON.stringify(apiVersionOf(rt))},"metadata":${JSON.stringify(listMeta)},"items":[${result.items.map((o) => JSON.stringify(o)).join(',')}]}`;
         send(res, 200, text);
@@ -379,23 +417,23 @@ export function createRequestHandler(ctx: HandlerContext): (req: IncomingMessage
         if (!rt.verbs.includes('create')) throw methodNotAllowed();
         if (rt.namespaced && namespace === undefined) throw methodNotAllowed();
         const body = decodeBody(await readBody(req), req.headers['content-type']);
-        const wo = writeOptions(q);
+        const wo = writeOptions(q, req);
         if (rt.storageKey === '') {
           await createVirtual(res, rt, ns, body, user);
           return;
         }
         const created = objects.create(rt, ns, body, wo);
-        send(res, 201, created, 'application/json', wo.warnings);
+        reply(201, created, wo.warnings);
         return;
       }
       if (method === 'DELETE') {
         if (!rt.verbs.includes('deletecollection')) throw methodNotAllowed();
         const buf = await readBody(req);
         const body = decodeBody(buf, req.headers['content-type']);
-        const wo = writeOptions(q);
+        const wo = writeOptions(q, req);
         if (bodyDryRun(body)) wo.dryRun = true;
         const deleted = objects.deleteCollection(rt, rt.namespaced ? namespace : undefined, listOptions(rt, q), deleteOptions(body, q), wo);
-        send(res, 200, { kind: rt.listKind, apiVersion: apiVersionOf(rt), metadata: { resourceVersion: String(ctx.store.currentRevision()) }, items: deleted });
+        reply(200, { kind: rt.listKind, apiVersion: apiVersionOf(rt), metadata: { resourceVersion: String(ctx.store.currentRevision()) }, items: deleted });
         return;
       }
       throw methodNotAllowed();
@@ -413,14 +451,14 @@ export function createRequestHandler(ctx: HandlerContext): (req: IncomingMessage
           } else if (neg.rendering === 'metadata') {
             send(res, 200, { kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: obj['metadata'] ?? {} });
           } else {
-            send(res, 200, obj);
+            reply(200, obj);
           }
           return;
         }
         case 'PUT': {
           const body = decodeBody(await readBody(req), req.headers['content-type']);
-          const wo = writeOptions(q);
-          send(res, 200, objects.update(rt, ns, name, body, wo), 'application/json', wo.warnings);
+          const wo = writeOptions(q, req);
+          reply(200, objects.update(rt, ns, name, body, wo), wo.warnings);
           return;
         }
         case 'PATCH': {
@@ -428,16 +466,21 @@ export function createRequestHandler(ctx: HandlerContext): (req: IncomingMessage
           const buf = await readBody(req);
           const body = decodeBody(buf, type === 'apply' ? 'application/yaml' : 'application/json');
           if (body === undefined) throw badRequest('the patch body is empty');
-          const wo = writeOptions(q);
-          send(res, 200, objects.patch(rt, ns, name, type, body, wo), 'application/json', wo.warnings);
+          const wo = patchOptions(q, type, writeOptions(q, req));
+          if (type === 'apply') {
+            const r = objects.apply(rt, ns, name, body, wo);
+            reply(r.created ? 201 : 200, r.object, wo.warnings);
+            return;
+          }
+          reply(200, objects.patch(rt, ns, name, type, body, wo), wo.warnings);
           return;
         }
         case 'DELETE': {
           const body = decodeBody(await readBody(req), req.headers['content-type']);
-          const wo = writeOptions(q);
+          const wo = writeOptions(q, req);
           if (bodyDryRun(body)) wo.dryRun = true;
           const r = objects.delete(rt, ns, name, deleteOptions(body, q), wo);
-          send(res, r.removed ? 200 : 202, r.object);
+          reply(r.removed ? 200 : 202, r.object);
           return;
         }
       }
@@ -447,19 +490,24 @@ export function createRequestHandler(ctx: HandlerContext): (req: IncomingMessage
     if (sub === 'status' && rt.status) {
       switch (method) {
         case 'GET':
-          send(res, 200, objects.get(rt, ns, name));
+          reply(200, objects.get(rt, ns, name));
           return;
         case 'PUT': {
           const body = decodeBody(await readBody(req), req.headers['content-type']);
-          const wo = writeOptions(q);
-          send(res, 200, objects.update(rt, ns, name, body, wo, 'status'), 'application/json', wo.warnings);
+          const wo = writeOptions(q, req);
+          reply(200, objects.update(rt, ns, name, body, wo, 'status'), wo.warnings);
           return;
         }
         case 'PATCH': {
           const type = patchTypeOf(req.headers['content-type']);
-          const body = decodeBody(await readBody(req), 'application/json');
-          const wo = writeOptions(q);
-          send(res, 200, objects.patch(rt, ns, name, type, body, wo, 'status'), 'application/json', wo.warnings);
+          const body = decodeBody(await readBody(req), type === 'apply' ? 'application/yaml' : 'application/json');
+          if (body === undefined) throw badRequest('the patch body is empty');
+          const wo = patchOptions(q, type, writeOptions(q, req));
+          if (type === 'apply') {
+            reply(200, objects.apply(rt, ns, name, body, wo, 'status').object, wo.warnings);
+            return;
+          }
+          reply(200, objects.patch(rt, ns, name, type, body, wo, 'status'), wo.warnings);
           return;
         }
       }
@@ -472,13 +520,13 @@ export function createRequestHandler(ctx: HandlerContext): (req: IncomingMessage
           return;
         case 'PUT': {
           const body = decodeBody(await readBody(req), req.headers['content-type']);
-          send(res, 200, objects.updateScale(rt, ns, name, body, writeOptions(q)));
+          send(res, 200, objects.updateScale(rt, ns, name, body, writeOptions(q, req)));
           return;
         }
         case 'PATCH': {
           const type = patchTypeOf(req.headers['content-type']);
           const body = decodeBody(await readBody(req), 'application/json');
-          send(res, 200, objects.patchScale(rt, ns, name, type, body, writeOptions(q)));
+          send(res, 200, objects.patchScale(rt, ns, name, type, body, writeOptions(q, req)));
           return;
         }
       }
@@ -500,10 +548,26 @@ export function createRequestHandler(ctx: HandlerContext): (req: IncomingMessage
     if (sub === 'finalize' && rt.extraSubresources.includes('finalize')) {
       if (method !== 'PUT') throw methodNotAllowed();
       const body = decodeBody(await readBody(req), req.headers['content-type']);
-      send(res, 200, objects.update(rt, ns, name, body, writeOptions(q)));
+      send(res, 200, objects.update(rt, ns, name, body, writeOptions(q, req)));
       return;
     }
     throw pathNotFound();
+  }
+
+  async function podLog(res: ServerResponse, ns: string, name: string, q: URLSearchParams): Promise<void> {
+    const pod = ctx.store.get('/pods', ns, name);
+    if (!pod) throw notFound('', 'pods', name);
+    const request = parsePodLogRequest(pod, q, Date.now());
+    const uid = asString(asObject(pod['metadata'])?.['uid']) ?? '';
+    const dir = ctx.podLogDirectory?.(ns, name, uid);
+    if (!dir) {
+      throw new StatusError(503, 'ServiceUnavailable', `no kubelet keeps logs for pod ${ns}/${name} on this API server (it runs without the sandbox kubelets)`);
+    }
+    const current = (): JsonObject | undefined => {
+      const p = ctx.store.get('/pods', ns, name);
+      return p && asObject(p['metadata'])?.['uid'] === uid ? p : undefined;
+    };
+    await servePodLog(res, { dir, pod, current }, request);
   }
 
   async function createVirtual(res: ServerResponse, rt: ResourceType, ns: string, body: unknown, user: UserInfo): Promise<void> {

@@ -16,6 +16,7 @@ import { ServiceAllocations } from './admission/services.ts';
 import { ensureCertificates } from './certs.ts';
 import { ApiServerError, ERROR_CODES, StatusError } from './errors.ts';
 import { createRequestHandler } from './handlers.ts';
+import type { PodLogDirectory } from './pod-logs.ts';
 import type { JsonObject } from './json.ts';
 import { asString, isObject } from './json.ts';
 import type { WriteOptions } from './objects.ts';
@@ -44,6 +45,8 @@ export interface ApiServerOptions {
   watchMaxBufferedBytes?: number;
   /** Pods bound to an existing Node are deleted gracefully (deletionTimestamp, then the kubelet deletes with grace 0). Default true. */
   gracefulPodDeletion?: boolean;
+  /** Where the kubelets keep a pod's container logs (CRI files per run); serves `pods/log`. Without it pods/log answers 503. */
+  podLogDirectory?: PodLogDirectory;
 }
 
 /** A running API server. */
@@ -153,7 +156,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   });
 
   let address = `${host}:${opts.port ?? 0}`;
-  const handler = createRequestHandler({ objects, registry, store, watches, tokens, log, serverAddress: () => address });
+  const handler = createRequestHandler({ objects, registry, store, watches, tokens, log, serverAddress: () => address, ...(opts.podLogDirectory ? { podLogDirectory: opts.podLogDirectory } : {}) });
   const makeServer = (): Server<typeof IncomingMessage, typeof ServerResponse> => {
     const s = certs ? createHttpsServer({ cert: certs.certPem, key: certs.keyPem }, handler) : createHttpServer(handler);
     s.keepAliveTimeout = 65_000;

@@ -5,10 +5,11 @@
  */
 import type { CoreV1Api, V1Container, V1Pod } from '@kubernetes/client-node';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, mkdirSync, rmSync, type WriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { REPO_ROOT, type SandboxConfig } from '../config.ts';
 import { createCgroup, isCgroupPopulated, killCgroup, removeCgroupTree, signalCgroup } from '../cgroup.ts';
 import { describeError } from '../errors.ts';
@@ -20,6 +21,7 @@ import type { StateStore } from '../state.ts';
 import type { PodIpAllocator } from '../net/ipam.ts';
 import { computePodNetNames, createPodNetwork, deletePodNetwork, ensureEtcNetnsDir, type NodeNet, type PodNetNames } from '../net/topology.ts';
 import { planContainer, type ContainerPlan } from './container-plan.ts';
+import { containerRunLogPath, CriStreamSplitter } from './cri-log.ts';
 import type { HostsFiles } from './hosts.ts';
 import { podWrapperArgv } from './pod-exec.ts';
 import { computePodStatus, computeRestartDelayMs, shouldRestart, type ContainerRuntimeState } from './pod-status.ts';
@@ -41,6 +43,11 @@ export type PodWorkerDeps = {
   /** Upper bound on any grace period, so `down` and tests never wait minutes. */
   maxGraceSeconds: number;
 };
+
+/** A pod's log directory: `<container>.log` (all runs, plain) and `<container>/<run>.log` (CRI format, read by `pods/log`). */
+export function computePodLogDir(podLogRoot: string, cfg: SandboxConfig, namespace: string, name: string, uid: string): string {
+  return join(podLogRoot, `${namespace}_${name}_${computePodNetNames(cfg, uid).hash}`);
+}
 
 /** Dates as Kubernetes writes them (RFC 3339, whole seconds), so reports compare equal when nothing changed. */
 function toWireJson(value: unknown): string {
@@ -83,7 +90,7 @@ export class PodWorker {
     const names = computePodNetNames(deps.cfg, this.uid);
     this.names = this.hostNetwork ? { ...names, netns: deps.node.netns } : names;
     this.cgroupPath = join(deps.nodeCgroup, `pod-${names.hash}`);
-    this.logDir = join(deps.podLogDir, `${pod.metadata?.namespace}_${pod.metadata?.name}_${names.hash}`);
+    this.logDir = computePodLogDir(deps.podLogDir, deps.cfg, pod.metadata?.namespace ?? 'default', pod.metadata?.name ?? '', this.uid);
     this.done = new Promise((r) => { this.markDone = r; });
   }
 
@@ -229,9 +236,14 @@ export class PodWorker {
     }
   }
 
-  /** Where a container's output goes. */
+  /** Where a container's output goes (all runs, as the processes wrote it). */
   logPath(container: string): string {
     return join(this.logDir, `${container}.log`);
+  }
+
+  /** The CRI-format file of one run of a container. */
+  runLogPath(container: string, run: number): string {
+    return containerRunLogPath(this.logDir, container, run);
   }
 
   /** The probe target of this pod for a container. */
@@ -270,6 +282,7 @@ class ContainerRunner {
   private readonly plan: ContainerPlan | undefined;
   private child: ChildProcess | undefined;
   private out: WriteStream | undefined;
+  private runOut: WriteStream | undefined;
   private restartTimer: NodeJS.Timeout | undefined;
   private probeTimers: NodeJS.Timeout[] = [];
   private stopped = false;
@@ -293,6 +306,7 @@ class ContainerRunner {
     this.lastStart = Date.now();
     child.stdout?.pipe(this.out, { end: false });
     child.stderr?.pipe(this.out, { end: false });
+    this.captureRun(child);
     child.on('error', (err) => this.exited(127, `could not start: ${err.message}`));
     child.on('exit', (code, signal) => this.exited(code ?? 128 + (signal ? osConstants.signals[signal] : 0), signal ? `killed by ${signal}` : undefined));
     this.pid = child.pid;
@@ -307,6 +321,42 @@ class ContainerRunner {
     }
     this.startProbes();
     this.pod.reportStatus();
+  }
+
+  /**
+   * Writes this run's stdout and stderr as CRI records to `<container>/<restartCount>.log`, keeping the
+   * current and the previous run only (what `kubectl logs` and `kubectl logs --previous` read).
+   */
+  private captureRun(child: ChildProcess): void {
+    const run = this.rt.restartCount;
+    const path = this.pod.runLogPath(this.name, run);
+    try {
+      mkdirSync(dirname(path), { recursive: true });
+      if (run >= 2) rmSync(this.pod.runLogPath(this.name, run - 2), { force: true });
+    } catch (err) {
+      this.pod.logger.warn('container log file not prepared', { container: this.name, error: describeError(err) });
+      return;
+    }
+    const out = createWriteStream(path, { flags: 'a' });
+    out.on('error', (err) => this.pod.logger.warn('container log write failed', { container: this.name, error: describeError(err) }));
+    this.runOut = out;
+    let open = 0;
+    const follow = (stream: NodeJS.ReadableStream | null, name: 'stdout' | 'stderr'): void => {
+      if (!stream) return;
+      open++;
+      const decoder = new StringDecoder('utf8');
+      const splitter = new CriStreamSplitter(name);
+      const write = (text: string): void => {
+        if (text && !out.writableEnded) out.write(text);
+      };
+      stream.on('data', (b: Buffer) => write(splitter.push(decoder.write(b))));
+      stream.once('close', () => {
+        write(splitter.push(decoder.end()) + splitter.flush());
+        if (--open === 0 && !out.writableEnded) out.end();
+      });
+    };
+    follow(child.stdout, 'stdout');
+    follow(child.stderr, 'stderr');
   }
 
   private exited(exitCode: number, message: string | undefined): void {
@@ -393,8 +443,11 @@ class ContainerRunner {
   /** Closes the output file. */
   closeLog(): Promise<void> {
     const out = this.out;
+    const runOut = this.runOut;
     this.out = undefined;
-    return new Promise((r) => (out ? out.end(() => r()) : r()));
+    this.runOut = undefined;
+    const end = (s: WriteStream | undefined): Promise<void> => new Promise((r) => (s && !s.writableEnded ? s.end(() => r()) : r()));
+    return Promise.all([end(out), end(runOut)]).then(() => {});
   }
 }
 

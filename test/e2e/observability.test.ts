@@ -127,8 +127,9 @@ describe('observability in the sandbox (root)', { timeout: 900_000 }, () => {
     }, 30_000);
     const client = spans.find((s) => kindOf(s) === 'CLIENT');
     const server = spans.find((s) => kindOf(s) === 'SERVER');
+    const listing = spans.map((s) => `${kindOf(s)} ${s.name} on ${String(s.resource['k8s.node.name'])} ${s.spanId}←${s.parentSpanId ?? '-'}`).join('; ');
     assert.ok(client && server, `kinds: ${spans.map(kindOf).join(',')}`);
-    assert.equal(client.parentSpanId, t.appSpanId, 'the client span continues the application\'s trace');
+    assert.equal(client.parentSpanId, t.appSpanId, `the client span continues the application's trace (app span ${t.appSpanId}; spans: ${listing})`);
     assert.equal(server.parentSpanId, client.spanId, 'the server span is the client span\'s child, across nodes');
     assert.equal(client.resource['k8s.node.name'], 'node-1');
     assert.equal(server.resource['k8s.node.name'], 'node-2');
@@ -157,13 +158,16 @@ describe('observability in the sandbox (root)', { timeout: 900_000 }, () => {
     const summary = JSON.parse(r.trim().split('\n').reverse().find((l) => l.startsWith('{'))!) as { total: number; ok: number; byStatus: Record<string, number> };
     assert.equal(summary.ok, 200, JSON.stringify(summary));
     // Workers send their records every 250 ms; the destination side reports under its workload's name.
+    // Both sides send their records in batches: wait for each (the destination's may land after the source's).
+    const dst = { reporter: 'destination', destination_namespace: 'obs', destination_service: 'echo-0', code: '200' };
+    let counted = { src: 0, dst: 0 };
     await eventually('the agents to count every request', async () => {
       const src = sumCounter(await fetchAgent(cfg, 'node-1', 'metrics'), 'nodemesh_requests_total', { reporter: 'source', route: 'obs/echo', ...route }) - sumCounter(before1, 'nodemesh_requests_total', { reporter: 'source', route: 'obs/echo', ...route });
-      return src === summary.ok;
-    }, 10_000);
-    const after2 = await fetchAgent(cfg, 'node-2', 'metrics');
-    const dst = { reporter: 'destination', destination_namespace: 'obs', destination_service: 'echo-0', code: '200' };
-    assert.equal(sumCounter(after2, 'nodemesh_requests_total', dst) - sumCounter(before2, 'nodemesh_requests_total', dst), summary.ok, 'destination-side count');
+      const dstCount = sumCounter(await fetchAgent(cfg, 'node-2', 'metrics'), 'nodemesh_requests_total', dst) - sumCounter(before2, 'nodemesh_requests_total', dst);
+      counted = { src, dst: dstCount };
+      return src >= summary.ok && dstCount >= summary.ok;
+    }, 10_000).catch((err: Error) => { throw new Error(`${err.message}: source counted ${counted.src}, destination ${counted.dst}, client saw ${summary.ok}`); });
+    assert.deepEqual(counted, { src: summary.ok, dst: summary.ok }, 'each side counts every request once');
     const dur = (m: string): number => sumCounter(m, 'nodemesh_request_duration_seconds_count', { reporter: 'source', route: 'obs/echo', destination_service: 'echo' });
     const after1 = await fetchAgent(cfg, 'node-1', 'metrics');
     assert.ok(dur(after1) - dur(before1) >= summary.ok, 'every request observed in the duration histogram');

@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { agentStatus, assertMeshWired, fetchAgent, readSupervisorReport } from './helpers/mesh-control-plane.ts';
 import type { LoadSummary } from './helpers/mesh-load.ts';
 import { NODEMESH, ok, poller, requireRoot, sandboxInstance, tempDir } from './helpers/sandbox-instance.ts';
@@ -149,6 +149,8 @@ describe('node proxy restarts and backend deaths under load (root)', { timeout: 
   let remote = '';
   let local = '';
   const loads: ChildProcess[] = [];
+  /** Tests that got to their end; fewer than all: the logs are kept. */
+  let passed = 0;
 
   before(async () => {
     requireRoot('this end-to-end test needs root (network namespaces, cgroups, bpffs, tc); run it with sudo');
@@ -176,6 +178,12 @@ describe('node proxy restarts and backend deaths under load (root)', { timeout: 
 
   after(async () => {
     for (const c of loads) if (c.exitCode === null) c.kill('SIGTERM');
+    // The agents' and proxies' logs go with the instance: keep a copy when something failed.
+    if (passed < 2) {
+      const keep = `/tmp/nm-drain-e2e-logs-${Date.now()}`;
+      await sb.run('cp', ['-r', dirname(sb.paths.supervisorLog), keep]);
+      console.log(`sandbox logs kept in ${keep}`);
+    }
     await sb.teardown({ dir });
   });
 
@@ -203,6 +211,7 @@ describe('node proxy restarts and backend deaths under load (root)', { timeout: 
     assert.equal(s.failed, 0, summary);
     assert.ok(s.total >= 0.8 * 200 * (s.durationMs / 1000), `the load fell behind its rate: ${summary}`);
     assert.ok((s.byPod['echo-l0'] ?? 0) > 0 && (s.byPod['echo-r0'] ?? 0) > 0, summary);
+    passed++;
     console.log(`F4: ${s.total} requests in ${(s.durationMs / 1000).toFixed(1)} s, 0 failed; handovers ${JSON.stringify(handovers)}`);
   });
 
@@ -225,6 +234,7 @@ describe('node proxy restarts and backend deaths under load (root)', { timeout: 
     const summary = JSON.stringify({ total: s.total, failed: s.failed, byReason: s.byReason, failures: s.failures.slice(0, 10), byPod: s.byPod });
     assert.equal(s.failed, 0, summary);
     assert.ok((s.byPod['echo-r2'] ?? 0) > 0, summary);
+    passed++;
     console.log(`F11: ${s.total} requests, 0 failed; SIGKILL at ${killedAt} ms; retries ${retriesAt2s} at +2 s, ${retriesAt4s} at +4 s`);
   });
 });
