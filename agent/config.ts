@@ -45,12 +45,17 @@ export interface AgentConfig {
   resyncSeconds: number;
   /** Allow attaching to the root of a cgroup2 mount (a real node); refused by default so a sandbox mistake cannot reach the machine. */
   allowRootCgroup: boolean;
+  /**
+   * The agent runs in the machine's own network namespace (a real node: the DaemonSet's hostNetwork). Needed for the
+   * plaintext steering table there; refused by default so a sandbox mistake cannot steer the machine's traffic.
+   */
+  hostNetwork: boolean;
   /** Debug log lines. */
   debug: boolean;
 }
 
 const USAGE = `usage: agent --node NAME --cgroup DIR [--kubeconfig FILE] [--bpffs-dir DIR] [--health-port N]
-             [--sockmap true|false] [--resync-seconds N] [--bpf-objects DIR] [--status-socket PATH] [--access-log FILE] [--run-dir DIR] [--allow-root-cgroup] [--debug]
+             [--sockmap true|false] [--resync-seconds N] [--bpf-objects DIR] [--status-socket PATH] [--access-log FILE] [--run-dir DIR] [--allow-root-cgroup] [--host-network] [--debug]
 environment: NODE_NAME, KUBECONFIG, NODEMESH_CGROUP, NODEMESH_BPFFS_DIR, NODEMESH_HEALTH_PORT,
              NODEMESH_SOCKMAP, NODEMESH_RESYNC_SECONDS, NODEMESH_BPF_OBJECTS, NODEMESH_STATUS_SOCKET, NODEMESH_ACCESS_LOG`;
 
@@ -88,6 +93,7 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
         sockmap: { type: 'string' },
         'resync-seconds': { type: 'string' },
         'allow-root-cgroup': { type: 'boolean' },
+        'host-network': { type: 'boolean' },
         debug: { type: 'boolean' },
       },
       allowPositionals: false,
@@ -120,6 +126,7 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     sockmap: parseBool(str('sockmap', 'NODEMESH_SOCKMAP'), '--sockmap', SOCKMAP_DEFAULT),
     resyncSeconds: parseInteger(str('resync-seconds', 'NODEMESH_RESYNC_SECONDS'), '--resync-seconds', 300, 0, 86400),
     allowRootCgroup: values['allow-root-cgroup'] === true,
+    hostNetwork: values['host-network'] === true,
     debug: values.debug === true || env.NODEMESH_DEBUG === '1',
   };
 }

@@ -107,8 +107,8 @@ async function main(): Promise<void> {
 
   // 4b. mesh (issue 5; owner: agent/proxy/): the node proxy and everything the NodeState asks of this node
   const mesh = new MeshNode({
-    kc, nodeName: cfg.nodeName, maps: datapath, pinDir: cfg.bpffsDir, sockmap: cfg.sockmap, runDir: cfg.runDir,
-    cluster: () => loop.snapshot(), clusterVersion: () => loop.status().passes, setMeshPorts: (ports) => loop.setMeshPorts(ports), log: log.child('mesh'),
+    kc, nodeName: cfg.nodeName, maps: datapath, pinDir: cfg.bpffsDir, sockmap: cfg.sockmap, runDir: cfg.runDir, hostNetwork: cfg.hostNetwork,
+    cluster: () => loop.snapshot(), clusterVersion: () => loop.status().passes + loop.podEvents(), clusterSynced: () => loop.status().synced, setMeshPorts: (ports) => loop.setMeshPorts(ports), log: log.child('mesh'),
     onTelemetry: (b) => telemetry.onBatch(b), onApplied: (a) => telemetry.recordApply(a),
   });
   const heldCertificates = (): { identity: string; notAfter: Date }[] => {

@@ -48,6 +48,8 @@ export class SyncLoop {
   readonly #sliceOwner = new Map<string, string>();
   readonly #nodes = new Map<string, V1Node>();
   readonly #pods = new Map<string, V1Pod>();
+  /** Pod events seen: the mesh side re-plans source identities on them even when no L4 pass follows. */
+  #podEvents = 0;
   #meshPorts: ReadonlySet<string> = new Set(); // issue 5: mesh flows from the NodeState (agent/proxy/)
   readonly #planned = new Map<string, PlannedServicePort[]>();
   readonly #dirty = new Set<string>();
@@ -94,6 +96,11 @@ export class SyncLoop {
   }
 
   /** The informers' state as the planner sees it. */
+  /** How many Pod events this loop has taken (monotonic). */
+  podEvents(): number {
+    return this.#podEvents;
+  }
+
   snapshot(): ClusterState {
     const slices: V1EndpointSlice[] = [];
     for (const m of this.#slices.values()) slices.push(...m.values());
@@ -148,6 +155,7 @@ export class SyncLoop {
 
   /** A Pod event (this node's pods): places endpoints whose slices lack nodeName. */
   onPod(type: WatchEvent, p: V1Pod): void {
+    this.#podEvents++;
     const key = objectKey(p);
     if (type === 'delete') this.#pods.delete(key);
     else this.#pods.set(key, p);

@@ -9,7 +9,8 @@
 // - percent-encoded unreserved characters are decoded (`%61` → `a`); other escapes stay encoded, hex upper-cased;
 //   decoding happens once (`%252F` stays `%252F`: the backend sees a literal `%2F`, never a separator).
 // - rejected (400): `%2F`, `%5C`, raw `\`, `%00`-`%1F`/`%7F`, bad `%` escapes, invalid or overlong UTF-8,
-//   `#` fragments, `..;`/`.;` segments (Tomcat reads them as dot segments), non-ASCII or control bytes.
+//   `#` fragments, `..;`/`.;` segments (Tomcat reads them as dot segments), a `;x` segment followed by more
+//   (Tomcat reads `/;x/admin` as `/admin`), non-ASCII or control bytes.
 // - `;` stays part of its segment: `/admin;x` is not Exact `/admin`, but prefix matching (`pathHasPrefix`) treats `;`
 //   as a segment boundary, so a prefix `/admin` covers `/admin;x` and `/admin;x/y` (servlet containers strip it).
 // - paths are case-sensitive (RFC 3986 §6.2.2.1): `/ADMIN` is not `/admin` and is forwarded exactly as `/ADMIN`.
@@ -54,14 +55,14 @@ const PLAIN_PATH_CHAR = (() => {
 
 /**
  * True when `raw` is already in normal form: only plain characters (no `%`, nothing to encode or refuse), no
- * empty segment but a trailing one (`//`), and no segment starting with `.` (so no `.`/`..`/`..;` segments).
+ * empty segment but a trailing one (`//`), and no segment starting with `.` or `;` (no `.`/`..`/`..;`/`;x` segments).
  */
 function isPlainPath(raw: string): boolean {
   let prev = 0;
   for (let i = 0; i < raw.length; i++) {
     const c = raw.charCodeAt(i);
     if (c >= 128 || PLAIN_PATH_CHAR[c] === 0) return false;
-    if (prev === 0x2f && (c === 0x2f || c === 0x2e)) return false;
+    if (prev === 0x2f && (c === 0x2f || c === 0x2e || c === 0x3b)) return false;
     prev = c;
   }
   return true;
@@ -114,6 +115,10 @@ export function normalizePath(raw: string): Normalized<string> {
     if (seg === '' || seg === '.') { trailing = last; continue; }
     if (seg === '..') { segs.pop(); trailing = last; continue; }
     if (/^\.\.?;/.test(seg)) return no('dot segment with parameters ("..;" / ".;") in path');
+    // Servlet containers strip `;params` before resolving segments, so `/;x/admin` reaches them as `//admin`,
+    // i.e. `/admin`, while prefix matching here would see a first segment `;x`. Only a last segment may be
+    // parameters alone (`/app/;jsessionid=1` is `/app/` to them, and still under prefix `/app` here).
+    if (seg.startsWith(';') && !last) return no('empty segment with parameters ("/;x/") in path');
     segs.push(seg);
   }
   if (segs.length === 0) return ok('/');

@@ -49,8 +49,14 @@ export interface MeshNodeOptions {
   sockmap: boolean;
   /** The L4 watches' cache (the SyncLoop's snapshot). */
   cluster: () => ClusterState;
-  /** Changes whenever the cache may have (the SyncLoop's pass count): the cache is only fingerprinted then. */
+  /** Changes whenever the cache may have (the SyncLoop's pass count plus its Pod events): the cache is only fingerprinted then. */
   clusterVersion?: () => number;
+  /**
+   * Every L4 watch (this node's Pods included) has listed once. No pass before: a Pod cache still empty would
+   * withhold every source identity (source-identity.ts) and cut the running proxy's mesh calls after an agent
+   * restart. Absent = always (tests).
+   */
+  clusterSynced?: () => boolean;
   /** Hands mesh service ports to the datapath planner (SyncLoop.setMeshPorts). */
   setMeshPorts: (ports: ReadonlySet<string>) => void;
   log: Logger;
@@ -64,6 +70,8 @@ export interface MeshNodeOptions {
   ca?: { url: string; tokenFile: string };
   /** Where the proxy's pid file lives; default /run/nodemesh. */
   runDir?: string;
+  /** The agent runs in the machine's own network namespace (a real node's hostNetwork): steering may be written there. */
+  hostNetwork?: boolean;
   meshNamespace?: string;
   /** The proxy workers' telemetry batches (agent/telemetry.ts). */
   onTelemetry?: (batch: TelemetryBatch) => void;
@@ -109,6 +117,8 @@ export class MeshNode {
   #clusterVersion: number | undefined;
   #timer: NodeJS.Timeout | undefined;
   #scheduled = false;
+  /** A pass was skipped because the watches had not all listed yet: the timer schedules one once they have. */
+  #waitingForSync = false;
   #running: Promise<void> = Promise.resolve();
   #stopped = false;
   #podIngress = { ports: 0, problems: [] as string[] };
@@ -156,6 +166,7 @@ export class MeshNode {
     this.#watch.start();
     // The L4 cache has no change hook for us: a cheap fingerprint, checked often, re-plans on endpoint changes.
     this.#timer = setInterval(() => {
+      if (this.#waitingForSync && this.#o.clusterSynced?.() !== false) { this.#waitingForSync = false; this.#schedule(); }
       const v = this.#o.clusterVersion?.();
       if (v !== undefined && v === this.#clusterVersion) return;
       this.#clusterVersion = v;
@@ -205,7 +216,9 @@ export class MeshNode {
   #fingerprint(): string {
     const c = this.#o.cluster();
     const rv = (xs: readonly { metadata?: { resourceVersion?: string; name?: string } }[]): string => xs.map((x) => `${x.metadata?.name}@${x.metadata?.resourceVersion ?? ''}`).join(',');
-    return `${rv(c.services)}|${rv(c.endpointSlices)}|${rv(c.nodes)}`;
+    // Pods too: a pod's delete (or a new pod reporting a reused address) changes the source identities.
+    const pods = c.localPods.map((p) => `${p.metadata?.uid}@${p.metadata?.resourceVersion ?? ''}`).join(',');
+    return `${rv(c.services)}|${rv(c.endpointSlices)}|${rv(c.nodes)}|${pods}`;
   }
 
   #schedule(): void {
@@ -220,11 +233,16 @@ export class MeshNode {
 
   async #pass(): Promise<void> {
     if (this.#stopped || !this.#state) return;
+    if (this.#o.clusterSynced && !this.#o.clusterSynced()) {
+      if (!this.#waitingForSync) this.#log.info('waiting for the first list of every watch (Pods included) before planning the proxy');
+      this.#waitingForSync = true;
+      return;
+    }
     const cluster = this.#o.cluster();
     const host = computeNodeIps(cluster.nodes).get(this.#o.nodeName);
     if (!host) { this.#log.info('waiting for this node\'s InternalIP before starting the proxy'); return; }
     if (!this.#proxy) await this.#startProxy(host);
-    const plan = planProxy({ nodeName: this.#o.nodeName, state: this.#state, services: cluster.services, endpointSlices: cluster.endpointSlices, nodes: cluster.nodes });
+    const plan = planProxy({ nodeName: this.#o.nodeName, state: this.#state, services: cluster.services, endpointSlices: cluster.endpointSlices, nodes: cluster.nodes, localPods: cluster.localPods });
     this.#plan = plan;
     // The trust domain is a launch setting of the proxy: a change takes a graceful restart (not awaited: the old
     // proxy drains meanwhile, and this pass goes on).
@@ -274,7 +292,7 @@ export class MeshNode {
   async #startProxy(host: string): Promise<void> {
     this.#host = host;
     this.#guard = new PodIngressGuard({ pinDir: this.#o.pinDir, allowSrc: host, log: this.#log.child('pod-ingress') });
-    this.#steering = new PlaintextSteering({ proxy: { ip: host, port: PLAINTEXT_INBOUND_PORT, mark: PROXY_MARK }, log: this.#log.child('plaintext-steering') });
+    this.#steering = new PlaintextSteering({ proxy: { ip: host, port: PLAINTEXT_INBOUND_PORT, mark: PROXY_MARK }, allowInitialNetns: this.#o.hostNetwork === true, log: this.#log.child('plaintext-steering') });
     this.#proxy = new ProxySupervisor({
       nodeName: this.#o.nodeName, host, outboundPort: OUTBOUND_PORT, inboundPort: INBOUND_PORT, workers: this.#o.workers ?? 2,
       pinDir: this.#o.pinDir, mark: PROXY_MARK, trustDomain: this.#state?.trustDomain ?? 'cluster.local', runDir: this.#o.runDir ?? '/run/nodemesh', log: this.#log.child('proxy'),

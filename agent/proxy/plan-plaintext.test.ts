@@ -85,7 +85,7 @@ test('steering spec: sorted and deduplicated, IPv6 left out with a problem, noth
     { ip: '10.244.1.12', port: 8080, handling: 'police' },
     { ip: 'fd00::5', port: 8080, handling: 'police' },
   ];
-  assert.deepEqual(planSteering(entries, PROXY, problems), { elements: ['10.244.1.10:8080', '10.244.1.12:8080'], to: '10.200.0.11:15006', mark: 0x4e4d });
+  assert.deepEqual(planSteering(entries, PROXY, problems), { elements: ['10.244.1.10:8080', '10.244.1.12:8080'], to: '10.200.0.11:15006', mark: 0x4e4d, exemptOthers: true });
   assert.match(problems.join(), /fd00::5 port 8080: plaintext steering is IPv4 only/);
   assert.equal(planSteering([], PROXY), undefined);
   // Without the proxy mark, the proxy's own connect to the pod would be steered back to itself.
@@ -108,21 +108,21 @@ test('nft script: one transaction replacing the table; removal is add+delete (id
 });
 
 /** `nft -j list table ip nodemesh_plaintext` as nftables 1.0.6 prints it for the table above (checked against nft). */
-function nftJson(elements: Array<[string, number]>, dnat = { addr: '10.200.0.11', port: 15006 }, mark = 20045, extraRule = false): string {
+function nftJson(elements: Array<[string, number]>, dnat = { addr: '10.200.0.11', port: 15006 }, mark = 20045, extraRule = false, raw = true): string {
   const match = { match: { op: '==', left: { concat: [{ payload: { protocol: 'ip', field: 'daddr' } }, { payload: { protocol: 'tcp', field: 'dport' } }] }, right: '@steered' } };
   return JSON.stringify({ nftables: [
     { metainfo: { version: '1.0.6', json_schema_version: 1 } },
     { table: { family: 'ip', name: STEERING_TABLE, handle: 1 } },
     { set: { family: 'ip', name: 'steered', table: STEERING_TABLE, type: ['ipv4_addr', 'inet_service'], handle: 3, ...(elements.length ? { elem: elements.map((e) => ({ concat: e })) } : {}) } },
-    { chain: { family: 'ip', table: STEERING_TABLE, name: 'raw_prerouting', handle: 10, type: 'filter', hook: 'prerouting', prio: -300, policy: 'accept' } },
-    { chain: { family: 'ip', table: STEERING_TABLE, name: 'raw_output', handle: 11, type: 'filter', hook: 'output', prio: -300, policy: 'accept' } },
+    ...(raw ? [{ chain: { family: 'ip', table: STEERING_TABLE, name: 'raw_prerouting', handle: 10, type: 'filter', hook: 'prerouting', prio: -300, policy: 'accept' } }] : []),
+    ...(raw ? [{ chain: { family: 'ip', table: STEERING_TABLE, name: 'raw_output', handle: 11, type: 'filter', hook: 'output', prio: -300, policy: 'accept' } }] : []),
     { chain: { family: 'ip', table: STEERING_TABLE, name: 'prerouting', handle: 1, type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } },
     { chain: { family: 'ip', table: STEERING_TABLE, name: 'output', handle: 2, type: 'nat', hook: 'output', prio: -100, policy: 'accept' } },
-    { rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_prerouting', handle: 12, expr: [match, { return: null }] } },
-    { rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_prerouting', handle: 13, expr: [{ notrack: null }] } },
-    { rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_output', handle: 14, expr: [match, { return: null }] } },
-    { rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_output', handle: 15, expr: [{ match: { op: '==', left: { payload: { protocol: 'ip', field: 'saddr' } }, right: dnat.addr } }, { match: { op: '==', left: { payload: { protocol: 'tcp', field: 'sport' } }, right: dnat.port } }, { return: null }] } },
-    { rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_output', handle: 16, expr: [{ notrack: null }] } },
+    ...(raw ? [{ rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_prerouting', handle: 12, expr: [match, { return: null }] } }] : []),
+    ...(raw ? [{ rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_prerouting', handle: 13, expr: [{ notrack: null }] } }] : []),
+    ...(raw ? [{ rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_output', handle: 14, expr: [match, { return: null }] } }] : []),
+    ...(raw ? [{ rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_output', handle: 15, expr: [{ match: { op: '==', left: { payload: { protocol: 'ip', field: 'saddr' } }, right: dnat.addr } }, { match: { op: '==', left: { payload: { protocol: 'tcp', field: 'sport' } }, right: dnat.port } }, { return: null }] } }] : []),
+    ...(raw ? [{ rule: { family: 'ip', table: STEERING_TABLE, chain: 'raw_output', handle: 16, expr: [{ notrack: null }] } }] : []),
     { rule: { family: 'ip', table: STEERING_TABLE, chain: 'prerouting', handle: 4, expr: [match, { dnat }] } },
     { rule: { family: 'ip', table: STEERING_TABLE, chain: 'output', handle: 5, expr: [{ match: { op: '==', left: { meta: { key: 'mark' } }, right: mark } }, { return: null }] } },
     { rule: { family: 'ip', table: STEERING_TABLE, chain: 'output', handle: 6, expr: [match, { dnat }] } },
@@ -158,4 +158,20 @@ test('the proxy\'s plaintext counters (summed over workers) reach /metrics as no
   assert.equal(sumSamples(exp, 'nodemesh_plaintext_inbound_connections_total', { outcome: 'strict_refused' }), 3);
   assert.equal(sumSamples(exp, 'nodemesh_plaintext_inbound_connections_total', { outcome: 'policed' }), 5);
   assert.equal(sumSamples(exp, 'nodemesh_plaintext_inbound_connections_total', { outcome: 'refused' }), 1);
+});
+
+test('a real node (agent in the host namespace): nat chains only, no conntrack exemption; read back and compared as such', () => {
+  const entries: PlaintextInboundEntry[] = [{ ip: '10.244.1.10', port: 8080, handling: 'refuse' }];
+  const spec = planSteering(entries, PROXY, [], { exemptOthers: false })!;
+  assert.equal(spec.exemptOthers, false);
+  const s = renderSteeringScript(spec);
+  // kube-proxy, the CNI and the node's firewall rely on conntrack there: nothing may be exempted from it.
+  assert.doesNotMatch(s, /notrack|raw_/);
+  assert.match(s, /ip daddr \. tcp dport @steered dnat to 10\.200\.0\.11:15006/);
+  const readBack = parseSteeringState(nftJson([['10.244.1.10', 8080]], undefined, undefined, false, false));
+  assert.deepEqual(readBack, spec);
+  assert.ok(steeringMatches(readBack, spec));
+  // The sandbox's table (with the raw chains) is not what a host-namespace agent wants, and vice versa: rewritten.
+  assert.ok(!steeringMatches(parseSteeringState(nftJson([['10.244.1.10', 8080]])), spec));
+  assert.ok(!steeringMatches(readBack, planSteering(entries, PROXY)!));
 });

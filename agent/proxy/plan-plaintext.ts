@@ -71,15 +71,26 @@ export interface SteeringSpec {
   /** `ip:port` of the proxy's plaintext listener. */
   to: string;
   mark: number;
+  /**
+   * Whether the table also exempts every other packet of the namespace from conntrack (the raw chains). Right in a
+   * node namespace of its own (the sandbox), where nothing else needs conntrack; wrong in a real node's host namespace,
+   * where kube-proxy, the CNI and the node's firewall rely on it: there the nat chains alone are written.
+   */
+  exemptOthers: boolean;
 }
 
 /** The steering spec of a plan (undefined: nothing to steer, the table goes). */
-export function planSteering(entries: readonly PlaintextInboundEntry[], proxy: { ip: string; port: number; mark: number }, problems: string[] = []): SteeringSpec | undefined {
+export function planSteering(
+  entries: readonly PlaintextInboundEntry[],
+  proxy: { ip: string; port: number; mark: number },
+  problems: string[] = [],
+  opts: { exemptOthers?: boolean } = {},
+): SteeringSpec | undefined {
   const list = normalizePlaintextEntries(entries, problems);
   if (list.length === 0) return undefined;
   if (!isIPv4(proxy.ip)) throw new Error(`plaintext steering: proxy address ${proxy.ip} is not IPv4`);
   if (!Number.isInteger(proxy.mark) || proxy.mark <= 0) throw new Error('plaintext steering needs the proxy socket mark: without it the proxy\'s own connects to the pod would be steered back to it');
-  return { elements: list.map(entryKey), to: `${proxy.ip}:${proxy.port}`, mark: proxy.mark };
+  return { elements: list.map(entryKey), to: `${proxy.ip}:${proxy.port}`, mark: proxy.mark, exemptOthers: opts.exemptOthers ?? true };
 }
 
 /**
@@ -100,12 +111,7 @@ export function renderSteeringScript(spec: SteeringSpec | undefined): string {
   const rule = `ip daddr . tcp dport @${STEERING_SET} dnat to ${spec.to}`;
   const i = spec.to.lastIndexOf(':');
   const [toIp, toPort] = [spec.to.slice(0, i), spec.to.slice(i + 1)];
-  return `${head}table ip ${STEERING_TABLE} {
-  set ${STEERING_SET} {
-    type ipv4_addr . inet_service
-    elements = { ${elems} }
-  }
-  chain raw_prerouting {
+  const raw = !spec.exemptOthers ? '' : `  chain raw_prerouting {
     type filter hook prerouting priority -300; policy accept;
     ip daddr . tcp dport @${STEERING_SET} return
     notrack
@@ -116,7 +122,13 @@ export function renderSteeringScript(spec: SteeringSpec | undefined): string {
     ip saddr ${toIp} tcp sport ${toPort} return
     notrack
   }
-  chain prerouting {
+`;
+  return `${head}table ip ${STEERING_TABLE} {
+  set ${STEERING_SET} {
+    type ipv4_addr . inet_service
+    elements = { ${elems} }
+  }
+${raw}  chain prerouting {
     type nat hook prerouting priority -100; policy accept;
     ${rule}
   }
@@ -154,14 +166,15 @@ export function parseSteeringState(json: string): SteeringSpec | undefined {
   const pre = dnatOf('prerouting');
   const out = dnatOf('output');
   const chains = objects.filter((o) => o.chain).length;
-  // Two raw chains (2 + 3 rules, the notrack ones) and two nat chains (1 + 2 rules), and nothing else.
+  // Two nat chains (1 + 2 rules), with or without the two raw chains (2 + 3 rules, the notrack ones), and nothing else.
   const notracks = rules.filter((r) => r.expr.some((e) => 'notrack' in e)).length;
-  const shapeOk = chains === 4 && rules.length === 8 && notracks === 2 && pre !== undefined && pre === out;
-  return { elements, to: shapeOk ? pre : '?', mark: markMatch?.right ?? 0 };
+  const exemptOthers = notracks > 0;
+  const shapeOk = pre !== undefined && pre === out && (exemptOthers ? chains === 4 && rules.length === 8 && notracks === 2 : chains === 2 && rules.length === 3);
+  return { elements, to: shapeOk ? pre : '?', mark: markMatch?.right ?? 0, exemptOthers };
 }
 
 /** Whether the table already is what `spec` asks (undefined = no table). */
 export function steeringMatches(current: SteeringSpec | undefined, spec: SteeringSpec | undefined): boolean {
   if (!current || !spec) return current === spec;
-  return current.to === spec.to && current.mark === spec.mark && current.elements.length === spec.elements.length && [...current.elements].sort().every((e, i) => e === [...spec.elements].sort()[i]);
+  return current.to === spec.to && current.mark === spec.mark && current.exemptOthers === spec.exemptOthers && current.elements.length === spec.elements.length && [...current.elements].sort().every((e, i) => e === [...spec.elements].sort()[i]);
 }

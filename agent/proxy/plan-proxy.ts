@@ -10,7 +10,7 @@
  *   - `meshPorts` (service ports connect4 sends to the proxy) and `podIngress` (STRICT pod ports the kernel guards).
  * Everything is plain JSON: it crosses a process boundary to the proxy workers.
  */
-import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
+import type { V1EndpointSlice, V1Node, V1Pod, V1Service } from '@kubernetes/client-node';
 import { isIPv4, isIPv6 } from 'node:net';
 import type { CompiledRoute, CompiledTrafficPolicy, NodeService, NodeServicePort, NodeWorkload, WorkloadAuthorization } from '../../crds/index.ts';
 import type {
@@ -28,6 +28,7 @@ import { computeUpstreamProtocol, validateConfig } from '../../l7proxy/config.ts
 import type { SourceIdentity } from '../../l7proxy/proxy.ts';
 import { groupSlices, objectKey } from '../plan-datapath.ts';
 import { computePlaintextHandling, type PlaintextInboundEntry } from './plan-plaintext.ts';
+import { computeSourceIdentities } from './source-identity.ts';
 
 /** This node's NodeState, all shards merged (see nodestate-watch.ts). */
 export interface MergedNodeState {
@@ -48,6 +49,11 @@ export interface PlanProxyInput {
   services: readonly V1Service[];
   endpointSlices: readonly V1EndpointSlice[];
   nodes: readonly V1Node[];
+  /**
+   * This node's Pod watch: a local address gets a source identity only when it and the NodeState name the same
+   * pod (source-identity.ts). Absent only where no watch exists (plan tests); the agent always passes it.
+   */
+  localPods?: readonly V1Pod[];
 }
 
 /** How the outbound side reaches one endpoint. */
@@ -245,15 +251,16 @@ export function planProxy(input: PlanProxyInput): ProxyPlan {
 
   // Local workloads, by pod address.
   const localByIp = new Map<string, NodeWorkload>();
-  const identities: Record<string, SourceIdentity> = {};
   const idSet = new Map<string, { namespace: string; serviceAccount: string }>();
   for (const w of state.workloads) {
-    for (const ip of w.podIPs) {
-      localByIp.set(ip, w);
-      identities[ip] = { spiffeId: w.spiffeId, namespace: w.namespace, serviceAccount: w.serviceAccount };
-    }
+    for (const ip of w.podIPs) localByIp.set(ip, w);
     idSet.set(`${w.namespace}/${w.serviceAccount}`, { namespace: w.namespace, serviceAccount: w.serviceAccount });
   }
+  // Source identities: only addresses the NodeState and this node's Pod watch agree on (a reused address never
+  // inherits the old pod's identity).
+  const sourceIds = computeSourceIdentities(state.workloads, input.localPods);
+  const identities: Record<string, SourceIdentity> = sourceIds.identities;
+  for (const w of sourceIds.withheld) problems.push(`source address ${w.ip}: no identity: ${w.reason}; its mesh calls are refused until both views agree`);
 
   // Backends: one per (service port, traffic policy); the same endpoints under each policy variant.
   const backends = new Map<string, BackendConfig>();

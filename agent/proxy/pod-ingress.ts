@@ -183,10 +183,12 @@ export class PlaintextSteering {
   /** Makes the table hold exactly the planned steered ports (removes it when there are none). */
   async reconcile(entries: readonly PlaintextInboundEntry[]): Promise<SteeringResult> {
     const problems: string[] = [];
-    const spec = planSteering(entries, this.#proxy, problems);
-    if (spec && !this.#allowInitialNetns && inInitialNetns()) {
-      throw new Error('plaintext steering refused: this process runs in the machine\'s own network namespace, not a node\'s; the agent must run inside its node\'s namespace');
+    const hostNetns = inInitialNetns();
+    if (hostNetns && !this.#allowInitialNetns && planSteering(entries, this.#proxy) !== undefined) {
+      throw new Error('plaintext steering refused: this process runs in the machine\'s own network namespace and --host-network was not given; on a real node (hostNetwork agent) pass --host-network, in the sandbox the agent must run inside its node\'s namespace');
     }
+    // In the host namespace of a real node, other software depends on conntrack: write the nat chains only.
+    const spec = planSteering(entries, this.#proxy, problems, { exemptOthers: !hostNetns });
     const have = await this.current();
     if (steeringMatches(have, spec)) return { ports: spec?.elements.length ?? 0, changed: false, problems };
     const r = await runNft(['-f', '-'], renderSteeringScript(spec));

@@ -108,6 +108,10 @@ describe('computeProxySettled', () => {
     assert.equal(computeProxySettled([{ atMs: 0, workers: [w(100), w(200)] }], o), false, 'one sample spans no window');
     assert.equal(computeProxySettled([{ atMs: 0, workers: [w(100), w(200)] }, { atMs: 600, workers: [w(100), w(200)] }], o), false);
     assert.equal(computeProxySettled([{ atMs: 0, workers: [w(100), w(200)] }, { atMs: 1000, workers: [w(300), w(200)] }], o), true);
+    // Samples closer together than the window: settled once the span reaches it.
+    const every300 = Array.from({ length: 5 }, (_, i) => ({ atMs: i * 300, workers: [w(100)] }));
+    assert.equal(computeProxySettled(every300.slice(0, 4), o), false);
+    assert.equal(computeProxySettled(every300, o), true);
   });
   it('a silent, restarted or not-yet-serving worker in the window keeps it unsettled', () => {
     assert.equal(computeProxySettled([{ atMs: 0, workers: [w(100), w(4000)] }, { atMs: 1000, workers: [w(100), w(100)] }], o), false);

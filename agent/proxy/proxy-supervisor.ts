@@ -122,8 +122,11 @@ export type ProxySample = { atMs: number; workers: { state: string; restarts: nu
 export function computeProxySettled(samples: readonly ProxySample[], o: { settleMs: number; maxSilentMs: number }): boolean {
   const last = samples.at(-1);
   if (!last || last.workers.length === 0) return false;
-  const window = samples.filter((x) => x.atMs >= last.atMs - o.settleMs);
-  if (window.length < 2 || last.atMs - window[0]!.atMs < o.settleMs) return false;
+  // The window starts at the latest sample at least `settleMs` older than the last one.
+  let start = -1;
+  for (let i = samples.length - 1; i >= 0; i--) if (samples[i]!.atMs <= last.atMs - o.settleMs) { start = i; break; }
+  if (start < 0) return false;
+  const window = samples.slice(start);
   const restarts = window[0]!.workers.map((w) => w.restarts).join(',');
   return window.every((x) => x.workers.length === last.workers.length
     && x.workers.map((w) => w.restarts).join(',') === restarts
@@ -395,7 +398,7 @@ export class ProxySupervisor {
       const samples: ProxySample[] = [];
       while (this.#child === child) {
         const workers = await this.#queryWorkers(child!, 2000);
-        if (workers) samples.push({ atMs: Date.now(), workers }); if (process.env.NM_DBG) console.error("DBG", JSON.stringify(workers));
+        if (workers) samples.push({ atMs: Date.now(), workers });
         if (computeProxySettled(samples, { settleMs: SETTLE_MS, maxSilentMs: 1500 })) break;
         await sleep(250);
       }
