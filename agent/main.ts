@@ -106,10 +106,14 @@ async function main(): Promise<void> {
   stops.push(['namespaces', telemetry.watchNamespaces(kc)]);
 
   // 4b. mesh (issue 5; owner: agent/proxy/): the node proxy and everything the NodeState asks of this node
+  // The configured port is known now; an ephemeral one (0, tests) once the health server has bound it.
+  let healthPort = cfg.healthPort;
   const mesh = new MeshNode({
     kc, nodeName: cfg.nodeName, maps: datapath, pinDir: cfg.bpffsDir, sockmap: cfg.sockmap, runDir: cfg.runDir, hostNetwork: cfg.hostNetwork,
     cluster: () => loop.snapshot(), clusterVersion: () => loop.status().passes + loop.podEvents(), clusterSynced: () => loop.status().synced, setMeshPorts: (ports) => loop.setMeshPorts(ports), log: log.child('mesh'),
     onTelemetry: (b) => telemetry.onBatch(b), onApplied: (a) => telemetry.recordApply(a),
+    // The health/status/metrics/explain port is the node's, not the pods' (agent/admin-guard.ts).
+    adminPorts: () => (healthPort ? [healthPort] : []),
   });
   const heldCertificates = (): { identity: string; notAfter: Date }[] => {
     const c = mesh.status().certificates;
@@ -160,6 +164,7 @@ async function main(): Promise<void> {
       return { code: 200, body: computeExplanation(cfg.nodeName, plan, q) };
     },
   });
+  healthPort = health.port;
   stops.push(['health', () => health.close()]);
   log.info('health endpoint listening', { addr: `${cfg.healthHost}:${health.port}`, ...(cfg.statusSocket ? { socket: cfg.statusSocket } : {}) });
 

@@ -185,6 +185,18 @@ export const nmPod4PolicyCodec: Codec<NmPod4Policy> = structCodec('struct nm_pod
   ['flags', 4, u32],
 ]);
 
+/** struct nm_pod4_src_val (8 bytes). */
+export interface NmPod4SrcVal {
+  addr: string; // nm_ip4_t at 0
+  flags: number; // __u32 at 4
+}
+
+/** Codec of struct nm_pod4_src_val; padding (none) is written as zero. */
+export const nmPod4SrcValCodec: Codec<NmPod4SrcVal> = structCodec('struct nm_pod4_src_val', 8, [
+  ['addr', 0, ip4],
+  ['flags', 4, u32],
+]);
+
 /** struct nm_pxy4_key (8 bytes). */
 export interface NmPxy4Key {
   addr: string; // nm_ip4_t at 0
@@ -397,6 +409,26 @@ export const mapSpecs = {
     flags: 1,
     objects: ['pod-ingress'],
   } as MapSpec<NmPod4Key, NmPod4Policy>,
+  /** hash __u32 -> struct nm_pod4_src_val; in pod-egress. */
+  nm_pod4_src: {
+    name: 'nm_pod4_src',
+    type: 'hash',
+    key: u32,
+    value: nmPod4SrcValCodec,
+    maxEntries: 4096,
+    flags: 1,
+    objects: ['pod-egress'],
+  } as MapSpec<number, NmPod4SrcVal>,
+  /** percpu_array __u32 -> __u64; in pod-egress. */
+  nm_podeg_count: {
+    name: 'nm_podeg_count',
+    type: 'percpu_array',
+    key: u32,
+    value: u64,
+    maxEntries: 4,
+    flags: 0,
+    objects: ['pod-egress'],
+  } as MapSpec<number, bigint>,
   /** sockmap __u32 -> __u64; in sock-lb, sock-ops. */
   nm_pxy_sock: {
     name: 'nm_pxy_sock',
@@ -472,6 +504,8 @@ export interface MapTypes {
   nm_lb6_fe: { key: NmLb6Key; value: NmLbFe; perCpu: false };
   nm_pod_count: { key: number; value: bigint; perCpu: true };
   nm_pod4_ingress: { key: NmPod4Key; value: NmPod4Policy; perCpu: false };
+  nm_pod4_src: { key: number; value: NmPod4SrcVal; perCpu: false };
+  nm_podeg_count: { key: number; value: bigint; perCpu: true };
   nm_pxy_sock: { key: number; value: bigint; perCpu: false };
   nm_pxy4_odst: { key: NmPxy4Key; value: NmSock4Orig; perCpu: false };
   nm_pxy6_odst: { key: NmPxy6Key; value: NmSock6Orig; perCpu: false };
@@ -534,6 +568,20 @@ export const nmPodCount = {
 /** enum nm_pod_flags. */
 export const nmPodFlags = {
   NM_POD_F_STRICT: 1,
+} as const;
+
+/** enum nm_pod_src_flags. */
+export const nmPodSrcFlags = {
+  NM_POD_SRC_F_IPV6: 1,
+} as const;
+
+/** enum nm_podeg_count. */
+export const nmPodegCount = {
+  NM_PODEG_CNT_PASSED: 0,
+  NM_PODEG_CNT_SPOOFED: 1,
+  NM_PODEG_CNT_NO_ENTRY: 2,
+  NM_PODEG_CNT_IPV6: 3,
+  NM_PODEG_CNT_MAX: 4,
 } as const;
 
 /** enum nm_sock_flags. */

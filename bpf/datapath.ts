@@ -23,8 +23,9 @@ export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/nodemesh';
 export const DEFAULT_OBJECT_DIR = join(dirname(fileURLToPath(import.meta.url)), 'build');
 
 /** Objects the datapath loads, in order (the first creates and pins the shared maps). */
-// pod-ingress is loaded too so its maps are pinned with the others; its tc program is attached by the agent per pod.
-export const DATAPATH_OBJECTS = ['sock-lb', 'sock-ops', 'sk-msg', 'pod-ingress'] as const;
+// pod-ingress and pod-egress are loaded too so their maps are pinned with the others; their tc programs are attached
+// by the agent per pod veth.
+export const DATAPATH_OBJECTS = ['sock-lb', 'sock-ops', 'sk-msg', 'pod-ingress', 'pod-egress'] as const;
 
 /** Cgroup programs: attached to the node's cgroup2 subtree. */
 export const CGROUP_PROGRAMS = [
@@ -64,7 +65,7 @@ export interface DatapathOptions {
  * hash before it became a per-CPU array) can be replaced by an empty one without losing state the
  * datapath needs; only the counts restart at zero.
  */
-export const COUNTER_MAPS: readonly MapName[] = ['nm_lb_stats', 'nm_dp_count', 'nm_pod_count'];
+export const COUNTER_MAPS: readonly MapName[] = ['nm_lb_stats', 'nm_dp_count', 'nm_pod_count', 'nm_podeg_count'];
 
 /** onIncompatibleMap policy: replace counter maps (COUNTER_MAPS), fail on any other. */
 export const replaceCounterMaps: IncompatibleMapPolicy = (map) => ((COUNTER_MAPS as readonly string[]).includes(map) ? 'replace' : 'fail');

@@ -131,12 +131,17 @@ function operationMatches(o: AuthzOperation, req: AuthzRequest, mode: 'ALLOW' | 
     if (req.host === undefined) { if (!unknown()) return false; } else if (!o.hosts.includes(req.host)) return false;
   }
   if (o.paths?.length) {
-    if (req.normalizedPath === undefined) { if (!unknown()) return false; } else if (!o.paths.some((m) => pathMatches(m, req.normalizedPath!))) return false;
+    if (req.normalizedPath === undefined) { if (!unknown()) return false; } else if (!o.paths.some((m) => pathMatches(m, req.normalizedPath!, mode))) return false;
   }
   return true;
 }
 
-/** Exact is string equality on the normalized path; prefix is segment-boundary (`;` counts as a boundary). */
-export function pathMatches(m: AuthzPathMatch, path: string): boolean {
-  return 'exact' in m ? path === m.exact : pathHasPrefix(path, m.prefix);
+/**
+ * Exact is string equality on the normalized path; prefix is segment-boundary. Whether `;` is a boundary depends
+ * on which reading narrows access: servlet containers serve `/admin;x/y` as `/admin/y`, nginx as a sibling of
+ * `/admin`. A DENY prefix covers both (`;` is a boundary); an ALLOW prefix grants neither (`/api/` does not allow
+ * `/api;x/y`, which nginx would serve from outside `/api`).
+ */
+export function pathMatches(m: AuthzPathMatch, path: string, mode: 'ALLOW' | 'DENY' = 'DENY'): boolean {
+  return 'exact' in m ? path === m.exact : pathHasPrefix(path, m.prefix, mode === 'DENY');
 }

@@ -185,7 +185,9 @@ test('B4 SETTINGS and PING floods from a client that never reads: the connection
     for (const [name, make] of [['SETTINGS', () => settings([[4, 65535]])], ['PING', () => frame(FRAME.PING, 0, 0, Buffer.alloc(8))]] as const) {
       const r = await h2Exchange(t.p.port, (s) => flood(s, 200_000, make), { waitMs: 10_000, read: false });
       assert.ok(r.closed, `${name} flood: the proxy closed the connection`);
-      if (r.goawayCode !== undefined) assert.equal(r.goawayCode, 11, `${name} flood: GOAWAY(ENHANCE_YOUR_CALM)`);
+      // ENHANCE_YOUR_CALM when our limits trip first; INTERNAL_ERROR when nghttp2's own flood detection does (Node then
+      // destroys the session itself, with that code, before any handler of ours runs). Either way the peer is cut off.
+      if (r.goawayCode !== undefined) assert.ok([11, 2].includes(r.goawayCode), `${name} flood: GOAWAY(ENHANCE_YOUR_CALM or INTERNAL_ERROR), got ${r.goawayCode}`);
     }
     assert.ok(process.memoryUsage().rss - rss0 < 200 * 1024 * 1024, 'RSS grew by less than 200 MiB');
     await stillServes(t.p);

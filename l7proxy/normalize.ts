@@ -13,6 +13,8 @@
 //   (Tomcat reads `/;x/admin` as `/admin`), non-ASCII or control bytes.
 // - `;` stays part of its segment: `/admin;x` is not Exact `/admin`, but prefix matching (`pathHasPrefix`) treats `;`
 //   as a segment boundary, so a prefix `/admin` covers `/admin;x` and `/admin;x/y` (servlet containers strip it).
+//   Authorization takes the reading that narrows access: DENY prefixes cover `;x`, ALLOW prefixes do not (nginx
+//   serves `/api;x/y` from a directory `api;x`, outside `/api`).
 // - paths are case-sensitive (RFC 3986 §6.2.2.1): `/ADMIN` is not `/admin` and is forwarded exactly as `/ADMIN`.
 // - `"<>^`{|}` are percent-encoded (normalizing, never rejecting, what some clients send raw).
 // - Host: exactly one; lower-cased; one trailing dot removed; port split off for matching; strict characters.
@@ -232,12 +234,14 @@ export function formatTarget(path: string, query: string | undefined): string {
 
 /**
  * Whether `path` is under `prefix` on a segment boundary (both normalized). A trailing `/` on the prefix is ignored
- * (Gateway API), and `;` counts as a boundary so a prefix `/admin` also covers `/admin;jsessionid=x`.
+ * (Gateway API), and `;` counts as a boundary so a prefix `/admin` also covers `/admin;jsessionid=x` (servlet
+ * containers strip the parameters). `semicolonIsBoundary: false` is the narrower reading (nginx serves `/admin;x`
+ * as a sibling of `/admin`, not below it), for an ALLOW that must not grant more than its prefix.
  */
-export function pathHasPrefix(path: string, prefix: string): boolean {
+export function pathHasPrefix(path: string, prefix: string, semicolonIsBoundary = true): boolean {
   const p = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
   if (p === '') return true;
   if (!path.startsWith(p)) return false;
   const next = path[p.length];
-  return next === undefined || next === '/' || next === ';';
+  return next === undefined || next === '/' || (semicolonIsBoundary && next === ';');
 }

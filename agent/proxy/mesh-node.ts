@@ -23,7 +23,9 @@ import { NodeStateWatch } from '../nodestate-watch.ts';
 import type { ClusterState } from '../plan-datapath.ts';
 import { computeNodeIps, planProxy, type MergedNodeState, type ProxyPlan } from './plan-proxy.ts';
 import { computePlaintextTable } from './plan-plaintext.ts';
-import { PlaintextSteering, PodIngressGuard } from './pod-ingress.ts';
+import { AdminGuard, planAdminGuard } from '../admin-guard.ts';
+import { PodEgressGuard, planPodSources } from './pod-egress.ts';
+import { PlaintextSteering, PodIngressGuard, inInitialNetns } from './pod-ingress.ts';
 import { ProxySupervisor, type ProxyStatus } from './proxy-supervisor.ts';
 import type { TelemetryBatch } from './telemetry-relay.ts';
 import type { MeshPluginData, PemIdentity } from './worker-plugin.ts';
@@ -73,6 +75,11 @@ export interface MeshNodeOptions {
   /** The agent runs in the machine's own network namespace (a real node's hostNetwork): steering may be written there. */
   hostNetwork?: boolean;
   meshNamespace?: string;
+  /**
+   * TCP ports of the node's control endpoints that pods must not reach (the agent's health/status/metrics port);
+   * the CA's port is added when the CA listens on this node's address (agent/admin-guard.ts). Absent = none.
+   */
+  adminPorts?: () => number[];
   /** The proxy workers' telemetry batches (agent/telemetry.ts). */
   onTelemetry?: (batch: TelemetryBatch) => void;
   /** A NodeState set reached the proxy (or failed to): version, shards, seconds from its arrival. */
@@ -89,6 +96,10 @@ export interface MeshNodeStatus {
   podIngress: { ports: number; problems: string[] };
   /** Pod ports whose plaintext is steered through the proxy (nft table nodemesh_plaintext). */
   plaintextSteering: { ports: number; problems: string[] };
+  /** Pods whose veth only lets their own source address out (pod-egress.ts). */
+  podEgress: { pods: number; problems: string[] };
+  /** Node control ports closed to pods (nft table nodemesh_admin). */
+  adminGuard: { ports: number[]; problems: string[] };
   certificates: ReturnType<CertManager['status']> | 'no CA configured';
   trustBundle: 'none' | 'loaded';
   /** The bundle the proxy serves, as last reported to the operator's CA (its rotation waits for it). */
@@ -122,6 +133,10 @@ export class MeshNode {
   #running: Promise<void> = Promise.resolve();
   #stopped = false;
   #podIngress = { ports: 0, problems: [] as string[] };
+  #egress: PodEgressGuard | undefined;
+  #podEgress = { pods: 0, problems: [] as string[] };
+  #adminGuard: AdminGuard | undefined;
+  #adminGuardStatus = { ports: [] as number[], problems: [] as string[] };
   #stateAt = 0;
   #applied: MeshNodeStatus['applied'];
   #tracing: TracingSettings | undefined;
@@ -192,6 +207,8 @@ export class MeshNode {
       proxy: this.#proxy?.status(),
       podIngress: this.#podIngress,
       plaintextSteering: this.#plaintextSteering,
+      podEgress: this.#podEgress,
+      adminGuard: this.#adminGuardStatus,
       certificates: this.#certs?.status() ?? 'no CA configured',
       trustBundle: this.#bundlePem ? 'loaded' : 'none',
       ...(this.#appliedBundlePem ? { trustBundleReport: { fingerprints: pemFingerprints(this.#appliedBundlePem), ...(this.#bundleReport && !this.#bundleReport.error ? { reportedAt: new Date(this.#bundleReport.at).toISOString() } : {}), ...(this.#bundleReport?.error ? { error: this.#bundleReport.error } : {}) } } : {}),
@@ -211,6 +228,7 @@ export class MeshNode {
     await this.#proxy?.stop();
     await this.#certs?.stop();
     this.#guard?.close();
+    this.#egress?.close();
   }
 
   #fingerprint(): string {
@@ -232,7 +250,7 @@ export class MeshNode {
   }
 
   async #pass(): Promise<void> {
-    if (this.#stopped || !this.#state) return;
+    if (this.#stopped) return;
     if (this.#o.clusterSynced && !this.#o.clusterSynced()) {
       if (!this.#waitingForSync) this.#log.info('waiting for the first list of every watch (Pods included) before planning the proxy');
       this.#waitingForSync = true;
@@ -240,6 +258,9 @@ export class MeshNode {
     }
     const cluster = this.#o.cluster();
     const host = computeNodeIps(cluster.nodes).get(this.#o.nodeName);
+    // Node-level guards need no NodeState: every pod's source address, and the control ports.
+    await this.#guardNode(cluster, host);
+    if (!this.#state) return;
     if (!host) { this.#log.info('waiting for this node\'s InternalIP before starting the proxy'); return; }
     if (!this.#proxy) await this.#startProxy(host);
     const plan = planProxy({ nodeName: this.#o.nodeName, state: this.#state, services: cluster.services, endpointSlices: cluster.endpointSlices, nodes: cluster.nodes, localPods: cluster.localPods });
@@ -287,6 +308,33 @@ export class MeshNode {
       this.#o.onApplied?.({ version: state.specVersion ?? 0, shards: state.version.split(',').length, seconds: this.#stateAt ? (Date.now() - this.#stateAt) / 1000 : 0, ok: false });
     }
     for (const p of plan.problems) this.#log.warn('proxy plan problem', { problem: p });
+  }
+
+  /** Anti-spoofing on every pod veth and the control-port guard; failures are reported, never fatal. */
+  async #guardNode(cluster: ClusterState, host: string | undefined): Promise<void> {
+    this.#egress ??= new PodEgressGuard({ pinDir: this.#o.pinDir, allowInitialNetns: this.#o.hostNetwork === true, log: this.#log.child('pod-egress') });
+    try {
+      const r = await this.#egress.reconcile(planPodSources(cluster.localPods));
+      this.#podEgress = { pods: r.guarded, problems: r.problems };
+    } catch (err) {
+      this.#podEgress = { pods: 0, problems: [describeError(err)] };
+      this.#log.error('pod source addresses not guarded', { error: describeError(err) });
+    }
+    if (!this.#o.adminPorts) return;
+    this.#adminGuard ??= new AdminGuard({ log: this.#log.child('admin-guard'), inInitialNetns, allowInitialNetns: this.#o.hostNetwork === true });
+    const problems: string[] = [];
+    const ports = [...this.#o.adminPorts()];
+    const ca = this.#ca ? new URL(this.#ca.url) : undefined;
+    // The CA is guarded where it listens: on this node's address (node 1 of the sandbox).
+    if (ca && host && ca.hostname === host) ports.push(Number(ca.port || 443));
+    const spec = planAdminGuard({ ports, nodeAddresses: [...computeNodeIps(cluster.nodes).values()] }, problems);
+    try {
+      await this.#adminGuard.reconcile(spec);
+      this.#adminGuardStatus = { ports: spec?.ports ?? [], problems };
+    } catch (err) {
+      this.#adminGuardStatus = { ports: [], problems: [...problems, describeError(err)] };
+      this.#log.error('node control ports not closed to pods', { error: describeError(err) });
+    }
   }
 
   async #startProxy(host: string): Promise<void> {

@@ -458,7 +458,16 @@ export class ProxySupervisor {
       writeFileSync(this.pidFile, `${child.pid}\n`);
     }
     this.#log.info('proxy started', { pid: child.pid });
-    child.on('message', (m: FromProxy) => { if (this.#child === child) this.#onMessage(m); else if (m.t === 'nm-telemetry') this.#onMessage(m); });
+    child.on('message', (m: FromProxy) => {
+      if (this.#child === child || m.t === 'nm-telemetry') { this.#onMessage(m); return; }
+      // A proxy being replaced still answers pushes sent to it before the handover: settle those, nothing else.
+      if (m.t !== 'applied' && m.t !== 'apply-failed') return;
+      const w = this.#waiters.get(m.seq);
+      if (!w) return;
+      this.#waiters.delete(m.seq);
+      clearTimeout(w.timer);
+      if (m.t === 'applied') w.resolve(); else w.reject(new Error(`proxy refused version ${w.version}: ${m.error}`));
+    });
     child.on('error', (err) => this.#log.warn('proxy process error', { error: describeError(err) }));
     child.once('exit', (code, signal) => this.#onExit(child, code, signal));
     if (this.#latest) this.#send(this.#latest).catch((err: unknown) => this.#log.warn('proxy update after start failed', { error: describeError(err) }));

@@ -213,7 +213,13 @@ export async function servePodLog(res: ServerResponse, source: PodLogSource, req
           else partial = partial ? { time: pending.time, text: pending.text + partial.text } : pending;
         }
         pending = partial;
-        if (lines.length > 0 && !res.write(cut(renderLogLines(lines, sinceFilter)))) await new Promise((r) => res.once('drain', r));
+        if (lines.length > 0 && !res.write(cut(renderLogLines(lines, sinceFilter)))) {
+          // A slow reader holds us here; one that leaves must not (the file handle would stay open).
+          await new Promise((r) => {
+            res.once('drain', r);
+            res.once('close', r);
+          });
+        }
         continue;
       }
       const now = source.current();
