@@ -70,7 +70,12 @@ function referenceParse(raw: Buffer): Promise<Parsed[]> {
 
 // ---------------------------------------------------------------------------------------------- the grammar
 
-const EOL = fc.constantFrom('\r\n', '\r\n', '\r\n', '\r\n', '\r\n', '\r\n', '\n', '\r');
+/** Mostly `valid`, sometimes one of the mutations: with several fields per request, most cases stay parseable. */
+function mostly<T>(valid: T, ...mutations: T[]): fc.Arbitrary<T> {
+  return fc.oneof({ arbitrary: fc.constant(valid), weight: 10 }, { arbitrary: fc.constantFrom(...mutations), weight: 1 });
+}
+
+const EOL = mostly('\r\n', '\n', '\r');
 const SMUGGLED = 'GET /smuggled HTTP/1.1\r\nHost: echo.default\r\n\r\n';
 
 /** Framing of one request: which length headers it carries, how they are spelled, and the body that follows. */
@@ -78,33 +83,33 @@ const framing = fc.oneof(
   fc.constant({ kind: 'none' as const }),
   fc.record({
     kind: fc.constant('cl' as const),
-    spelling: fc.constantFrom('N', 'N', 'N', '+N', '0N', ' N', 'N ', 'N, N', 'N,N', '0xN', 'N\x0b', '\tN', '-N'),
-    duplicate: fc.constantFrom('no', 'no', 'no', 'same', 'other'),
-    delta: fc.constantFrom(0, 0, 0, -1, 1),
-    withTe: fc.boolean(),
+    spelling: mostly('N', '+N', '0N', ' N', 'N ', 'N, N', 'N,N', '0xN', 'N\x0b', '\tN', '-N', 'N\x00', '9999999999999999999N'),
+    duplicate: mostly('no', 'same', 'other'),
+    delta: mostly(0, -1, 1),
+    withTe: mostly(false, true),
   }),
   fc.record({
     kind: fc.constant('te' as const),
-    value: fc.constantFrom('chunked', 'chunked', 'chunked', 'Chunked', ' chunked ', '\tchunked', 'chunked, identity', 'identity, chunked', 'gzip, chunked', 'chunked, chunked', 'xchunked', 'chunked\x0b', '"chunked"', 'chunk', 'identity'),
-    twice: fc.constantFrom(false, false, false, true),
-    withCl: fc.constantFrom(false, false, true),
+    value: mostly('chunked', 'Chunked', ' chunked ', '\tchunked', 'chunked, identity', 'identity, chunked', 'gzip, chunked', 'chunked, chunked', 'xchunked', 'chunked\x0b', '"chunked"', 'chunk', 'identity', 'chunked;q=1'),
+    twice: mostly(false, true),
+    withCl: mostly(false, true),
     chunks: fc.array(fc.record({
       size: fc.integer({ min: 0, max: 70 }),
-      sizeSpelling: fc.constantFrom('hex', 'hex', 'hex', 'HEX', '0x', 'lead0', 'space', 'tabext', 'ext', 'quotedext', 'badext', 'huge', 'neg'),
-      delta: fc.constantFrom(0, 0, 0, 0, -1, 1),
+      sizeSpelling: mostly('hex', 'HEX', '0x', 'lead0', 'space', 'tabext', 'ext', 'quotedext', 'badext', 'huge', 'neg', 'bareext'),
+      delta: mostly(0, -1, 1),
       eol: EOL,
     }), { maxLength: 3 }),
-    trailer: fc.constantFrom('', '', 'X-T: 1\r\n', 'Content-Length: 5\r\n', 'X-T: 1\n', 'X-T\r\n'),
+    trailer: mostly('', 'X-T: 1\r\n', 'Content-Length: 5\r\n', 'Transfer-Encoding: chunked\r\n', 'X-T: 1\n', 'X-T\r\n', 'X-T: 1\r\n folded\r\n'),
     lastEol: EOL,
   }),
 );
 
 const request = fc.record({
-  method: fc.constantFrom('GET', 'POST', 'POST', 'PUT', 'get', 'G ET', 'POST '),
-  target: fc.constantFrom('/a', '/b/c', '/d?e=1', '/a b', '/a\x00', '/a#f', '*', '/%zz', 'http://echo.default/abs', '/\x7f', '/é'),
-  version: fc.constantFrom('HTTP/1.1', 'HTTP/1.1', 'HTTP/1.1', 'HTTP/1.1', 'HTTP/1.0', 'HTTP/1.2', 'HTTP/2.0', 'http/1.1', 'HTTP/1.1 '),
-  host: fc.constantFrom('Host: echo.default', 'Host: echo.default', 'Host: echo.default', 'host:echo.default', 'Host : echo.default', 'Host: echo.default\r\nHost: other', '', 'Host: echo.default\r\n foo', 'Host:\techo.default\t'),
-  extra: fc.array(fc.constantFrom('X-A: 1', 'X-B: a\x00b', 'X-C: a\rb', 'X-D: a\nb', 'X-E:  spaced  ', 'X_F: 1', 'X-G : 1', 'X-H: 1\r\n folded', 'X-I:', ': novalue', 'X-J: \x80\xff', 'Expect: 100-continue', 'Connection: keep-alive', 'Upgrade: h2c', 'X-K\t: 1'), { maxLength: 3 }),
+  method: mostly('POST', 'GET', 'PUT', 'get', 'G ET', 'POST ', 'GET\t'),
+  target: mostly('/a', '/b/c', '/d?e=1', '/a b', '/a\x00', '/a#f', '*', '/%zz', 'http://echo.default/abs', '/\x7f', '/é', '/a\tb', '//admin'),
+  version: mostly('HTTP/1.1', 'HTTP/1.0', 'HTTP/1.2', 'HTTP/2.0', 'http/1.1', 'HTTP/1.1 ', 'HTTP/01.1', 'HTTP/1.10'),
+  host: mostly('Host: echo.default', 'host:echo.default', 'Host : echo.default', 'Host: echo.default\r\nHost: other', '', 'Host: echo.default\r\n foo', 'Host:\techo.default\t', 'Host: echo.default\x00'),
+  extra: fc.array(mostly('X-A: 1', 'X-B: a\x00b', 'X-C: a\rb', 'X-D: a\nb', 'X-E:  spaced  ', 'X_F: 1', 'X-G : 1', 'X-H: 1\r\n folded', 'X-I:', ': novalue', 'X-J: \x80\xff', 'Expect: 100-continue', 'Connection: keep-alive', 'Upgrade: h2c', 'X-K\t: 1', 'Connection: Transfer-Encoding', 'Connection: Content-Length'), { maxLength: 3 }),
   framing,
   body: fc.constantFrom('abc', 'hello world', SMUGGLED, `0\r\n\r\n${SMUGGLED}`, ''),
   eol: EOL,
@@ -127,6 +132,7 @@ function spellSize(spelling: string, n: number): string {
     case 'badext': return `${hex};=`;
     case 'huge': return `FFFFFFFFFFFFFFFFF${hex}`;
     case 'neg': return `-${hex}`;
+    case 'bareext': return `${hex};`;
     default: return hex;
   }
 }
@@ -172,7 +178,11 @@ describe('HTTP/1 framing: proxy vs strict reference', () => {
     echo = await startEcho();
     p = await startTestProxy(simpleConfig([echo.port]));
   });
-  after(async () => { await p?.close(); await echo?.close(); });
+  after(async () => {
+    console.log(`http1.differential: ${tally.cases} cases, ${tally.referenceParsed} with requests the reference parsed, ${tally.forwarded} with requests forwarded`);
+    await p?.close(); await echo?.close();
+  });
+  const tally = { cases: 0, referenceParsed: 0, forwarded: 0 };
 
   /** Sends one case to both sides and checks the oracle; returns what happened for the corpus. */
   async function runCase(raw: Buffer): Promise<{ status: string; forwarded: string[] }> {
@@ -182,30 +192,39 @@ describe('HTTP/1 framing: proxy vs strict reference', () => {
     const logBefore = p.log.length;
     const { text, closed } = await exchange(p.port, raw, 150);
     // The backend and the access log settle a moment after the client's answer.
-    const answers = (text.match(/^HTTP\/1\.1 [0-9]{3} /gm) ?? []).length;
+    await new Promise((r) => setTimeout(r, 15));
     for (let i = 0; i < 50; i++) {
       const sent = p.log.slice(logBefore).filter((e) => e.forwarded && e.status !== 499).length;
-      if (p.log.length - logBefore >= answers && echo.requests.length - reqBefore >= sent) break;
+      if (echo.requests.length - reqBefore >= sent) break;
       await new Promise((r) => setTimeout(r, 10));
     }
     const got = echo.requests.slice(reqBefore);
     const label = JSON.stringify(raw.toString('latin1'));
     assert.ok(got.length <= reference.length, `${label}: backend got ${got.length} requests, the strict reference parsed ${reference.length}`);
-    got.forEach((g, i) => {
-      const want = reference[i]!;
-      assert.equal(g.method, want.method, `${label}: request ${i} method`);
-      assert.equal(g.url, forwardedForm(want.target), `${label}: request ${i} target`);
-      assert.equal(g.body, want.body, `${label}: request ${i} body differs from the reference's reading`);
+    // Pipelined requests are served concurrently, so the backend may see them in another order: match each
+    // received request to a distinct one the reference parsed, with the same method, target and body.
+    const unmatched = reference.map((r) => ({ ...r, target: forwardedForm(r.target) }));
+    for (const g of got) {
       assert.notEqual(g.url, '/smuggled', `${label}: a request hidden in a body reached the backend`);
-    });
+      const i = unmatched.findIndex((r) => r.method === g.method && r.target === g.url && r.body === g.body);
+      assert.ok(i >= 0, `${label}: the backend got ${g.method} ${g.url} with body ${JSON.stringify(g.body)}, which the strict reference did not parse (it parsed ${JSON.stringify(reference)})`);
+      unmatched.splice(i, 1);
+    }
     // What the proxy logged as forwarded reached the backend, except a request whose client left before it was
     // sent (499): the access log marks it forwarded, the backend never sees it.
     const logged = p.log.slice(logBefore).filter((e) => e.forwarded);
-    const received = got.map((g) => `${g.method} ${g.url}`);
-    assert.deepEqual(received, logged.filter((e) => e.status !== 499 || received.includes(`${e.method} ${e.target}`)).map((e) => `${e.method} ${e.target}`), `${label}: backend and access log disagree`);
-    const reparsed = (await referenceParse(echo.raw().subarray(rawBefore))).map((r) => `${r.method} ${r.target}`);
+    const received = got.map((g) => `${g.method} ${g.url}`).sort();
+    const notReceived = logged.map((e) => ({ key: `${e.method} ${e.target}`, status: e.status }));
+    for (const r of received) {
+      const i = notReceived.findIndex((e) => e.key === r);
+      assert.ok(i >= 0, `${label}: the backend got ${r}, which the access log does not show as forwarded`);
+      notReceived.splice(i, 1);
+    }
+    assert.deepEqual(notReceived.filter((e) => e.status !== 499), [], `${label}: logged as forwarded but never reached the backend`);
+    const reparsed = (await referenceParse(echo.raw().subarray(rawBefore))).map((r) => `${r.method} ${r.target}`).sort();
     assert.deepEqual(reparsed, received, `${label}: the backend's raw bytes re-parse to other requests`);
     const forwardedLog = received;
+    tally.cases++; if (reference.length > 0) tally.referenceParsed++; if (forwardedLog.length > 0) tally.forwarded++;
     const status = /^HTTP\/1\.1 ([0-9]{3}) /.exec(text)?.[1] ?? 'none';
     const statuses = [...text.matchAll(/^HTTP\/1\.1 ([0-9]{3}) /gm)].map((m) => m[1]!);
     if (statuses.some((s) => s === '400' || s === '431')) {
@@ -224,8 +243,11 @@ describe('HTTP/1 framing: proxy vs strict reference', () => {
 
   // Seed corpus: cases worth keeping whatever the generator draws, with the outcome the proxy must give.
   const H = 'Host: echo.default\r\n';
-  /** [name, raw bytes, requests the backend must get, first status line the client must read ('none': no answer)]. */
-  const CORPUS: [string, string, string[], string][] = [
+  /**
+   * [name, raw bytes, requests the backend must get, first status the client must read ('none': no answer)];
+   * null leaves it to the oracle (a request ahead of a framing error may or may not be sent before the close).
+   */
+  const CORPUS: [string, string, string[] | null, string | null][] = [
     ['CL.TE smuggle', `POST /a HTTP/1.1\r\n${H}Content-Length: ${6 + SMUGGLED.length}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${SMUGGLED}`, [], '400'],
     ['TE.CL smuggle', `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\n${SMUGGLED}\r\n0\r\n\r\n`, [], '400'],
     ['TE tab-chunked + CL', `POST /a HTTP/1.1\r\n${H}Transfer-Encoding:\tchunked\r\nContent-Length: 3\r\n\r\nabc`, [], '400'],
@@ -233,7 +255,7 @@ describe('HTTP/1 framing: proxy vs strict reference', () => {
     ['chunk size with leading zeros is one chunk', `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n003\r\nabc\r\n0\r\n\r\n`, ['POST /a'], '200'],
     ['quoted chunk extension with ";"', `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3;n="a;b"\r\nabc\r\n0\r\n\r\n`, ['POST /a'], '200'],
     ['body shorter than CL, then a pipelined request', `POST /a HTTP/1.1\r\n${H}Content-Length: 50\r\n\r\nabc${SMUGGLED}`, [], 'none'],
-    ['pipelined valid then CL+TE', `GET /a HTTP/1.1\r\n${H}\r\nPOST /b HTTP/1.1\r\n${H}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${SMUGGLED}`, ['GET /a'], '200'],
+    ['pipelined valid then CL+TE', `GET /a HTTP/1.1\r\n${H}\r\nPOST /b HTTP/1.1\r\n${H}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${SMUGGLED}`, null, null],
     ['obs-fold in Host', `GET /a HTTP/1.1\r\nHost: echo.default\r\n foo\r\nConnection: close\r\n\r\n`, [], '400'],
     ['bare LF in chunk data terminator', `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\n0\r\n\r\n`, [], '400'],
     ['trailer with Content-Length', `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\nContent-Length: 5\r\n\r\n`, [], '400'],
@@ -243,8 +265,8 @@ describe('HTTP/1 framing: proxy vs strict reference', () => {
   for (const [name, raw, want, status] of CORPUS) {
     test(`corpus: ${name}`, async () => {
       const r = await runCase(Buffer.from(raw, 'latin1'));
-      assert.deepEqual(r.forwarded, want, name);
-      assert.equal(r.status, status, name);
+      if (want) assert.deepEqual(r.forwarded, want, name);
+      if (status) assert.equal(r.status, status, name);
     });
   }
 });

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { V1CustomResourceDefinition, V1Deployment, V1Lease, V1Node, V1Secret } from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
 import { CRD_DIRECTORY, CRD_FILES, DEFAULT_MESH_NAMESPACE, NodeStateResource } from '../../crds/index.ts';
-import { agentReady, fetchAgentStatuses, resolveAgentEndpoints, type AgentStatusResult } from './agent-status.ts';
+import { AGENT_DAEMONSET, agentReady, discoverAgentEndpoints, fetchAgentStatuses, type AgentFetch, type AgentStatusResult } from './agent-status.ts';
 import type { ClusterReader, KubeObject } from './kube.ts';
 import { groupNodeStates } from './mesh-objects.ts';
 import { formatAge, formatJson, toMillis, type OutputFormat } from './output.ts';
@@ -206,9 +206,16 @@ export function computeChecks(f: CheckFacts): CheckResult[] {
       add({ group: 'nodemesh-agents', name: 'agents are ready', status: 'skip', detail: `no agent status reachable (${unknown[0]!.error})` });
     } else {
       if (notReady.length === 0 && unknown.length === 0) add({ group: 'nodemesh-agents', name: 'agents are ready', status: 'pass', detail: `${f.agents.length} agent(s)` });
-      for (const a of notReady) add({ group: 'nodemesh-agents', name: `agent on ${a.node} is ready`, status: 'fail', detail: a.status?.reason ?? a.status?.sync?.lastError ?? 'not ready', hint: `kubectl -n ${DEFAULT_MESH_NAMESPACE} logs -l app.kubernetes.io/name=nodemesh-agent --field-selector spec.nodeName=${a.node}` });
-      // No endpoint known is a gap in what we can see (skip); an endpoint that does not answer is a warning.
-      for (const a of unknown) add({ group: 'nodemesh-agents', name: `agent on ${a.node} answers`, status: a.url ? 'warn' : 'skip', detail: a.error });
+      for (const a of notReady) add({ group: 'nodemesh-agents', name: `agent on ${a.node} is ready`, status: 'fail', detail: a.status?.reason ?? a.status?.sync?.lastError ?? 'not ready', hint: a.pod ? `kubectl -n ${a.pod.split('/')[0]} logs ${a.pod.split('/')[1]}` : `kubectl -n ${DEFAULT_MESH_NAMESPACE} get pods -l ${AGENT_DAEMONSET.selector} --field-selector spec.nodeName=${a.node}, then kubectl logs that pod` });
+      // No endpoint known is a gap in what we can see (skip); an endpoint that does not answer, or a node without an
+      // agent pod (its workloads are not meshed), is a warning.
+      for (const a of unknown) {
+        const missingPod = !a.url && a.via === 'pod-proxy';
+        add({
+          group: 'nodemesh-agents', name: `agent on ${a.node} answers`, status: a.url || missingPod ? 'warn' : 'skip', detail: a.error,
+          ...(missingPod ? { hint: `kubectl -n ${AGENT_DAEMONSET.namespace} get ds ${AGENT_DAEMONSET.name}; kubectl -n ${AGENT_DAEMONSET.namespace} get pods -l ${AGENT_DAEMONSET.selector} --field-selector spec.nodeName=${a.node}` } : {}),
+        });
+      }
       const minKernel = `${MIN_KERNEL.major}.${MIN_KERNEL.minor}`;
       for (const a of f.agents) {
         const k = a.status?.kernel;
@@ -280,7 +287,7 @@ export function formatChecks(results: readonly CheckResult[], format: OutputForm
 }
 
 /** Reads the facts and returns the rendered text and whether every check passed. */
-export async function runCheck(reader: ClusterReader, opts: { format: OutputFormat; agentEndpoints: ReadonlyMap<string, string>; cliVersion: string; operatorStatusUrl?: string; now?: number }): Promise<{ text: string; ok: boolean }> {
+export async function runCheck(reader: ClusterReader, opts: { format: OutputFormat; agentEndpoints: ReadonlyMap<string, string>; cliVersion: string; operatorStatusUrl?: string; now?: number; fetchImpl?: AgentFetch }): Promise<{ text: string; ok: boolean }> {
   const facts: CheckFacts = { now: opts.now ?? Date.now(), requiredCrds: loadRequiredCrds(), cliVersion: opts.cliVersion };
   try {
     facts.serverVersion = await reader.serverVersion();
@@ -301,7 +308,7 @@ export async function runCheck(reader: ClusterReader, opts: { format: OutputForm
     facts.nodeStates = nodeStates ?? [];
     facts.caSecret = secret ?? 'missing';
     const [agents, apiClock, operatorVersion] = await Promise.all([
-      fetchAgentStatuses(resolveAgentEndpoints(nodes, opts.agentEndpoints)),
+      discoverAgentEndpoints(reader, nodes, opts.agentEndpoints).then((eps) => fetchAgentStatuses(eps, { reader, ...(opts.fetchImpl ? { fetchImpl: opts.fetchImpl } : {}) })),
       reader.serverClock?.().catch(() => undefined),
       readOperatorVersion(reader, opts.operatorStatusUrl),
     ]);

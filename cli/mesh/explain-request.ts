@@ -7,7 +7,7 @@
  */
 import type { V1Service } from '@kubernetes/client-node';
 import type { ExplainAnswer, ExplainAuthorization, ExplainIdentity, ExplainRouting } from '../../agent/explain.ts';
-import { resolveAgentEndpoints } from './agent-status.ts';
+import { agentFetchFor, describeAgentHttpFailure, describeAgentNetworkFailure, discoverAgentEndpoints, type AgentEndpoint, type AgentFetch } from './agent-status.ts';
 import { CliError } from './errors.ts';
 import type { ClusterReader } from './kube.ts';
 import { formatJson, formatTable, indent, type OutputFormat } from './output.ts';
@@ -84,23 +84,22 @@ const explainUrl = (statusUrl: string): string => {
   return u.toString();
 };
 
-async function askAgent(base: string, params: URLSearchParams, fetchImpl: typeof fetch): Promise<ExplainAnswer> {
+async function askAgent(ep: AgentEndpoint, params: URLSearchParams, fetchImpl: AgentFetch): Promise<ExplainAnswer> {
+  const base = explainUrl(ep.url!);
   const url = `${base}?${params.toString()}`;
   let res: Response;
   try {
     res = await fetchImpl(url, { signal: AbortSignal.timeout(5000), headers: { accept: 'application/json' } });
   } catch (e) {
-    const err = e as Error & { cause?: { code?: string } };
-    throw new Error(`${base}: ${err.name === 'TimeoutError' ? 'no answer within 5 s' : (err.cause?.code ?? err.message)}`);
+    throw new Error(describeAgentNetworkFailure(ep, base, e, 5000));
   }
   const text = await res.text();
-  if (!res.ok) throw new Error(`${base} answered ${res.status}: ${text.trim().slice(0, 200)}${res.status === 404 ? ' (an agent without /explain: older version?)' : ''}`);
+  if (!res.ok) throw new Error(`${describeAgentHttpFailure(ep, base, res.status, text)}${res.status === 404 && !ep.pod ? ' (an agent without /explain: older version?)' : ''}`);
   return JSON.parse(text) as ExplainAnswer;
 }
 
 /** Resolves, asks the agents, and returns the explanation. */
-export async function explainRequest(reader: ClusterReader, opts: { pod: string; namespace: string; url: string; method?: string; headers?: readonly string[]; agentEndpoints: ReadonlyMap<string, string>; fetchImpl?: typeof fetch }): Promise<RequestExplanation> {
-  const f = opts.fetchImpl ?? fetch;
+export async function explainRequest(reader: ClusterReader, opts: { pod: string; namespace: string; url: string; method?: string; headers?: readonly string[]; agentEndpoints: ReadonlyMap<string, string>; fetchImpl?: AgentFetch }): Promise<RequestExplanation> {
   const method = (opts.method ?? 'GET').toUpperCase();
   const headers = [...(opts.headers ?? [])];
   for (const h of headers) if (h.indexOf(':') <= 0) throw new CliError('NM_ERR_CLI_USAGE', `explain: -H "${h}" is not "name: value"`);
@@ -113,12 +112,13 @@ export async function explainRequest(reader: ClusterReader, opts: { pod: string;
   const node = pod.spec?.nodeName;
   if (!ip || !node) throw new CliError('NM_ERR_CLI_NOT_FOUND', `explain: pod ${podNs}/${podName} has ${!node ? 'no node yet (pending?)' : 'no IP yet'}`);
   const dest = resolveDestination(target.host, target.port, await reader.listServices(), podNs);
-  const endpoints = resolveAgentEndpoints(await reader.listNodes(), opts.agentEndpoints);
-  const agentOf = (n: string): string => {
-    const u = endpoints.get(n);
-    if (!u) throw new Error(`no agent endpoint known for node ${n} (Node annotation nodemesh.io/agent-status-url, or --agent-endpoints)`);
-    return explainUrl(u);
+  const endpoints = await discoverAgentEndpoints(reader, await reader.listNodes(), opts.agentEndpoints);
+  const agentOf = (n: string): AgentEndpoint => {
+    const ep = endpoints.get(n);
+    if (!ep?.url) throw new Error(ep?.error ?? `node ${n} is not a Node of this cluster`);
+    return ep;
   };
+  const f = (ep: AgentEndpoint): AgentFetch => agentFetchFor(ep, reader, opts.fetchImpl);
   const view: RequestExplanation = {
     request: { method, url: target.url, headers },
     source: { pod: podName, namespace: podNs, ip, node },
@@ -137,7 +137,8 @@ export async function explainRequest(reader: ClusterReader, opts: { pod: string;
   q.set('dst', dest.address);
   let routed: ExplainAnswer;
   try {
-    routed = await askAgent(agentOf(node), q, f);
+    const ep = agentOf(node);
+    routed = await askAgent(ep, q, f(ep));
   } catch (e) {
     throw new CliError('NM_ERR_CLI_NOT_AVAILABLE', `explain: the agent of ${node} (the source's node): ${(e as Error).message}`);
   }
@@ -159,7 +160,8 @@ export async function explainRequest(reader: ClusterReader, opts: { pod: string;
       const id = routed.source?.identity;
       if (id) { p.set('peer', id.spiffeId); p.set('peerNamespace', id.namespace); p.set('peerServiceAccount', id.serviceAccount); }
       try {
-        const a = await askAgent(agentOf(epNode), p, f);
+        const ep = agentOf(epNode);
+        const a = await askAgent(ep, p, f(ep));
         return { ...(a.authorization ?? { evaluated: false, endpoint: epKey, peer: { authenticated: false }, audit: [], reason: 'no authorization answer', policies: [] }), node: epNode };
       } catch (err) {
         return { evaluated: false, endpoint: epKey, peer: { authenticated: !!id }, audit: [], reason: 'agent not asked', policies: [], node: epNode, error: `agent of ${epNode}: ${(err as Error).message}` };

@@ -19,6 +19,10 @@ import {
   type V1Service,
 } from '@kubernetes/client-node';
 import { existsSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest, type RequestOptions } from 'node:https';
+import { Readable } from 'node:stream';
+import type { AgentFetch } from './agent-status.ts';
 import { CliError, describeApiError, httpStatusOf } from './errors.ts';
 import type { ClockReading } from './skew.ts';
 
@@ -53,6 +57,10 @@ export type ClusterReader = {
   getDeployment?(namespace: string, name: string): Promise<V1Deployment | undefined>;
   /** One Pod, or undefined when it does not exist (optional: fakes of subcommands that need no pods omit it). */
   getPod?(namespace: string, name: string): Promise<V1Pod | undefined>;
+  /** Pods of a namespace matching a label selector (the agent DaemonSet's); optional for fakes. Errors keep the API error as `cause`. */
+  listPods?(namespace: string, labelSelector: string): Promise<V1Pod[]>;
+  /** fetch for URLs on the API server, with the kubeconfig's credentials and TLS (the pods proxy to the agents); optional for fakes. */
+  proxyFetch?: AgentFetch;
 };
 
 /** Loads the kubeconfig: explicit path, else KUBECONFIG (colon-separated), else the default; then the context. */
@@ -127,7 +135,46 @@ export function createClusterReader(kc: KubeConfig): ClusterReader {
     getLease: (namespace, name) => coord.readNamespacedLease({ namespace, name }).then((x) => x, notFoundAs(undefined)).catch(wrap(`reading Lease ${namespace}/${name}`, server)),
     getSecret: (namespace, name) => core.readNamespacedSecret({ namespace, name }).then((x) => x, notFoundAs(undefined)).catch(wrap(`reading Secret ${namespace}/${name}`, server)),
     listNodes: async () => (await core.listNode().catch(wrap('listing Nodes', server))).items,
+    listPods: async (namespace, labelSelector) => (await core.listNamespacedPod({ namespace, labelSelector }).catch(wrap(`listing pods ${labelSelector} in ${namespace}`, server))).items,
+    proxyFetch: makeApiServerFetch(kc),
     getPod: (namespace, name) => core.readNamespacedPod({ namespace, name }).then((x) => x, notFoundAs(undefined)).catch(wrap(`reading Pod ${namespace}/${name}`, server)),
     listServices: async (namespace) => (await (namespace === undefined ? core.listServiceForAllNamespaces() : core.listNamespacedService({ namespace })).catch(wrap('listing Services', server))).items,
+  };
+}
+
+/** Statuses whose answers have no body (fetch's Response refuses one for them). */
+const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
+
+/**
+ * A fetch for the API server's own URLs (the pods proxy), authenticated and verified as client-node does it
+ * (token, client certificate, exec plugin, CA, proxy-url: KubeConfig.applyToHTTPSOptions), answering a standard
+ * Response with the body streamed. The options are worked out once per plugin run.
+ */
+export function makeApiServerFetch(kc: KubeConfig): AgentFetch {
+  let prepared: Promise<RequestOptions> | undefined;
+  return async (url, init) => {
+    prepared ??= (async () => {
+      const o: RequestOptions = {};
+      await kc.applyToHTTPSOptions(o);
+      return o;
+    })();
+    const base = await prepared;
+    const u = new URL(url);
+    const method = init?.method ?? 'GET';
+    const headers = { ...(base.headers ?? {}), ...(init?.headers ?? {}) };
+    const send = u.protocol === 'https:' ? httpsRequest : httpRequest;
+    return new Promise<Response>((resolve, reject) => {
+      const req = send(u, { ...base, method, headers, ...(init?.signal ? { signal: init.signal } : {}) }, (res) => {
+        const h = new Headers();
+        for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) h.append(res.rawHeaders[i]!, res.rawHeaders[i + 1]!);
+        const status = res.statusCode ?? 502;
+        const empty = NULL_BODY_STATUS.has(status) || method === 'HEAD';
+        if (empty) res.resume();
+        resolve(new Response(empty ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>), { status, statusText: res.statusMessage ?? '', headers: h }));
+      });
+      // An aborted request (AbortSignal.timeout) fails with the signal's reason, as fetch does: callers tell timeouts apart.
+      req.on('error', (err) => reject(init?.signal?.aborted ? (init.signal.reason as Error) : err));
+      req.end();
+    });
   };
 }

@@ -4,7 +4,7 @@
  * connection), requests/s over a short window (two scrapes `--window` apart), and p50/p95/p99 latency from the
  * duration histograms. Requests, success and latency are since the agents started (no Prometheus needed).
  */
-import { resolveAgentEndpoints } from './agent-status.ts';
+import { agentFetchFor, describeAgentHttpFailure, describeAgentNetworkFailure, discoverAgentEndpoints, type AgentEndpoint, type AgentFetch } from './agent-status.ts';
 import type { ClusterReader } from './kube.ts';
 import { formatJson, formatTable, type OutputFormat } from './output.ts';
 import { computeHistogramQuantile, parsePrometheusText, type Sample } from './prom-text.ts';
@@ -113,30 +113,31 @@ export function metricsUrlOf(statusUrl: string): string {
   return statusUrl.replace(/\/statusz(\?.*)?$/, '/metrics');
 }
 
-async function scrape(urls: ReadonlyMap<string, string | undefined>, timeoutMs: number, fetchImpl: typeof fetch): Promise<{ samples: Sample[][]; agents: { node: string; error?: string }[] }> {
-  const results = await Promise.all([...urls].map(async ([node, url]) => {
-    if (!url) return { node, error: 'no status endpoint known (Node annotation nodemesh.io/agent-status-url, or --agent-endpoints)' };
+async function scrape(endpoints: ReadonlyMap<string, AgentEndpoint>, timeoutMs: number, fetchOf: (ep: AgentEndpoint) => AgentFetch): Promise<{ samples: Sample[][]; agents: { node: string; error?: string }[] }> {
+  const results = await Promise.all([...endpoints.values()].map(async (ep) => {
+    const { node } = ep;
+    if (!ep.url) return { node, error: ep.error ?? 'no status endpoint known' };
+    const url = metricsUrlOf(ep.url);
     try {
-      const res = await fetchImpl(metricsUrlOf(url), { signal: AbortSignal.timeout(timeoutMs) });
-      if (!res.ok) return { node, error: `${metricsUrlOf(url)} answered ${res.status}` };
+      const res = await fetchOf(ep)(url, { signal: AbortSignal.timeout(timeoutMs) });
+      if (!res.ok) return { node, error: describeAgentHttpFailure(ep, url, res.status, await res.text().catch(() => '')) };
       return { node, samples: parsePrometheusText(await res.text()) };
     } catch (e) {
-      const err = e as Error & { cause?: { code?: string } };
-      return { node, error: `${metricsUrlOf(url)}: ${err.cause?.code ?? err.message}` };
+      return { node, error: describeAgentNetworkFailure(ep, url, e, timeoutMs) };
     }
   }));
   return { samples: results.flatMap((r) => ('samples' in r && r.samples ? [r.samples] : [])), agents: results.map((r) => ({ node: r.node, ...('error' in r && r.error ? { error: r.error } : {}) })) };
 }
 
 /** Scrapes every agent twice, `windowMs` apart, and renders the rows. */
-export async function runStat(reader: ClusterReader, opts: { format: OutputFormat; agentEndpoints: ReadonlyMap<string, string>; namespace?: string; service?: string; windowMs?: number; fetchImpl?: typeof fetch; sleep?: (ms: number) => Promise<void> }): Promise<string> {
+export async function runStat(reader: ClusterReader, opts: { format: OutputFormat; agentEndpoints: ReadonlyMap<string, string>; namespace?: string; service?: string; windowMs?: number; fetchImpl?: AgentFetch; sleep?: (ms: number) => Promise<void> }): Promise<string> {
   const nodes = await reader.listNodes();
-  const urls = resolveAgentEndpoints(nodes, opts.agentEndpoints);
-  const f = opts.fetchImpl ?? fetch;
+  const endpoints = await discoverAgentEndpoints(reader, nodes, opts.agentEndpoints);
+  const fetchOf = (ep: AgentEndpoint): AgentFetch => agentFetchFor(ep, reader, opts.fetchImpl);
   const windowMs = opts.windowMs ?? 1000;
-  const first = await scrape(urls, 3000, f);
+  const first = await scrape(endpoints, 3000, fetchOf);
   if (windowMs > 0) await (opts.sleep ?? ((ms) => new Promise<void>((r) => setTimeout(r, ms))))(windowMs);
-  const second = windowMs > 0 ? await scrape(urls, 3000, f) : first;
+  const second = windowMs > 0 ? await scrape(endpoints, 3000, fetchOf) : first;
   const view = computeStatView({
     after: second.samples, ...(windowMs > 0 ? { before: first.samples, windowSeconds: windowMs / 1000 } : {}),
     ...(opts.namespace !== undefined ? { namespace: opts.namespace } : {}), ...(opts.service !== undefined ? { service: opts.service } : {}),

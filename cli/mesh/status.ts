@@ -5,7 +5,7 @@
  */
 import type { V1Lease, V1Node } from '@kubernetes/client-node';
 import { NodeStateResource } from '../../crds/index.ts';
-import { agentReady, attachedPrograms, earliestCertificateExpiry, fetchAgentStatuses, fullestMap, resolveAgentEndpoints, type AgentStatusResult } from './agent-status.ts';
+import { agentReady, attachedPrograms, discoverAgentEndpoints, earliestCertificateExpiry, fetchAgentStatuses, fullestMap, type AgentFetch, type AgentStatusResult } from './agent-status.ts';
 import { OPERATOR_LEASE } from './check.ts';
 import type { ClusterReader, KubeObject } from './kube.ts';
 import { groupNodeStates } from './mesh-objects.ts';
@@ -20,6 +20,9 @@ export type NodeView = {
   nodeState: { shards: number; count?: number; complete: boolean; version?: number; services: number; workloads: number } | undefined;
   agent: {
     reachable: boolean;
+    /** How it was reached: --agent-endpoints, the Node annotation, or the API server's pods proxy (pod: namespace/name). */
+    via?: AgentStatusResult['via'];
+    pod?: string;
     error?: string;
     ready?: boolean;
     version?: string;
@@ -70,6 +73,8 @@ export function computeStatusView(input: { now: number; lease: V1Lease | undefin
       agent: s
         ? {
             reachable: true,
+            ...(a?.via ? { via: a.via } : {}),
+            ...(a?.pod ? { pod: a.pod } : {}),
             ...(agentReady(s) !== undefined ? { ready: agentReady(s) } : {}),
             ...(s.version ? { version: s.version } : {}),
             ...(s.nodeState?.version !== undefined ? { appliedVersion: s.nodeState.version } : {}),
@@ -79,7 +84,7 @@ export function computeStatusView(input: { now: number; lease: V1Lease | undefin
             ...(s.certificates ? { certificates: s.certificates.length } : {}),
             ...(expiry !== undefined ? { earliestCertExpiry: new Date(expiry).toISOString() } : {}),
           }
-        : { reachable: false, ...(a?.error ? { error: a.error } : { error: 'not asked' }) },
+        : { reachable: false, ...(a?.via ? { via: a.via } : {}), ...(a?.pod ? { pod: a.pod } : {}), ...(a?.error ? { error: a.error } : { error: 'not asked' }) },
     };
   });
   return { operator, nodes };
@@ -117,9 +122,9 @@ export function formatStatusView(v: StatusView, format: OutputFormat, now: numbe
 }
 
 /** Reads what `status` needs and renders it. */
-export async function runStatus(reader: ClusterReader, opts: { format: OutputFormat; agentEndpoints: ReadonlyMap<string, string>; now?: number }): Promise<string> {
+export async function runStatus(reader: ClusterReader, opts: { format: OutputFormat; agentEndpoints: ReadonlyMap<string, string>; now?: number; fetchImpl?: AgentFetch }): Promise<string> {
   const now = opts.now ?? Date.now();
   const [lease, nodes, nodeStates] = await Promise.all([reader.getLease(OPERATOR_LEASE.namespace, OPERATOR_LEASE.name), reader.listNodes(), reader.listCustom(NodeStateResource)]);
-  const agents = await fetchAgentStatuses(resolveAgentEndpoints(nodes, opts.agentEndpoints));
+  const agents = await fetchAgentStatuses(await discoverAgentEndpoints(reader, nodes, opts.agentEndpoints), { reader, ...(opts.fetchImpl ? { fetchImpl: opts.fetchImpl } : {}) });
   return formatStatusView(computeStatusView({ now, lease, nodes, nodeStates: nodeStates ?? [], agents }), opts.format, now);
 }

@@ -28,6 +28,7 @@ function subresourcesOf(rt: ResourceType): SubresourceInfo[] {
   if (rt.extraSubresources.includes('token')) out.push({ name: 'token', group: 'authentication.k8s.io', version: 'v1', kind: 'TokenRequest', verbs: ['create'] });
   if (rt.extraSubresources.includes('binding')) out.push({ name: 'binding', kind: 'Binding', verbs: ['create'] });
   if (rt.extraSubresources.includes('log')) out.push({ name: 'log', kind: 'Pod', verbs: ['get'] });
+  if (rt.extraSubresources.includes('proxy')) out.push({ name: 'proxy', kind: 'PodProxyOptions', verbs: ['create', 'delete', 'get', 'patch', 'update'] });
   if (rt.extraSubresources.includes('finalize')) out.push({ name: 'finalize', kind: 'Namespace', verbs: ['update'] });
   return out.sort((a, b) => (a.name < b.name ? -1 : 1));
 }

@@ -22,6 +22,8 @@ import type { Rendering } from './negotiation.ts';
 import { negotiateRendering } from './negotiation.ts';
 import type { PodLogDirectory } from './pod-logs.ts';
 import { parsePodLogRequest, servePodLog } from './pod-logs.ts';
+import type { PodProxyDialer } from './pod-proxy.ts';
+import { parsePodProxyId, planPodProxyTarget, servePodProxy } from './pod-proxy.ts';
 import type { IncludeObject } from './tables.ts';
 import { decodeKubernetesProtobuf } from './protobuf.ts';
 import { toTable } from './tables.ts';
@@ -46,6 +48,8 @@ export interface HandlerContext {
   serverAddress: () => string;
   /** Where pods' container logs are (the sandbox kubelet's files); pods/log answers 503 without it. */
   podLogDirectory?: PodLogDirectory;
+  /** Opens streams to pods for pods/proxy (the sandbox's reaches into node namespaces); pods/proxy answers 503 without it. */
+  podProxyDialer?: PodProxyDialer;
 }
 
 interface Negotiated {
@@ -284,6 +288,12 @@ export function createRequestHandler(ctx: HandlerContext): (req: IncomingMessage
       return;
     }
     const user = await authenticate(req);
+    // pods/proxy keeps the rest of the path as sent (raw, trailing slash and all): it belongs to the pod.
+    const proxied = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/proxy(\/.*)?$/.exec(url.pathname);
+    if (proxied) {
+      await podProxy(req, res, decodeURIComponent(proxied[1]!), decodeURIComponent(proxied[2]!), proxied[3] ?? '', url.search);
+      return;
+    }
     const segs = path.split('/').filter(Boolean).map(decodeURIComponent);
     const accept = req.headers.accept;
     const discoveryPath = path === '/api' || path === '/apis' || (segs[0] === 'apis' && segs.length <= 3) || (segs[0] === 'api' && segs.length === 2);
@@ -568,6 +578,14 @@ export function createRequestHandler(ctx: HandlerContext): (req: IncomingMessage
       return p && asObject(p['metadata'])?.['uid'] === uid ? p : undefined;
     };
     await servePodLog(res, { dir, pod, current }, request);
+  }
+
+  async function podProxy(req: IncomingMessage, res: ServerResponse, ns: string, id: string, upstreamPath: string, search: string): Promise<void> {
+    const parsed = parsePodProxyId(id);
+    if (!parsed) throw badRequest(`pods/proxy: "${id}" is not [scheme:]name[:port] (scheme http or https)`);
+    const pod = ctx.store.get('/pods', ns, parsed.name);
+    if (!pod) throw notFound('', 'pods', parsed.name);
+    await servePodProxy(req, res, { target: planPodProxyTarget(pod, parsed), upstreamPath, search, dialer: ctx.podProxyDialer });
   }
 
   async function createVirtual(res: ServerResponse, rt: ResourceType, ns: string, body: unknown, user: UserInfo): Promise<void> {

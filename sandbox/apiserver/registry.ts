@@ -49,7 +49,7 @@ export interface ResourceType {
   /** Has a status subresource: the main endpoint ignores status changes, /status changes only status. */
   status: boolean;
   scale: ScaleSpec | undefined;
-  /** Other subresources served (`token`, `binding`, `finalize`, `log`). */
+  /** Other subresources served (`token`, `binding`, `finalize`, `log`, `proxy`). */
   extraSubresources: string[];
   /** Field names accepted by fieldSelector besides metadata.name and metadata.namespace. */
   fieldLabels: string[];
@@ -96,7 +96,7 @@ export function builtinTypes(): ResourceType[] {
       shortNames: ['po'],
       categories: ['all'],
       status: true,
-      extraSubresources: ['binding', 'log'],
+      extraSubresources: ['binding', 'log', 'proxy'],
       fieldLabels: ['spec.nodeName', 'spec.restartPolicy', 'spec.schedulerName', 'spec.serviceAccountName', 'spec.hostNetwork', 'status.phase', 'status.podIP', 'status.nominatedNodeName'],
     }),
     builtin({ group: '', version: 'v1', kind: 'Binding', plural: 'bindings', namespaced: true, verbs: ['create'], storageKey: '' }),

@@ -17,6 +17,7 @@ import { ensureCertificates } from './certs.ts';
 import { ApiServerError, ERROR_CODES, StatusError } from './errors.ts';
 import { createRequestHandler } from './handlers.ts';
 import type { PodLogDirectory } from './pod-logs.ts';
+import type { PodProxyDialer } from './pod-proxy.ts';
 import type { JsonObject } from './json.ts';
 import { asString, isObject } from './json.ts';
 import type { WriteOptions } from './objects.ts';
@@ -47,6 +48,8 @@ export interface ApiServerOptions {
   gracefulPodDeletion?: boolean;
   /** Where the kubelets keep a pod's container logs (CRI files per run); serves `pods/log`. Without it pods/log answers 503. */
   podLogDirectory?: PodLogDirectory;
+  /** Opens streams to pods for pods/proxy (the sandbox supervisor's reaches node namespaces through unix sockets). Without it pods/proxy answers 503. */
+  podProxyDialer?: PodProxyDialer;
 }
 
 /** A running API server. */
@@ -156,7 +159,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   });
 
   let address = `${host}:${opts.port ?? 0}`;
-  const handler = createRequestHandler({ objects, registry, store, watches, tokens, log, serverAddress: () => address, ...(opts.podLogDirectory ? { podLogDirectory: opts.podLogDirectory } : {}) });
+  const handler = createRequestHandler({ objects, registry, store, watches, tokens, log, serverAddress: () => address, ...(opts.podLogDirectory ? { podLogDirectory: opts.podLogDirectory } : {}), ...(opts.podProxyDialer ? { podProxyDialer: opts.podProxyDialer } : {}) });
   const makeServer = (): Server<typeof IncomingMessage, typeof ServerResponse> => {
     const s = certs ? createHttpsServer({ cert: certs.certPem, key: certs.keyPem }, handler) : createHttpServer(handler);
     s.keepAliveTimeout = 65_000;

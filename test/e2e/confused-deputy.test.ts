@@ -27,7 +27,7 @@ import { parseArgs } from 'node:util';
 const HELPER = ['--probe', '--spoof', '--sink', '--csr'].find((f) => process.argv.includes(f));
 
 // --- helpers run inside a pod or a node namespace (this file, re-run with a flag) --------------------------------
-type ProbeLine = { t: number; status?: number; identity?: string; forged?: string[]; error?: string };
+type ProbeLine = { t: number; ms?: number; status?: number; identity?: string; forged?: string[]; error?: string };
 const FORGED = { 'x-nodemesh-source-identity': 'spiffe://cluster.local/ns/kube-system/sa/root', 'x-forwarded-client-cert': 'By=spiffe://cluster.local/ns/kube-system/sa/root', 'x-spiffe-id': 'spiffe://cluster.local/ns/kube-system/sa/root', forwarded: 'for=10.0.0.1', 'x-nodemesh-peer': 'root' };
 
 /** GETs `--url` `--count` times (or for `--seconds`), `--parallel` at a time, one JSON line per answer into `--out`. */
@@ -53,6 +53,7 @@ async function runProbe(): Promise<void> {
         line.error = (err as Error).cause ? String(((err as Error).cause as Error).message) : (err as Error).message;
         await new Promise((r) => setTimeout(r, 20));
       }
+      line.ms = Date.now() - line.t;
       lines.push(JSON.stringify(line));
     }
   };
@@ -240,7 +241,7 @@ spec:
       // Once both views agree, newbie gets its own identity.
       await eventually('newbie reaches echo as other', async () => (await podCurl('newbie', echoUrl)).status === 200, 120_000);
       const firstOk = lines.find((l) => l.status === 200);
-      process.stdout.write(`# reuse: first request ${lines[0]!.t - created} ms after the create, first 200 at ${firstOk ? firstOk.t - created : '-'} ms; ${lines.length} requests, ${lines.filter((l) => l.status === 200).length} served as other, refused: ${JSON.stringify(lines.filter((l) => l.status !== 200).reduce<Record<string, number>>((m, l) => ({ ...m, [String(l.status ?? l.error)]: (m[String(l.status ?? l.error)] ?? 0) + 1 }), {}))}\n`);
+      process.stdout.write(`# reuse: first request ${lines[0]!.t - created} ms after the create, first 200 sent at ${firstOk ? firstOk.t - created : '-'} ms and answered after ${firstOk?.ms ?? '-'} ms; ${lines.length} requests, ${lines.filter((l) => l.status === 200).length} served as other, refused: ${JSON.stringify(lines.filter((l) => l.status !== 200).reduce<Record<string, number>>((m, l) => ({ ...m, [String(l.status ?? l.error)]: (m[String(l.status ?? l.error)] ?? 0) + 1 }), {}))}\n`);
     });
 
     it('a pod sending with another pod\'s source address is dropped on its veth; its own address passes', async () => {
