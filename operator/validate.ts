@@ -15,6 +15,10 @@ import { formatDuration, parseDuration } from './duration.ts';
 import { validateSelector, type FieldProblem } from './label-selector.ts';
 import { checkRegexSafety } from './regex-safety.ts';
 import { jsonBytes } from './canonical-json.ts';
+// The proxy's own normalizer and regex compiler: what the operator accepts must be what the proxy can apply, or an
+// object reported Accepted would be dropped (route) or turned into deny-all (policy) on the node.
+import { normalizePath } from '../l7proxy/normalize.ts';
+import { compileLinearRegex } from '../l7proxy/regex.ts';
 
 export type { FieldProblem } from './label-selector.ts';
 
@@ -31,7 +35,10 @@ const TOKEN = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
 const PATH_CHARS = /^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+$/;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-const SPIFFE = /^spiffe:\/\/([a-zA-Z0-9._-]+)(\/[a-zA-Z0-9._~%!$&'()*+,;=:@-]+)+$/;
+/** SPIFFE-ID.md §2: lower-case trust domain; path segments of letters, digits, `.`, `-`, `_` (no percent-encoding). */
+const SPIFFE = /^spiffe:\/\/([a-z0-9._-]+)(\/[a-zA-Z0-9._-]+)+$/;
+/** Deepest nesting accepted in a spec; real specs are about 8 deep, and measuring a deeper one could overflow the stack. */
+export const MAX_SPEC_DEPTH = 64;
 
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const asArray = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
@@ -56,6 +63,11 @@ function checkPath(value: unknown): string | undefined {
     if (value.includes(bad)) return `must not contain ${JSON.stringify(bad)}`;
   }
   if (value.endsWith('/..') || value.endsWith('/.')) return 'must not end with "/." or "/.."';
+  // The proxy matches normalized request paths, so a value in another spelling (`%61`, lower-case hex, `/;x/`)
+  // could never match; the proxy's config check would refuse it.
+  const n = normalizePath(value);
+  if (!n.ok) return `is not a path the proxy accepts (${n.reason})`;
+  if (n.value !== value) return `must be written in normalized form ${JSON.stringify(n.value)} (requests are matched after normalization)`;
   return undefined;
 }
 
@@ -64,8 +76,18 @@ function checkRegex(problems: Problems, path: string, value: unknown): void {
     problems.add(path, 'must be a string');
     return;
   }
+  const shown = JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}...` : value);
   const why = checkRegexSafety(value);
-  if (why) problems.add(path, `regular expression ${JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}...` : value)} is refused: ${why}`);
+  if (why) {
+    problems.add(path, `regular expression ${shown} is refused: ${why}`);
+    return;
+  }
+  // The proxy runs its own linear-time engine, whose syntax is narrower (no \b, \x, \u, mid-pattern anchors).
+  try {
+    compileLinearRegex(value);
+  } catch (err) {
+    problems.add(path, `regular expression ${shown} is refused by the proxy's engine: ${(err as Error).message}`);
+  }
 }
 
 function checkHeaderName(problems: Problems, path: string, value: unknown): void {
@@ -100,7 +122,41 @@ function checkDuration(problems: Problems, path: string, value: unknown, minMs: 
   return ms;
 }
 
+/** The path of a value nested deeper than MAX_SPEC_DEPTH, without recursion; undefined when there is none. */
+function tooDeep(spec: unknown): string | undefined {
+  // Depths only on the first pass (it runs on every object, so no path strings); paths only once one is too deep.
+  const values: unknown[] = [spec];
+  const depths: number[] = [0];
+  let deepest: unknown;
+  while (values.length > 0) {
+    const value = values.pop();
+    const depth = depths.pop()!;
+    if (value === null || typeof value !== 'object') continue;
+    if (depth >= MAX_SPEC_DEPTH) { deepest = value; break; }
+    for (const v of Array.isArray(value) ? value : Object.values(value)) {
+      if (v !== null && typeof v === 'object') { values.push(v); depths.push(depth + 1); }
+    }
+  }
+  if (deepest === undefined) return undefined;
+  const find = (value: unknown, path: string, depth: number): string | undefined => {
+    if (value === deepest) return path;
+    if (value === null || typeof value !== 'object' || depth >= MAX_SPEC_DEPTH) return undefined;
+    for (const [k, v] of Object.entries(value)) {
+      const found = find(v, Array.isArray(value) ? `${path}[${k}]` : `${path}.${k}`, depth + 1);
+      if (found !== undefined) return found;
+    }
+    return undefined;
+  };
+  return find(spec, 'spec', 0) ?? 'spec';
+}
+
 function checkSize(problems: Problems, spec: unknown, limit: number, what: string): boolean {
+  const deep = tooDeep(spec);
+  if (deep !== undefined) {
+    const shown = deep.length > 200 ? `${deep.slice(0, 200)}...` : deep;
+    problems.add(shown, `${what} spec nests deeper than ${MAX_SPEC_DEPTH} levels here; no field of the schema is that deep`);
+    return false;
+  }
   const bytes = jsonBytes(spec ?? null);
   if (bytes > limit) {
     problems.add('spec', `${what} spec is ${formatBytes(bytes)}; at most ${formatBytes(limit)} is accepted (it must fit in one NodeState shard)`);
@@ -140,9 +196,10 @@ function checkHeaderModifier(problems: Problems, path: string, mod: unknown): vo
       if (!isObject(h)) return problems.add(p, 'must be an object with name and value');
       checkHeaderName(problems, `${p}.name`, h['name']);
       if (typeof h['value'] !== 'string') problems.add(`${p}.value`, 'is required');
-      const lower = String(h['name']).toLowerCase();
-      if (seen.has(lower)) problems.add(`${p}.name`, `header ${JSON.stringify(h['name'])} appears more than once in set/add`);
-      seen.add(lower);
+      // Not String(): a name that is no string was reported above, and some objects cannot be turned into one.
+      const lower = typeof h['name'] === 'string' ? h['name'].toLowerCase() : undefined;
+      if (lower !== undefined && seen.has(lower)) problems.add(`${p}.name`, `header ${JSON.stringify(h['name'])} appears more than once in set/add`);
+      if (lower !== undefined) seen.add(lower);
     });
   }
   asArray(mod['remove']).forEach((h, i) => checkHeaderName(problems, `${path}.remove[${i}]`, h));
@@ -193,7 +250,9 @@ function checkFilters(problems: Problems, path: string, filters: unknown, allPre
         if (m.percent !== undefined && (!Number.isInteger(m.percent) || m.percent < 0 || m.percent > 100)) {
           problems.add(`${p}.requestMirror.percent`, 'must be an integer from 0 to 100');
         }
-        if (m.fraction !== undefined) {
+        if (m.fraction !== undefined && !isObject(m.fraction)) {
+          problems.add(`${p}.requestMirror.fraction`, 'must be an object with numerator and denominator');
+        } else if (m.fraction !== undefined) {
           const den = m.fraction.denominator ?? 100;
           if (!Number.isInteger(m.fraction.numerator) || m.fraction.numerator < 0 || !Number.isInteger(den) || den < 1 || m.fraction.numerator > den) {
             problems.add(`${p}.requestMirror.fraction`, 'needs integers with 0 <= numerator <= denominator and denominator >= 1');
@@ -270,9 +329,9 @@ export function validateHTTPRoute(route: HTTPRoute): FieldProblem[] {
         const hp = `${mp}.headers[${hi}]`;
         if (!isObject(h)) return problems.add(hp, 'must be an object');
         checkHeaderName(problems, `${hp}.name`, h['name']);
-        const lower = String(h['name']).toLowerCase();
-        if (seen.has(lower)) problems.add(`${hp}.name`, `header ${JSON.stringify(h['name'])} is matched twice (names are case-insensitive)`);
-        seen.add(lower);
+        const lower = typeof h['name'] === 'string' ? h['name'].toLowerCase() : undefined;
+        if (lower !== undefined && seen.has(lower)) problems.add(`${hp}.name`, `header ${JSON.stringify(h['name'])} is matched twice (names are case-insensitive)`);
+        if (lower !== undefined) seen.add(lower);
         if ((h['type'] ?? 'Exact') === 'RegularExpression') checkRegex(problems, `${hp}.value`, h['value']);
         else if (typeof h['value'] !== 'string') problems.add(`${hp}.value`, 'is required');
       });
@@ -373,7 +432,7 @@ export function validateTrafficPolicy(policy: TrafficPolicy): FieldProblem[] {
     }
   }
   const rl = spec['rateLimit'];
-  if (isObject(rl) && rl['burst'] !== undefined && (rl['burst'] as number) < (rl['requestsPerSecond'] as number)) {
+  if (isObject(rl) && typeof rl['burst'] === 'number' && typeof rl['requestsPerSecond'] === 'number' && rl['burst'] < rl['requestsPerSecond']) {
     problems.add('spec.rateLimit.burst', 'must be at least requestsPerSecond');
   }
   const fi = spec['faultInjection'];

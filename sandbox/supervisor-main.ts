@@ -9,9 +9,12 @@
  *   3. controllers (scheduler, deployments, replicasets, endpointslices)
  *   4. cluster DNS hosts files, one kubelet per node
  *   5. mesh wiring (mesh-wiring.ts): agent CA tokens, the mesh ConfigMap (tracing to the OTLP receiver), the
- *      agents' status on 127.0.0.1 (Node annotation nodemesh.io/agent-status-url)
+ *      agents' status on 127.0.0.1:<api port + 1> (for the supervisor's own readiness waits and tests)
  *   6. per-node daemons (planNodeDaemons: forwarders; planOperatorDaemon: the nodemesh operator;
- *      planOtlpReceiverDaemon: a trace receiver per node; planAgentDaemons: the nodemesh agents), then the kube-dns objects
+ *      planOtlpReceiverDaemon: a trace receiver per node; planAgentDaemons: the nodemesh agents), then the agents'
+ *      pods in nodemesh-system as the DaemonSet would show them (supervisor-agent-pods.ts: `kubectl mesh` reaches
+ *      the agents through the API server's pods proxy, whose dialer uses the agents' unix sockets), then the
+ *      kube-dns objects
  */
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -29,7 +32,8 @@ import { createStreamLogger, type Logger } from './logger.ts';
 import { computeTopology, deleteNetns, etcNetnsDir, type Topology } from './net/topology.ts';
 import { readState, StateStore, writeFileAtomic } from './state.ts';
 import { DaemonSupervisor, type DaemonSpec, type DaemonStatus } from './supervisor.ts';
-import { annotateAgentStatusUrls, computeAgentWiring, computeCaUrl, computeOtlpEndpoint, ensureMeshConfig, meshPaths, planOtlpReceiverDaemon, startAgentStatusProxy, startAgentTokens, type AgentStatusProxy } from './mesh-wiring.ts';
+import { createSandboxPodDialer, startAgentPods } from './supervisor-agent-pods.ts';
+import { computeAgentWiring, computeCaUrl, computeOtlpEndpoint, ensureMeshConfig, meshPaths, planOtlpReceiverDaemon, startAgentStatusProxy, startAgentTokens, type AgentStatusProxy } from './mesh-wiring.ts';
 import { ensureClusterDns } from './workloads/dns.ts'; // nodemesh agent (issue 3): kube-dns Service + Deployment
 import { OPERATOR_CA_PORT, OPERATOR_STATUS_SOCKET } from '../operator/status-client.ts'; // nodemesh operator (issue 4)
 
@@ -157,6 +161,7 @@ async function main(): Promise<void> {
   let dns: { stop(): Promise<void> } | undefined;
   let stopTokens: (() => void) | undefined;
   let statusProxy: AgentStatusProxy | undefined;
+  let agentPods: { stop(): Promise<void> } | undefined;
   const writeReport = async (): Promise<void> => {
     report.updatedAt = new Date().toISOString();
     report.daemons = daemons.status();
@@ -172,6 +177,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info('stopping', { why });
     clearInterval(reportTimer);
+    await agentPods?.stop().catch((e: unknown) => log.warn('deleting agent pods', { error: describeError(e) }));
     await daemons.stopAll().catch((e: unknown) => log.warn('stopping daemons', { error: describeError(e) }));
     stopTokens?.();
     await statusProxy?.close().catch(() => {});
@@ -194,6 +200,8 @@ async function main(): Promise<void> {
       crdDirs: [join(REPO_ROOT, 'crds')], serviceCIDR: SERVICE_PREFIX,
       // pods/log reads the files the kubelets below write (same process, same directory).
       podLogDirectory: (namespace, name, uid) => computePodLogDir(paths.podLogs, cfg, namespace, name, uid),
+      // pods/proxy reaches the agents' status sockets in the state directory, nothing else (supervisor-agent-pods.ts).
+      podProxyDialer: createSandboxPodDialer(cfg, topo),
     }, log.child('apiserver'));
     await api.writeKubeconfig(paths.hostKubeconfig);
     await writeFile(paths.nodeKubeconfig, computeNodeKubeconfig(api.kubeconfig()), { mode: 0o600 });
@@ -214,11 +222,12 @@ async function main(): Promise<void> {
     stopTokens = await startAgentTokens(kc, cfg, topo, store, log.child('mesh'));
     await ensureMeshConfig(kc, topo);
     for (const spec of planOtlpReceiverDaemon(cfg, topo)) daemons.add(spec);
+    // No Node annotation any more: `kubectl mesh` finds the agents' pods and asks them through the API server.
     statusProxy = await startAgentStatusProxy(cfg, topo, cfg.apiPort + 1, log.child('mesh'));
-    await annotateAgentStatusUrls(kc, topo, statusProxy.url);
     report.mesh = { caUrl: computeCaUrl(topo), otlpEndpoint: computeOtlpEndpoint(topo), spansFile: meshPaths(cfg).spansFile, agentStatusUrl: statusProxy.url };
     // nodemesh agent (issue 3): one per node, then the cluster DNS it serves at 10.96.0.10.
     for (const spec of planAgentDaemons(cfg, topo, cgroupRoot)) daemons.add(spec);
+    if (cgroupRoot) agentPods = await startAgentPods({ kc, cfg, topo, daemons: () => daemons.status(), log: log.child('agent-pods') });
     await ensureClusterDns(kc, cfg).catch((e: unknown) => log.warn('cluster DNS objects not created', { error: describeError(e) }));
     report.ready = true;
     await writeReport();

@@ -2,7 +2,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { V1Node } from '@kubernetes/client-node';
-import { normalizeStatusUrl, parseAgentEndpoints, resolveAgentEndpoints } from './agent-status.ts';
 import { computeChecks, operatorVersionOfDeployment, parseKernelRelease, type CheckFacts } from './check.ts';
 import { groupNodeStates } from './mesh-objects.ts';
 import { formatAge, formatTable } from './output.ts';
@@ -74,14 +73,6 @@ describe('helpers', () => {
     const g = groupNodeStates([shard('b', 1, 2), shard('a', 0, 1)]);
     assert.deepEqual([...g.keys()], ['a', 'b']);
     assert.equal(g.get('b')?.complete, false);
-  });
-
-  it('resolves agent endpoints: flag, then Node annotation', () => {
-    const explicit = parseAgentEndpoints('a=http://10.0.0.1:10256');
-    const m = resolveAgentEndpoints([node('a', { 'nodemesh.io/agent-status-url': 'http://ignored/' }), node('b', { 'nodemesh.io/agent-status-url': 'http://10.0.0.2:10256/custom' }), node('c')], explicit);
-    assert.deepEqual([...m], [['a', 'http://10.0.0.1:10256/statusz'], ['b', 'http://10.0.0.2:10256/custom'], ['c', undefined]]);
-    assert.throws(() => parseAgentEndpoints('nourl'), { code: 'NM_ERR_CLI_USAGE' });
-    assert.equal(normalizeStatusUrl('http://h:1'), 'http://h:1/statusz');
   });
 
   it('formats ages and tables like kubectl', () => {

@@ -46,7 +46,9 @@ Flags (after the subcommand or before it, never before "mesh"):
       --kubeconfig PATH     kubeconfig (default $KUBECONFIG, else ~/.kube/config)
       --context NAME        kubeconfig context
       --agent-endpoints L   node=url,... where agents serve /statusz (default $NODEMESH_AGENT_ENDPOINTS,
-                            else the Node annotation nodemesh.io/agent-status-url); /metrics beside it
+                            else the Node annotation nodemesh.io/agent-status-url, else the agent DaemonSet's
+                            pod on the node through the API server's pods proxy: needs get on pods/proxy
+                            in nodemesh-system); /metrics and /explain beside it
       --operator-status-url URL   check: the operator's /status, for its version (default
                             $NODEMESH_OPERATOR_STATUS_URL, else Deployment nodemesh-system/nodemesh-operator)
       --window DURATION     stat: time between the two scrapes that give requests/s (default 1s; 0 = one scrape)

@@ -2,6 +2,7 @@
 // /ns/<namespace>/sa/<service-account> shape and trust domain), from raw bytes, whatever bytes a certificate carries;
 // and through real certificates (@peculiar/x509) with odd SAN mixes, an identity comes out only when the leaf has
 // exactly one URI SAN and it is such an ID. Seeded; replay with NODEMESH_PROPERTY_SEED=<seed>.
+import type { webcrypto } from 'node:crypto';
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
@@ -119,7 +120,7 @@ const sanEntry = fc.oneof(
 describe('SAN mixes in real certificates', () => {
   let pki: TestPki;
   let bundle: TrustBundle;
-  let keys: CryptoKeyPair;
+  let keys: webcrypto.CryptoKeyPair;
   before(async () => {
     pki = await makePki();
     bundle = parseTrustBundle(pki.root.pem);

@@ -165,6 +165,8 @@ export class Kubelet {
   private onPod(type: 'add' | 'update' | 'delete', pod: V1Pod): void {
     const uid = pod.metadata?.uid;
     if (!uid || pod.spec?.nodeName !== this.o.node.name) return;
+    // A mirror pod is the API copy of something the node runs by other means (the supervisor's agents): not ours to run.
+    if (pod.metadata?.annotations?.['kubernetes.io/config.mirror'] !== undefined) return;
     let w = this.workers.get(uid);
     if (type === 'delete') {
       w?.terminate(Math.min(pod.spec?.terminationGracePeriodSeconds ?? 30, this.o.maxGraceSeconds ?? 30), false);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -117,7 +117,14 @@ describe('kubectl mesh (real kubectl, embedded API server)', () => {
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'nm-kubectl-mesh-'));
-    api = await startApiServer({ crdDirs: [CRD_DIRECTORY], stateDir: join(dir, 'apiserver') });
+    // pods/proxy: node-a's agent pod (hostNetwork, port 9880) is the stand-in agent on loopback; nothing else is reachable.
+    api = await startApiServer({
+      crdDirs: [CRD_DIRECTORY], stateDir: join(dir, 'apiserver'),
+      podProxyDialer: (t) => {
+        if (!(t.hostNetwork && t.nodeName === 'node-a' && t.port === 9880)) throw new Error(`no route to ${t.namespace}/${t.name}:${t.port} in this test`);
+        return connect({ host: '127.0.0.1', port: Number(new URL(agentUrl).port) });
+      },
+    });
     kubeconfig = join(dir, 'kubeconfig');
     await api.writeKubeconfig(kubeconfig);
     await kubectl(['apply', '-f', FIXTURE]);
@@ -207,6 +214,42 @@ describe('kubectl mesh (real kubectl, embedded API server)', () => {
     const j = JSON.parse((await mesh(['status', '-o', 'json'])).stdout) as { operator: { state: string; leader: string }; nodes: { node: string; agent: { reachable: boolean } }[] };
     assert.equal(j.operator.state, 'Leading');
     assert.deepEqual(j.nodes.map((n) => [n.node, n.agent.reachable]), [['node-a', false], ['node-b', false]]);
+  });
+
+  it('status, check and stat without --agent-endpoints: the agent DaemonSet\'s pods through the API server\'s pods proxy', async () => {
+    const podsPath = ['-n', 'nodemesh-system'];
+    const agentPod = (name: string, node: string): Record<string, unknown> => ({
+      apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'nodemesh-system', labels: { 'app.kubernetes.io/name': 'nodemesh-agent', 'app.kubernetes.io/part-of': 'nodemesh' } },
+      spec: { nodeName: node, hostNetwork: true, containers: [{ name: 'agent', image: 'ghcr.io/nodemesh/nodemesh:0.1.0', ports: [{ name: 'health', containerPort: 9880, hostPort: 9880 }] }] },
+    });
+    for (const [name, node] of [['nodemesh-agent-x7k2p', 'node-a'], ['nodemesh-agent-q9f4d', 'node-b']] as const) await kubectl(['apply', '-f', '-'], JSON.stringify(agentPod(name, node)));
+    const setStatus = (name: string, ip: string, ready: boolean): Promise<string> => kubectl([...podsPath, 'patch', 'pod', name, '--subresource=status', '--type=merge', '-p', JSON.stringify({
+      status: { phase: 'Running', podIP: ip, hostIP: ip, conditions: [{ type: 'Ready', status: ready ? 'True' : 'False', ...(ready ? {} : { reason: 'ContainersNotReady' }) }] },
+    })]);
+    try {
+      await setStatus('nodemesh-agent-x7k2p', '10.0.0.1', true);
+      // node-b's pod runs but is not Ready, and the API server cannot reach it: the error says both.
+      await setStatus('nodemesh-agent-q9f4d', '10.0.0.2', false);
+      const r = await mesh(['status']);
+      assert.equal(r.code, 0, r.stderr);
+      await golden('status-pod-proxy', r.stdout);
+      const j = JSON.parse((await mesh(['status', '-o', 'json'])).stdout) as { nodes: { node: string; agent: { reachable: boolean; ready?: boolean; via?: string; pod?: string; error?: string } }[] };
+      assert.deepEqual(j.nodes.map((n) => [n.node, n.agent.reachable, n.agent.via, n.agent.pod]), [['node-a', true, 'pod-proxy', 'nodemesh-system/nodemesh-agent-x7k2p'], ['node-b', false, 'pod-proxy', 'nodemesh-system/nodemesh-agent-q9f4d']]);
+      assert.equal(j.nodes[0]!.agent.ready, true);
+      assert.match(j.nodes[1]!.agent.error ?? '', /^the API server could not reach agent pod nodemesh-system\/nodemesh-agent-q9f4d: error trying to reach pod .*no route to nodemesh-system\/nodemesh-agent-q9f4d:9880 in this test \(the pod is not Ready: ContainersNotReady\)$/);
+      // Metrics come the same way.
+      const stat = JSON.parse((await mesh(['stat', 'reviews', '-n', 'shop', '--window', '0', '-o', 'json'])).stdout) as { rows: { requests: number }[] };
+      assert.deepEqual(stat.rows.map((x) => x.requests), [100]);
+      // The clock-skew check reads the agent's Date header, which the pods proxy passes on: 2 minutes behind fails.
+      standIn.clockOffsetMs = -120_000;
+      const skew = JSON.parse((await mesh(['check', '-o', 'json', `--operator-status-url=${operatorUrl}`])).stdout) as { checks: { name: string; status: string; detail?: string }[] };
+      const clock = skew.checks.find((c) => c.name.startsWith('clock of node-a'));
+      assert.equal(clock?.status, 'fail', JSON.stringify(skew.checks.filter((c) => c.name.includes('clock'))));
+      assert.match(clock?.detail ?? '', /node-a is 1\d\d\.\ds behind the API server/);
+    } finally {
+      standIn.clockOffsetMs = 0;
+      await kubectl([...podsPath, 'delete', 'pod', 'nodemesh-agent-x7k2p', 'nodemesh-agent-q9f4d', '--grace-period=0', '--force']);
+    }
   });
 
   it('stat: success rate, latency per service and route, from the agents\' /metrics (source side only)', async () => {
