@@ -1,7 +1,7 @@
 /** Agent flags and environment. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DEFAULT_HEALTH_PORT, parseAgentConfig, SOCKMAP_DEFAULT } from './config.ts';
+import { DEFAULT_HEALTH_PORT, DEFAULT_METRICS_PORT, parseAgentConfig, SOCKMAP_DEFAULT } from './config.ts';
 import { checkCgroupPath } from './node-datapath.ts';
 
 describe('parseAgentConfig', () => {
@@ -11,6 +11,7 @@ describe('parseAgentConfig', () => {
     assert.equal(c.kubeconfig, '/k');
     assert.equal(c.bpffsDir, '/sys/fs/bpf/nodemesh/node-1');
     assert.equal(c.healthPort, DEFAULT_HEALTH_PORT);
+    assert.equal(c.metricsPort, DEFAULT_METRICS_PORT);
     assert.equal(c.sockmap, SOCKMAP_DEFAULT);
     assert.equal(parseAgentConfig([], { NODE_NAME: 'n', NODEMESH_CGROUP: '/c', NODEMESH_SOCKMAP: 'true' }).sockmap, true);
   });
@@ -20,7 +21,22 @@ describe('parseAgentConfig', () => {
     assert.throws(() => parseAgentConfig(['--node', 'n'], {}), /the cgroup is missing/);
     assert.throws(() => parseAgentConfig(['--node', 'n', '--cgroup', '/c', '--sockmap', 'maybe'], {}), /--sockmap="maybe" is not a boolean/);
     assert.throws(() => parseAgentConfig(['--node', 'n', '--cgroup', '/c', '--health-port', '70000'], {}), /--health-port="70000"/);
+    assert.throws(() => parseAgentConfig(['--node', 'n', '--cgroup', '/c', '--metrics-port', 'x'], {}), /--metrics-port="x" must be an integer/);
     assert.throws(() => parseAgentConfig(['--node', 'Node_1', '--cgroup', '/c'], {}), /not a valid Node name/);
+  });
+});
+
+describe('metrics port', () => {
+  const base = ['--node', 'n', '--cgroup', '/c'];
+  it('is its own port (flag, then environment), or none', () => {
+    assert.equal(parseAgentConfig([...base, '--metrics-port', '9881'], { NODEMESH_METRICS_PORT: '7000' }).metricsPort, 9881);
+    assert.equal(parseAgentConfig(base, { NODEMESH_METRICS_PORT: '9881', NODEMESH_HEALTH_PORT: '9880' }).metricsPort, 9881);
+    assert.equal(parseAgentConfig([...base, '--metrics-port', 'none'], {}).metricsPort, undefined);
+    assert.equal(parseAgentConfig([...base, '--metrics-port', '0', '--health-port', '0'], {}).metricsPort, 0);
+  });
+  it('never shares the status port (that one is closed to pods, this one is not)', () => {
+    assert.throws(() => parseAgentConfig([...base, '--metrics-port', '9880', '--health-port', '9880'], {}), /--metrics-port 9880 is also the --health-port/);
+    assert.throws(() => parseAgentConfig([...base, '--metrics-port', String(DEFAULT_HEALTH_PORT)], {}), /also the --health-port/);
   });
 });
 

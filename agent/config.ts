@@ -14,6 +14,13 @@ export const SOCKMAP_DEFAULT = true;
 /** kube-proxy's healthz port: whoever probes a node proxy already knows it. */
 export const DEFAULT_HEALTH_PORT = 10256;
 
+/**
+ * The metrics-only listener's port: kube-proxy's metrics port, as the status port is its healthz port (whoever
+ * scrapes a node proxy already knows it). Unlike the status port it is not closed to pods (agent/admin-guard.ts):
+ * Prometheus usually runs as a pod.
+ */
+export const DEFAULT_METRICS_PORT = 10249;
+
 /** Root of the per-node bpffs directories. */
 export const DEFAULT_BPFFS_ROOT = '/sys/fs/bpf/nodemesh';
 
@@ -33,6 +40,11 @@ export interface AgentConfig {
   healthPort: number;
   /** Address the health endpoint listens on. */
   healthHost: string;
+  /**
+   * TCP port of the metrics-only listener (GET /metrics, nothing else), on `healthHost`; reachable from pods, unlike
+   * `healthPort`. Undefined = none (`--metrics-port none`); 0 = any free port (tests).
+   */
+  metricsPort: number | undefined;
   /** Also serve the health endpoint (and /metrics) on this unix socket; undefined = none. */
   statusSocket: string | undefined;
   /** Access-log lines go to this file (appended); undefined = stdout (the container log). */
@@ -55,9 +67,9 @@ export interface AgentConfig {
 }
 
 const USAGE = `usage: agent --node NAME --cgroup DIR [--kubeconfig FILE] [--bpffs-dir DIR] [--health-port N]
-             [--sockmap true|false] [--resync-seconds N] [--bpf-objects DIR] [--status-socket PATH] [--access-log FILE] [--run-dir DIR] [--allow-root-cgroup] [--host-network] [--debug]
+             [--metrics-port N|none] [--sockmap true|false] [--resync-seconds N] [--bpf-objects DIR] [--status-socket PATH] [--access-log FILE] [--run-dir DIR] [--allow-root-cgroup] [--host-network] [--debug]
 environment: NODE_NAME, KUBECONFIG, NODEMESH_CGROUP, NODEMESH_BPFFS_DIR, NODEMESH_HEALTH_PORT,
-             NODEMESH_SOCKMAP, NODEMESH_RESYNC_SECONDS, NODEMESH_BPF_OBJECTS, NODEMESH_STATUS_SOCKET, NODEMESH_ACCESS_LOG`;
+             NODEMESH_METRICS_PORT, NODEMESH_SOCKMAP, NODEMESH_RESYNC_SECONDS, NODEMESH_BPF_OBJECTS, NODEMESH_STATUS_SOCKET, NODEMESH_ACCESS_LOG`;
 
 function parseBool(text: string | undefined, what: string, dflt: boolean): boolean {
   if (text === undefined || text === '') return dflt;
@@ -71,6 +83,16 @@ function parseInteger(text: string | undefined, what: string, dflt: number, min:
   const n = Number(text);
   if (!Number.isInteger(n) || n < min || n > max) throw new AgentError('NM_ERR_AGENT_CONFIG', `${what}="${text}" must be an integer from ${min} to ${max}`);
   return n;
+}
+
+/** `--metrics-port`: a port, `none`, or the default; never the status port (that one is closed to pods). */
+function parseMetricsPort(text: string | undefined, healthPort: number): number | undefined {
+  if (text !== undefined && /^(none|off)$/i.test(text)) return undefined;
+  const port = parseInteger(text, '--metrics-port', DEFAULT_METRICS_PORT, 0, 65535);
+  if (port !== 0 && port === healthPort) {
+    throw new AgentError('NM_ERR_AGENT_CONFIG', `--metrics-port ${port} is also the --health-port: the metrics port stays open to pods (Prometheus) while the status port is closed to them, so they must differ`);
+  }
+  return port;
 }
 
 /** Parses argv (without node and script) and env into a config; throws NM_ERR_AGENT_CONFIG with the usage on mistakes. */
@@ -87,6 +109,7 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
         'bpf-objects': { type: 'string' },
         'health-port': { type: 'string' },
         'health-host': { type: 'string' },
+        'metrics-port': { type: 'string' },
         'status-socket': { type: 'string' },
         'access-log': { type: 'string' },
         'run-dir': { type: 'string' },
@@ -112,14 +135,16 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   }
   const cgroupPath = str('cgroup', 'NODEMESH_CGROUP');
   if (!cgroupPath) throw new AgentError('NM_ERR_AGENT_CONFIG', `the cgroup is missing: give --cgroup (the node's cgroup2 directory) or NODEMESH_CGROUP\n${USAGE}`);
+  const healthPort = parseInteger(str('health-port', 'NODEMESH_HEALTH_PORT'), '--health-port', DEFAULT_HEALTH_PORT, 0, 65535);
   return {
     nodeName,
     kubeconfig: str('kubeconfig', 'KUBECONFIG'),
     cgroupPath,
     bpffsDir: str('bpffs-dir', 'NODEMESH_BPFFS_DIR') ?? `${DEFAULT_BPFFS_ROOT}/${nodeName}`,
     bpfObjectDir: str('bpf-objects', 'NODEMESH_BPF_OBJECTS'),
-    healthPort: parseInteger(str('health-port', 'NODEMESH_HEALTH_PORT'), '--health-port', DEFAULT_HEALTH_PORT, 0, 65535),
+    healthPort,
     healthHost: str('health-host', 'NODEMESH_HEALTH_HOST') ?? '0.0.0.0',
+    metricsPort: parseMetricsPort(str('metrics-port', 'NODEMESH_METRICS_PORT'), healthPort),
     statusSocket: str('status-socket', 'NODEMESH_STATUS_SOCKET'),
     accessLogFile: str('access-log', 'NODEMESH_ACCESS_LOG'),
     runDir: str('run-dir', 'NODEMESH_RUN_DIR') ?? '/run/nodemesh',

@@ -7,7 +7,8 @@
  *   4b. mesh        NodeState → node proxy, mesh flows, STRICT pod guards, certificates (proxy/mesh-node.ts; issue 5)
  *   4c. telemetry   /metrics registry fed by the proxy's records, BPF counters, map fill, applies, certificates;
  *                   the access log of opted-in namespaces (telemetry.ts)
- *   5. health       /healthz, /readyz, /statusz, /metrics, /explain in the node's network namespace, and on --status-socket (health.ts)
+ *   5. health       /healthz, /readyz, /statusz, /metrics, /explain in the node's network namespace, and on --status-socket (health.ts);
+ *                   closed to pods (admin-guard.ts). 5b. metrics: GET /metrics alone on --metrics-port, open to pods (Prometheus)
  *   6. resync       full re-plan and map re-read every --resync-seconds
  * Stopping never detaches or unpins anything: the datapath keeps serving while no agent runs.
  */
@@ -18,6 +19,7 @@ import { parseAgentConfig } from './config.ts';
 import { describeError } from './errors.ts';
 import { computeExplanation, parseExplainQuery } from './explain.ts';
 import { startHealthServer } from './health.ts';
+import { startMetricsServer } from './metrics/handler.ts';
 import { ClusterWatch } from './informers.ts';
 import { createLogger } from './logger.ts';
 import { openNodeDatapath } from './node-datapath.ts';
@@ -167,6 +169,14 @@ async function main(): Promise<void> {
   healthPort = health.port;
   stops.push(['health', () => health.close()]);
   log.info('health endpoint listening', { addr: `${cfg.healthHost}:${health.port}`, ...(cfg.statusSocket ? { socket: cfg.statusSocket } : {}) });
+
+  // 5b. metrics: the status port is closed to pods, and Prometheus usually is one; this listener serves /metrics
+  // alone (read-only, no status or explain) and is deliberately left out of the admin guard's ports.
+  if (cfg.metricsPort !== undefined) {
+    const metrics = await startMetricsServer({ registry: telemetry.registry, host: cfg.healthHost, port: cfg.metricsPort, onCollectorError: (e) => log.debug('metrics collector failed', { error: describeError(e) }) });
+    stops.push(['metrics', () => metrics.close()]);
+    log.info('metrics endpoint listening (open to pods)', { addr: `${cfg.healthHost}:${metrics.port}` });
+  }
 
   // 6. resync
   if (cfg.resyncSeconds > 0) {

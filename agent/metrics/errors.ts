@@ -1,4 +1,4 @@
-/** Errors of the agent's metrics and access log, each with a stable code. Thrown at definition time, never per observation. */
+/** Errors of the agent's metrics and access log, each with a stable code. Thrown at definition (or listener start) time, never per observation. */
 
 /** Codes a caller can match on. */
 export type MetricsErrorCode =
@@ -6,7 +6,9 @@ export type MetricsErrorCode =
   | 'NM_ERR_METRICS_FORBIDDEN_LABEL'
   | 'NM_ERR_METRICS_DUPLICATE'
   | 'NM_ERR_METRICS_BAD_BUCKETS'
-  | 'NM_ERR_METRICS_BAD_OPTION';
+  | 'NM_ERR_METRICS_BAD_OPTION'
+  /** The metrics listener could not bind its port. */
+  | 'NM_ERR_METRICS_LISTEN';
 
 /** A metrics error; the message names the metric, the label or option, and what is allowed. */
 export class MetricsError extends Error {

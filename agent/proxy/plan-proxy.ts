@@ -4,7 +4,8 @@
  *   - `outbound`: the config of the proxy's outbound side (service addresses the kernel redirects here, routes,
  *     backends with endpoints and traffic policies; meshed pods dialled directly);
  *   - `inbound`: the config the destination side runs for this node's pods (one destination per pod port, with the
- *     pod's AuthorizationPolicies), reached through HBONE or the same-node hand-off;
+ *     pod's AuthorizationPolicies), reached through HBONE or the same-node hand-off; a pod address the NodeState
+ *     and the Pod watch disagree on is held back (deny-all destination, STRICT, plaintext refused: source-identity.ts);
  *   - `endpoints`: how each endpoint is reached (HBONE to its node, same-node hand-off, plain TCP);
  *   - `identities` (pod address → workload identity) and the workload identities that need certificates;
  *   - `meshPorts` (service ports connect4 sends to the proxy) and `podIngress` (STRICT pod ports the kernel guards).
@@ -28,7 +29,12 @@ import { computeUpstreamProtocol, validateConfig } from '../../l7proxy/config.ts
 import type { SourceIdentity } from '../../l7proxy/proxy.ts';
 import { groupSlices, objectKey } from '../plan-datapath.ts';
 import { computePlaintextHandling, type PlaintextInboundEntry } from './plan-plaintext.ts';
-import { computeSourceIdentities } from './source-identity.ts';
+import { computeAddressOwners, computeSourceIdentities } from './source-identity.ts';
+
+/** Namespace part of the names of held-back destinations: the mesh's own (a workload's destination is named `<ns>/<pod owner>:<port>`, never `held-back:<ip>-<port>`). */
+const HELD_BACK_NAMESPACE = 'nodemesh-system';
+/** The deny-all policy of held-back destinations (what the proxy's verdict and the authz metric name). */
+export const HELD_BACK_POLICY = 'nodemesh-system/held-back-destination';
 
 /** This node's NodeState, all shards merged (see nodestate-watch.ts). */
 export interface MergedNodeState {
@@ -249,13 +255,16 @@ export function planProxy(input: PlanProxyInput): ProxyPlan {
   const nodeIps = computeNodeIps(input.nodes);
   const endpointsOf = (ns: string, name: string, port: number): Endpoint[] => computeServicePortEndpoints(svcByKey.get(`${ns}/${name}`), slicesByKey.get(`${ns}/${name}`) ?? [], port);
 
-  // Local workloads, by pod address.
-  const localByIp = new Map<string, NodeWorkload>();
   const idSet = new Map<string, { namespace: string; serviceAccount: string }>();
-  for (const w of state.workloads) {
-    for (const ip of w.podIPs) localByIp.set(ip, w);
-    idSet.set(`${w.namespace}/${w.serviceAccount}`, { namespace: w.namespace, serviceAccount: w.serviceAccount });
-  }
+  for (const w of state.workloads) idSet.set(`${w.namespace}/${w.serviceAccount}`, { namespace: w.namespace, serviceAccount: w.serviceAccount });
+  // Destination side: which workload (policies, mTLS mode) a local pod address stands for, by the same rule as the
+  // source side: only when the NodeState and this node's Pod watch name the same pod. An address they disagree on
+  // (reused, a delete not compiled out yet, two workloads claiming it) is held back: it gets a destination that
+  // denies everything, STRICT in the kernel and its plaintext refused, never the policy of whichever claim came last.
+  const destinationOwners = computeAddressOwners(state.workloads, input.localPods, 'same-workload');
+  const localByIp = destinationOwners.owners;
+  const heldBack = new Map(destinationOwners.withheld.map((w) => [w.ip, w.reason]));
+  for (const [ip, reason] of heldBack) problems.push(`destination address ${ip}: held back: ${reason}; connections to it are denied until both views agree`);
   // Source identities: only addresses the NodeState and this node's Pod watch agree on (a reused address never
   // inherits the old pod's identity).
   const sourceIds = computeSourceIdentities(state.workloads, input.localPods);
@@ -266,12 +275,14 @@ export function planProxy(input: PlanProxyInput): ProxyPlan {
   const backends = new Map<string, BackendConfig>();
   const policyVariants = new Map<string, string>();
   const endpointRoutes: Record<string, EndpointRoute> = {};
-  const localInbound = new Map<string, { w: NodeWorkload; ip: string; port: number; modes: Set<'HTTP' | 'TCP'>; h2c?: boolean }>();
+  // `w` undefined: an address held back (no workload both views agree on).
+  const localInbound = new Map<string, { w: NodeWorkload | undefined; ip: string; port: number; modes: Set<'HTTP' | 'TCP'>; h2c?: boolean }>();
   const noteEndpoint = (e: Endpoint, svc: NodeService, mode: 'HTTP' | 'TCP', appProtocol?: string): void => {
     const key = ipKey(e.ip, e.port);
     const local = localByIp.get(e.ip);
-    if (local || e.nodeName === nodeName) {
-      if (!local) { problems.push(`endpoint ${key} of ${svc.namespace}/${svc.name} is on this node but no workload of the NodeState has that address (NodeState behind the EndpointSlice?); plain TCP`); endpointRoutes[key] ??= { via: 'plain' }; return; }
+    const held = heldBack.has(e.ip);
+    if (local || held || e.nodeName === nodeName) {
+      if (!local && !held) { problems.push(`endpoint ${key} of ${svc.namespace}/${svc.name} is on this node but no workload of the NodeState has that address (NodeState behind the EndpointSlice?); plain TCP`); endpointRoutes[key] ??= { via: 'plain' }; return; }
       const li = localInbound.get(key) ?? { w: local, ip: e.ip, port: e.port, modes: new Set() };
       li.modes.add(mode);
       if (computeUpstreamProtocol(appProtocol) === 'h2c') li.h2c = true;
@@ -381,7 +392,19 @@ export function planProxy(input: PlanProxyInput): ProxyPlan {
   const podIngress: PodIngressEntry[] = [];
   const plaintextInbound: PlaintextInboundEntry[] = [];
   const targetsByWorkload = new Map<NodeWorkload, string[]>();
+  const heldTargets: string[] = [];
   for (const li of [...localInbound.values()].sort((a, b) => (ipKey(a.ip, a.port) < ipKey(b.ip, b.port) ? -1 : 1))) {
+    if (!li.w) {
+      // Held back: a destination of its own that admits nothing (opaque: the connection is denied before any byte),
+      // the kernel's STRICT guard (only the proxy may connect) and plaintext steered to a reset.
+      const name = portName(HELD_BACK_NAMESPACE, 'held-back', `${li.ip}-${li.port}`);
+      inboundServices.push({ name, addresses: [{ ip: li.ip, port: li.port }], protocol: 'tcp', defaultBackend: name });
+      inboundBackends.push({ name, endpoints: [{ ip: li.ip, port: li.port, ready: true, nodeName }] });
+      heldTargets.push(name);
+      podIngress.push({ ip: li.ip, port: li.port });
+      plaintextInbound.push({ ip: li.ip, port: li.port, handling: 'refuse' });
+      continue;
+    }
     const name = portName(li.w.namespace, li.w.name, String(li.port));
     const needsHttp = li.modes.has('HTTP') || (li.w.authorization?.policies.some((pol) => pol.rules.some((r) => r.requiresHttp)) ?? false);
     // Opaque only when nothing on this port needs HTTP; else sniff, so path rules see HTTP even behind a TCP-mode port.
@@ -397,6 +420,7 @@ export function planProxy(input: PlanProxyInput): ProxyPlan {
   }
   const inboundAuthz: AuthorizationPolicyConfig[] = [];
   for (const [w, targets] of targetsByWorkload) inboundAuthz.push(...computeWorkloadAuthorization(w.authorization, targets));
+  if (heldTargets.length) inboundAuthz.push({ name: HELD_BACK_POLICY, action: 'DENY', targetServices: heldTargets, rules: [{}] });
 
   let outbound: ProxyConfig = { version: state.version, services: outboundServices, backends: [...backends.values()] };
   let inbound: ProxyConfig = { version: state.version, services: inboundServices, backends: inboundBackends, ...(inboundAuthz.length ? { authorization: inboundAuthz } : {}) };

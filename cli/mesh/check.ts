@@ -213,7 +213,7 @@ export function computeChecks(f: CheckFacts): CheckResult[] {
         const missingPod = !a.url && a.via === 'pod-proxy';
         add({
           group: 'nodemesh-agents', name: `agent on ${a.node} answers`, status: a.url || missingPod ? 'warn' : 'skip', detail: a.error,
-          ...(missingPod ? { hint: `kubectl -n ${AGENT_DAEMONSET.namespace} get ds ${AGENT_DAEMONSET.name}; kubectl -n ${AGENT_DAEMONSET.namespace} get pods -l ${AGENT_DAEMONSET.selector} --field-selector spec.nodeName=${a.node}` } : {}),
+          ...(missingPod ? { hint: `its workloads are not meshed; kubectl -n ${AGENT_DAEMONSET.namespace} describe ds ${AGENT_DAEMONSET.name} (the events say why ${a.node} has no pod)` } : {}),
         });
       }
       const minKernel = `${MIN_KERNEL.major}.${MIN_KERNEL.minor}`;

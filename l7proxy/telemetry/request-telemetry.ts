@@ -140,11 +140,13 @@ export function splitServiceName(name: string): { namespace: string; name: strin
  * Pod names must never become labels (one series per pod); this bounds them by owner.
  */
 export function computeWorkloadName(pod: string): string {
-  const safe = '[bcdfghjklmnpqrstvwxz2456789]';
-  const dep = new RegExp(`^(.+)-${safe}{6,10}-${safe}{5}$`).exec(pod);
+  const dep = DEPLOYMENT_POD.exec(pod);
   if (dep) return dep[1]!;
   return pod;
 }
+
+/** A Deployment's pod name: owner, ReplicaSet hash, pod suffix (both drawn from Kubernetes' safe alphabet). */
+const DEPLOYMENT_POD = /^(.+)-[bcdfghjklmnpqrstvwxz2456789]{6,10}-[bcdfghjklmnpqrstvwxz2456789]{5}$/;
 
 function peerOf(source: Source): PeerName {
   return source ? { workload: source.serviceAccount, namespace: source.namespace, spiffeId: source.spiffeId } : { workload: '', namespace: '' };
@@ -172,16 +174,38 @@ function policyOfReason(reason: string): string {
   return m ? m[1]! : 'default-deny';
 }
 
+/** Start facts of a request's span (tracer.ts HttpSpanStart). */
+type SpanInfo = Parameters<MeshTracer['startClientSpan']>[0] & { peerAddress: string; protocolVersion: string };
+
+/** What a disabled tracer is handed instead of start facts it would ignore. */
+const UNUSED_SPAN_INFO: SpanInfo = Object.freeze({ method: '', path: '', scheme: 'http', peerAddress: '', protocolVersion: '1.1' }) as SpanInfo;
+
+/** Distinct service names remembered per hook set before the memo starts afresh. */
+const NAME_CACHE_LIMIT = 4096;
+
 /** Makes the hooks of one NodeProxy (outbound or inbound side). */
 export function createRequestTelemetry(o: RequestTelemetryOptions): RequestTelemetry {
   const now = o.now ?? Date.now;
   const outbound = o.direction === 'outbound';
+  // Service names repeat on every request: their split (and on the inbound side the owner derived from the pod
+  // name) is worked out once per name. Bounded: a config churning through names starts the cache afresh.
+  const names = new Map<string, { namespace: string; name: string; owner: string | undefined }>();
+  const nameFacts = (serviceName: string): { namespace: string; name: string; owner: string | undefined } => {
+    let f = names.get(serviceName);
+    if (f === undefined) {
+      if (names.size >= NAME_CACHE_LIMIT) names.clear();
+      const s = splitServiceName(serviceName);
+      f = { namespace: s.namespace, name: s.name, owner: outbound ? undefined : computeWorkloadName(s.name) };
+      names.set(serviceName, f);
+    }
+    return f;
+  };
   const destinationOf = (serviceName: string, dstKey: string): RequestRecord['destination'] => {
-    const s = splitServiceName(serviceName);
+    const s = nameFacts(serviceName);
     if (outbound) return { service: s.name, namespace: s.namespace };
     // Inbound services are named after the local pod: its owner names the destination.
     const local = o.localWorkload?.(dstKey.slice(0, dstKey.lastIndexOf(':')));
-    const workload = local?.workload ?? computeWorkloadName(s.name);
+    const workload = local?.workload ?? s.owner!;
     return { service: workload, namespace: local?.namespace ?? s.namespace, workload };
   };
 
@@ -198,24 +222,32 @@ export function createRequestTelemetry(o: RequestTelemetryOptions): RequestTelem
       const authz: RequestRecord['authz'] | undefined = refused
         ? (route.kind === 'policy' ? { verdict: 'deny', policy: policyOfReason(route.reason) } : undefined)
         : (!outbound && route.service.policies.length > 0 ? { verdict: 'allow', policy: '' } : undefined);
-      const colon = conn.dstKey.lastIndexOf(':');
       const parent = tracer.extract(pickTraceHeaders(req.rawHeaders));
-      const info = {
-        method: req.method, path, scheme: 'http' as const,
-        serverAddress: refused ? undefined : route.authority.replace(/:\d+$/, ''),
-        serverPort: conn.dstPort,
-        peerAddress: outbound ? conn.dstKey.slice(0, colon) : conn.remoteAddress,
-        ...(outbound ? {} : { clientAddress: conn.remoteAddress }),
-        protocolVersion: req.protocol === 'http2' ? '2' : '1.1',
-        mesh: {
-          ...(source.workload ? { sourceWorkload: source.workload, sourceNamespace: source.namespace, sourceSpiffeId: source.spiffeId } : {}),
-          destinationService: destination.service, destinationNamespace: destination.namespace,
-          ...(destination.workload ? { destinationWorkload: destination.workload } : {}),
-          ...(routeName ? { route: routeName } : {}),
-          ...(authz ? { authzVerdict: authz.verdict, ...(authz.policy ? { authzPolicy: authz.policy } : {}) } : {}),
-        },
+      // The span's start facts, built only for a tracer that records them (a disabled one ignores them; attempts and
+      // tunnels build them on first use).
+      let info: SpanInfo | undefined;
+      const infoOf = (): SpanInfo => {
+        if (info !== undefined) return info;
+        const colon = conn.dstKey.lastIndexOf(':');
+        info = {
+          method: req.method, path, scheme: 'http' as const,
+          serverAddress: refused ? undefined : route.authority.replace(/:\d+$/, ''),
+          serverPort: conn.dstPort,
+          peerAddress: outbound ? conn.dstKey.slice(0, colon) : conn.remoteAddress,
+          ...(outbound ? {} : { clientAddress: conn.remoteAddress }),
+          protocolVersion: req.protocol === 'http2' ? '2' : '1.1',
+          mesh: {
+            ...(source.workload ? { sourceWorkload: source.workload, sourceNamespace: source.namespace, sourceSpiffeId: source.spiffeId } : {}),
+            destinationService: destination.service, destinationNamespace: destination.namespace,
+            ...(destination.workload ? { destinationWorkload: destination.workload } : {}),
+            ...(routeName ? { route: routeName } : {}),
+            ...(authz ? { authzVerdict: authz.verdict, ...(authz.policy ? { authzPolicy: authz.policy } : {}) } : {}),
+          },
+        };
+        return info;
       };
-      const span = outbound ? tracer.startClientSpan(info, parent) : tracer.startServerSpan(info, parent);
+      const startInfo = tracer.enabled ? infoOf() : UNUSED_SPAN_INFO;
+      const span = outbound ? tracer.startClientSpan(startInfo, parent) : tracer.startServerSpan(startInfo, parent);
       let ended = false;
       const observer: RequestObserver = {
         requestBytes: 0,
@@ -227,6 +259,7 @@ export function createRequestTelemetry(o: RequestTelemetryOptions): RequestTelem
         },
         attempt(n, endpoint, headers) {
           const ep = splitHostPort(endpoint);
+          const info = infoOf();
           const child = tracer.startClientSpan({
             method: req.method, path, scheme: 'http', ...(info.serverAddress ? { serverAddress: info.serverAddress } : {}), serverPort: conn.dstPort,
             peerAddress: ep.host, ...(ep.port !== undefined ? { peerPort: ep.port } : {}), protocolVersion: info.protocolVersion,
@@ -238,6 +271,7 @@ export function createRequestTelemetry(o: RequestTelemetryOptions): RequestTelem
           return { end: (statusCode, errorReason) => child.end(statusCode !== undefined ? { statusCode } : { errorType: 'attempt_failed', reason: errorReason ?? 'no response' }) };
         },
         tunnel() {
+          const info = infoOf();
           const t = tracer.startConnectionSpan({ direction: o.direction, ...(outbound ? { serverAddress: info.peerAddress, serverPort: conn.dstPort } : { peerAddress: conn.remoteAddress }), mesh: info.mesh }, span.context);
           // The tunnel is a connection through the proxy: it counts as one in the TCP metrics (bytes included).
           const tunnelStart = now();
@@ -262,14 +296,17 @@ export function createRequestTelemetry(o: RequestTelemetryOptions): RequestTelem
           if (entry.attempts > 0) span.setMesh({ retryAttempt: entry.attempts });
           span.setBodySizes(observer.requestBytes, observer.responseBytes);
           span.end(entry.status > 0 ? { statusCode: entry.status, ...(refusal ? { reason: refusal } : {}) } : { errorType: 'reset', reason: entry.reason ?? 'no response' });
+          // Optional fields are set only when present (absent, not undefined: records are compared and serialized).
           const record: RequestRecord = {
             direction: o.direction, startMs, durationSeconds: Math.max(0, entry.durationMs) / 1000,
             protocol: entry.protocol, method: req.method, code: entry.status, source, destination, route: routeName,
             requestBytes: observer.requestBytes, responseBytes: observer.responseBytes, attempts: entry.attempts,
-            ...(refusal ? { refusal } : {}), ...(authz ? { authz } : {}),
-            path, ...(entry.authority ? { authority: entry.authority } : {}), peerAddress: conn.remoteAddress,
-            ...(span.sampled ? { traceId: span.traceId, spanId: span.spanId } : {}),
+            path, peerAddress: conn.remoteAddress,
           };
+          if (refusal) record.refusal = refusal;
+          if (authz) record.authz = authz;
+          if (entry.authority) record.authority = entry.authority;
+          if (span.sampled) { record.traceId = span.traceId; record.spanId = span.spanId; }
           o.sink.requestFinished(record);
         },
       };

@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { computeDownstreamResponseHeaders, computeUpstreamRequestHeaders, parsePodProxyId, planPodProxyTarget, type PodProxyTarget } from './pod-proxy.ts';
-import { StatusError } from './errors.ts';
+import type { StatusError } from './errors.ts';
 import { startTestServer, type TestServer } from './testing.ts';
 
 describe('pods/proxy planning (pure)', () => {

@@ -6,7 +6,8 @@
  *     (parent/child by span id), with the HTTP and mesh attributes; a denied request's SERVER span says so;
  *   - metrics scraped from both agents match the counts the client saw (source and destination reporters), and
  *     the namespace that opted in gets an access-log line per request;
- *   - `kubectl mesh status` shows every agent ready with programs and certificates (golden, timings masked);
+ *   - `kubectl mesh status` shows every agent ready with programs and certificates (golden, timings masked), with
+ *     nothing but the kubeconfig: the agents' pods (one per node, as the DaemonSet's) through the API server's pods proxy;
  *   - `kubectl mesh stat` shows the route with its success rate and latency (golden, numbers masked);
  *   - `kubectl mesh check` passes (kernel, BPF, cgroup v2, bpffs from the agents; clocks; versions) and
  *     `kubectl mesh routes echo` shows the route and what each node programmed (goldens, numbers masked);
@@ -201,6 +202,28 @@ describe('observability in the sandbox (root)', { timeout: 900_000 }, () => {
     // The table, through KUBECONFIG this time (both spellings work; flags go after "mesh").
     const table = ok(await run('kubectl', ['mesh', 'status'], { env: { KUBECONFIG: sb.kubeconfig } }), 'KUBECONFIG=... kubectl mesh status');
     golden('status.txt', maskNumbers(table).replace(/N% nm_\w+/g, 'N% <map>'));
+  });
+
+  it('kubectl mesh status needs only the kubeconfig: the agent pods, through the API server\'s pods proxy', async () => {
+    // As on a real cluster: one agent Pod per node, labelled as the DaemonSet's, hostNetwork, Ready; no Node annotation.
+    const pods = JSON.parse(ok(await kubectl('get', 'pods', '-n', 'nodemesh-system', '-l', 'app.kubernetes.io/name=nodemesh-agent', '-o', 'json'), 'agent pods')) as { items: { metadata: { name: string }; spec: { nodeName: string; hostNetwork?: boolean }; status: { podIP?: string; conditions?: { type: string; status: string }[] } }[] };
+    assert.deepEqual(pods.items.map((p) => p.spec.nodeName).sort(), ['node-1', 'node-2']);
+    for (const p of pods.items) {
+      assert.equal(p.spec.hostNetwork, true, p.metadata.name);
+      assert.equal(p.status.conditions?.find((c) => c.type === 'Ready')?.status, 'True', `${p.metadata.name} Ready`);
+    }
+    const annotations = ok(await kubectl('get', 'nodes', '-o', 'jsonpath={.items[*].metadata.annotations.nodemesh\\.io/agent-status-url}'), 'node annotations');
+    assert.equal(annotations.trim(), '', 'nothing hands kubectl mesh the agents\' URLs');
+    const r = await run('kubectl', ['mesh', 'status', '-o', 'json'], { env: { KUBECONFIG: sb.kubeconfig, NODEMESH_AGENT_ENDPOINTS: undefined } });
+    assert.equal(r.code, 0, r.stderr);
+    const json = JSON.parse(r.stdout) as { nodes: { node: string; agent: { ready?: boolean; via?: string; pod?: string; error?: string } }[] };
+    assert.deepEqual(json.nodes.map((n) => [n.node, n.agent.via, n.agent.pod, n.agent.ready]), [
+      ['node-1', 'pod-proxy', 'nodemesh-system/nodemesh-agent-node-1', true],
+      ['node-2', 'pod-proxy', 'nodemesh-system/nodemesh-agent-node-2', true],
+    ], JSON.stringify(json.nodes.map((n) => n.agent.error ?? '')));
+    // The metrics route the same way (kubectl get --raw speaks the same pods proxy).
+    const raw = ok(await kubectl('get', '--raw', '/api/v1/namespaces/nodemesh-system/pods/nodemesh-agent-node-2:10256/proxy/metrics'), 'pods proxy /metrics');
+    assert.match(raw, /nodemesh_nodestate_version \d+/);
   });
 
   it('kubectl mesh check passes in the sandbox: CRDs, Lease, NodeStates, CA, agents\' kernels, clocks, versions', async () => {
