@@ -9,6 +9,9 @@
  * for a node. The proxy's data ports (outbound 15001, HBONE 15008, plaintext 15006) are not listed: pods reach
  * those by design (15008 requires a mesh client certificate).
  *
+ * Each guarded port has its own counted reset rule (nodemesh_admin_guard_rejected_total{port}, read on a timer).
+ * The metrics-only listener (--metrics-port) is deliberately not guarded: Prometheus usually runs as a pod.
+ *
  * Level-triggered like the steering table: every pass reads the table back (`nft list table`, counters masked) and
  * replaces it in one transaction when it differs from what was written, or was never written by this process.
  */
@@ -62,10 +65,30 @@ export function renderAdminGuardScript(spec: AdminGuardSpec | undefined): string
   chain admin {
     iifname "lo" accept
     ip saddr @nodes accept
-    counter reject with tcp reset
+${spec.ports.map((p) => `    tcp dport ${p} counter reject with tcp reset\n`).join('')}    reject with tcp reset
   }
 }
 `;
+}
+
+/** Packets reset per guarded port, from a listing of the table (pure; the per-port counters of the admin chain). */
+export function parseAdminGuardRejected(listing: string): { port: number; packets: number }[] {
+  const out: { port: number; packets: number }[] = [];
+  for (const m of listing.matchAll(/tcp dport (\d+) counter packets (\d+) bytes \d+ reject with tcp reset/g)) out.push({ port: Number(m[1]), packets: Number(m[2]) });
+  return out.sort((a, b) => a.port - b.port);
+}
+
+/**
+ * The guard's reset counters in this network namespace (one `nft list`), or undefined when no table is there. For the
+ * metrics (agent/telemetry.ts reads it on a timer, never per scrape: the metrics port is open to pods).
+ */
+export async function readAdminGuardRejected(): Promise<{ port: number; packets: number }[] | undefined> {
+  const r = await runNft(['list', 'table', 'ip', ADMIN_GUARD_TABLE]);
+  if (r.code !== 0) {
+    if (/No such file or directory/.test(r.stderr)) return undefined;
+    throw new Error(`nft list table ip ${ADMIN_GUARD_TABLE} failed: ${r.stderr.trim()}`);
+  }
+  return parseAdminGuardRejected(r.stdout);
 }
 
 /** A table listing with what changes on its own (counters, handles) masked, for comparing with what was written. */

@@ -15,6 +15,7 @@
 import { createWriteStream } from 'node:fs';
 import { release } from 'node:os';
 import { KubeConfig } from '@kubernetes/client-node';
+import { readAdminGuardRejected } from './admin-guard.ts';
 import { parseAgentConfig } from './config.ts';
 import { describeError } from './errors.ts';
 import { computeExplanation, parseExplainQuery } from './explain.ts';
@@ -101,6 +102,7 @@ async function main(): Promise<void> {
   // 4c. telemetry (made before the mesh: the proxy's first records must have somewhere to go)
   const telemetry = new AgentTelemetry({
     nodeName: cfg.nodeName, maps: datapath, serviceNames: () => loop.serviceNames(), log: log.child('telemetry'),
+    adminGuardRejected: readAdminGuardRejected,
     ...(cfg.accessLogFile ? { accessLogStream: createWriteStream(cfg.accessLogFile, { flags: 'a' }) } : {}),
   });
   telemetry.start();

@@ -1,11 +1,12 @@
 /**
  * The agent's telemetry module: the Prometheus registry behind /metrics, fed by the proxy workers' record batches
  * (requests, TCP connections, proxy and span counters), the BPF datapath (counters and map fill, read every
- * `datapathEveryMs`), NodeState applies and certificate expiry; and the JSON access log for opted-in namespaces.
+ * `datapathEveryMs`; the pods' anti-spoofing counters among them), the admin guard's resets (nft, on its own timer),
+ * NodeState applies and certificate expiry; and the JSON access log for opted-in namespaces.
  */
 import type { Writable } from 'node:stream';
 import { CoreV1Api, ListWatch, Watch, type KubeConfig, type V1Namespace } from '@kubernetes/client-node';
-import { readDatapathCounters, readServiceCounters, type MapSet, nmCount } from '../bpf/index.ts';
+import { readDatapathCounters, readServiceCounters, type MapSet, nmCount, nmPodegCount } from '../bpf/index.ts';
 import type { MapName } from '../bpf/codecs.generated.ts';
 import { mapSpecs } from '../bpf/codecs.generated.ts';
 import type { ProxyStats } from '../l7proxy/stats.ts';
@@ -16,7 +17,7 @@ import type { Logger } from './logger.ts';
 import { AccessLogWriter, computeAccessLogNamespaces } from './metrics/access-log.ts';
 import { createMetricsHandler } from './metrics/handler.ts';
 import {
-  createMeshMetrics, mirrorProxyStats, mirrorSpanStats, recordNodeStateApply, setCertificateExpiries, setDatapathCounters, setMapFill,
+  createMeshMetrics, mirrorProxyStats, mirrorSpanStats, recordNodeStateApply, setAdminGuardRejected, setCertificateExpiries, setDatapathCounters, setMapFill, setPodEgressCounters,
   type MapFill, type MeshMetrics, type ServiceDatapathCounters,
 } from './metrics/mesh-metrics.ts';
 import { Registry } from './metrics/registry.ts';
@@ -35,6 +36,10 @@ export type AgentTelemetryOptions = {
   accessLogStream?: NodeJS.WritableStream;
   /** How often BPF counters and map fill are read; default 5 s. */
   datapathEveryMs?: number;
+  /** The admin guard's reset counters (agent/admin-guard.ts readAdminGuardRejected: one `nft list`), read every `adminGuardEveryMs`. */
+  adminGuardRejected?: () => Promise<readonly { port: number; packets: number }[] | undefined>;
+  /** Default 15 s: a process spawn each time, and the guard's counts change slowly. */
+  adminGuardEveryMs?: number;
 };
 
 /** Proxy worker counters kept this long after a worker's last batch (a restarted worker starts from zero). */
@@ -59,7 +64,10 @@ export class AgentTelemetry {
   readonly #workers = new Map<number, { at: number; proxy?: ProxyStats; spans?: SpanPipelineStats }>();
   #fill: MapFill[] = [];
   #timer: NodeJS.Timeout | undefined;
+  #adminTimer: NodeJS.Timeout | undefined;
+  #adminReading = false;
   #lastDatapathError = 0;
+  #lastAdminError = 0;
   /** Requests recorded since start, by reporter (tests and `status`). */
   readonly counts = { requests: 0, connections: 0, droppedInWorkers: 0 };
 
@@ -81,11 +89,34 @@ export class AgentTelemetry {
     this.refreshDatapath();
     this.#timer = setInterval(() => this.refreshDatapath(), this.#o.datapathEveryMs ?? 5_000);
     this.#timer.unref();
+    if (this.#o.adminGuardRejected) {
+      void this.refreshAdminGuard();
+      this.#adminTimer = setInterval(() => void this.refreshAdminGuard(), this.#o.adminGuardEveryMs ?? 15_000);
+      this.#adminTimer.unref();
+    }
+  }
+
+  /** Reads the admin guard's reset counters (one at a time; failures logged once a minute, the series kept). */
+  async refreshAdminGuard(): Promise<void> {
+    const read = this.#o.adminGuardRejected;
+    if (!read || this.#adminReading) return;
+    this.#adminReading = true;
+    try {
+      setAdminGuardRejected(this.metrics, (await read()) ?? []);
+    } catch (err) {
+      if (Date.now() - this.#lastAdminError > 60_000) {
+        this.#lastAdminError = Date.now();
+        this.#o.log.warn('reading the admin guard counters failed; their metrics stay stale', { error: describeError(err) });
+      }
+    } finally {
+      this.#adminReading = false;
+    }
   }
 
   /** Stops timers and flushes the access log. */
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
+    if (this.#adminTimer) clearInterval(this.#adminTimer);
     await this.accessLog.close().catch(() => {});
   }
 
@@ -169,6 +200,10 @@ export class AgentTelemetry {
         bySvc.set(k, cur);
       }
       setDatapathCounters(this.metrics, { nodeCounts: Array.from(nodeCounts, (v) => v ?? 0n), services: [...bySvc.values()] });
+      const podeg = this.#o.maps.map('nm_podeg_count');
+      const podegCounts: bigint[] = [];
+      for (let i = 0; i < nmPodegCount.NM_PODEG_CNT_MAX; i++) podegCounts.push((podeg.get(i) ?? []).reduce((a, b) => a + b, 0n));
+      setPodEgressCounters(this.metrics, podegCounts);
       const fill: MapFill[] = [];
       for (const name of FILL_MAPS) {
         let entries = 0;

@@ -6,7 +6,7 @@
 // Label rule: names of things (workload, service, namespace, route, policy, reason), never addresses or paths.
 // `reporter` says which proxy counted (source node or destination node), as Istio does: every mesh request
 // passes through two proxies, and summing without it would count each request twice.
-import { nmCount } from '../../bpf/codecs.generated.ts';
+import { nmCount, nmPodegCount } from '../../bpf/codecs.generated.ts';
 import type { ProxyStats } from '../../l7proxy/stats.ts';
 import type { SpanPipelineStats } from '../../l7proxy/telemetry/counting-batch-processor.ts';
 import type { ConnectionRecord, RequestRecord } from '../../l7proxy/telemetry/records.ts';
@@ -49,6 +49,9 @@ export type MeshMetrics = {
   datapathAffinityHits: Counter;
   datapathDrops: Counter;
   datapathEvents: Counter;
+  podEgressDrops: Counter;
+  podEgressPassed: Counter;
+  adminGuardRejected: Counter;
   bpfMapEntries: Gauge;
   bpfMapCapacity: Gauge;
   nodeStateVersion: Gauge;
@@ -87,6 +90,9 @@ export function createMeshMetrics(registry: Registry): MeshMetrics {
     datapathAffinityHits: c('nodemesh_datapath_affinity_hits_total', 'Backends chosen from a live sessionAffinity entry.', DEST),
     datapathDrops: c('nodemesh_datapath_drops_total', 'Flows the kernel refused, by reason (BPF nm_dp_count).', ['reason']),
     datapathEvents: c('nodemesh_datapath_events_total', 'Other datapath events and failed map updates (BPF nm_dp_count).', ['event']),
+    podEgressDrops: c('nodemesh_pod_egress_drops_total', 'Packets a pod sent that its veth dropped (anti-spoofing, BPF nm_podeg_count): spoofed_source (not the pod\'s own IPv4 address), no_entry (veth guarded but not vouched for), ipv6 (pod without an IPv6 address).', ['reason']),
+    podEgressPassed: c('nodemesh_pod_egress_passed_total', 'IPv4 packets pods sent from their own address through the anti-spoofing check (BPF nm_podeg_count).'),
+    adminGuardRejected: c('nodemesh_admin_guard_rejected_total', 'TCP packets from pods to a node control port (agent status, CA) answered with a reset by the nft table nodemesh_admin, by port.', ['port']),
     bpfMapEntries: g('nodemesh_bpf_map_entries', 'Entries in a pinned BPF map.', ['map']),
     bpfMapCapacity: g('nodemesh_bpf_map_capacity', 'max_entries of a pinned BPF map.', ['map']),
     nodeStateVersion: g('nodemesh_nodestate_version', 'Highest spec.version among the NodeState shards applied on this node.'),
@@ -185,6 +191,32 @@ export function setDatapathCounters(m: MeshMetrics, snap: { nodeCounts: readonly
     m.datapathProxied.setTo(l, s.proxied);
     m.datapathAffinityHits.setTo(l, s.affinityHits);
   }
+}
+
+/** The metric label of an nm_podeg_count index: a drop reason, `passed`, or undefined (the array size). */
+export function describePodEgressCount(index: number): string | undefined {
+  switch (index) {
+    case nmPodegCount.NM_PODEG_CNT_PASSED: return 'passed';
+    case nmPodegCount.NM_PODEG_CNT_SPOOFED: return 'spoofed_source';
+    case nmPodegCount.NM_PODEG_CNT_NO_ENTRY: return 'no_entry';
+    case nmPodegCount.NM_PODEG_CNT_IPV6: return 'ipv6';
+    default: return undefined;
+  }
+}
+
+/** Mirrors the anti-spoofing counters (nm_podeg_count, summed over CPUs; index = enum nm_podeg_count). */
+export function setPodEgressCounters(m: MeshMetrics, counts: readonly (number | bigint)[]): void {
+  for (const [i, raw] of counts.entries()) {
+    const what = describePodEgressCount(i);
+    if (what === 'passed') m.podEgressPassed.setTo(undefined, Number(raw));
+    else if (what) m.podEgressDrops.setTo({ reason: what }, Number(raw));
+  }
+}
+
+/** Mirrors the admin guard's reset counters (ports no longer guarded lose their series). */
+export function setAdminGuardRejected(m: MeshMetrics, byPort: readonly { port: number; packets: number }[]): void {
+  m.adminGuardRejected.clear();
+  for (const r of byPort) m.adminGuardRejected.setTo({ port: String(r.port) }, r.packets);
 }
 
 /** Sets the fill of every pinned map (maps not listed lose their series). */

@@ -3,7 +3,7 @@
  * provider, sampler, batch processor and OTLP exporter. Loaded on first use only, so a proxy with tracing off never
  * loads the SDK, resources, semantic conventions or the exporter (about 15-20 MB of RSS per worker process).
  */
-import { SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type Tracer } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type Tracer } from '@opentelemetry/api';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { ParentBasedSampler, TraceIdRatioBasedSampler, TracerProvider } from '@opentelemetry/sdk-trace';
