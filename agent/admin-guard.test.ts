@@ -25,7 +25,7 @@ test('script: replaces the table atomically; only the guarded TCP ports jump to 
   assert.ok(admin.indexOf('ip saddr @nodes accept') < admin.indexOf('reject with tcp reset'));
   assert.doesNotMatch(s, /drop|policy drop/);
   // One counted reset per guarded port (the metric's port label), and a final reset for anything else that jumped here.
-  assert.match(admin, /tcp dport 10256 counter reject with tcp reset\n    tcp dport 15012 counter reject with tcp reset\n    reject with tcp reset\n  \}/);
+  assert.match(admin, /tcp dport 10256 counter reject with tcp reset\n {4}tcp dport 15012 counter reject with tcp reset\n {4}reject with tcp reset\n {2}\}/);
   // No other node known: an empty set, still valid nft.
   assert.doesNotMatch(renderAdminGuardScript({ ports: [10256], nodes: [] }), /elements = \{ \}/);
   assert.equal(renderAdminGuardScript(undefined), `add table ip ${ADMIN_GUARD_TABLE}\ndelete table ip ${ADMIN_GUARD_TABLE}\n`);

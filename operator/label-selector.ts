@@ -41,7 +41,7 @@ export function validateSelector(selector: unknown, path: string): FieldProblem[
   }
   const s = selector as LabelSelector;
   if (s.matchLabels !== undefined) {
-    if (typeof s.matchLabels !== 'object' || s.matchLabels === null) {
+    if (typeof s.matchLabels !== 'object' || s.matchLabels === null || Array.isArray(s.matchLabels)) {
       problems.push({ path: `${path}.matchLabels`, message: 'must be a map of label keys to values' });
     } else {
       for (const [k, v] of Object.entries(s.matchLabels)) {

@@ -1,6 +1,8 @@
 /**
- * Refuses regular expressions a backtracking engine (JavaScript's RegExp, which the proxy uses) could take
- * super-linear time on. Accepted: an RE2-like subset - literals, escapes, classes, ".", anchors, groups,
+ * Refuses regular expressions a backtracking engine could take super-linear time on. The proxy itself matches
+ * with its own linear-time engine (l7proxy/regex.ts), and validate.ts also compiles every pattern with it; this
+ * stricter check stays so a policy accepted today also works with any backtracking engine (e.g. a gateway or a
+ * tool that evaluates the same HTTPRoute with RegExp), not only ours. Accepted: an RE2-like subset - literals, escapes, classes, ".", anchors, groups,
  * alternation, quantifiers. Refused: backreferences, lookaround, inline flags, nested variable quantifiers
  * ((a+)+, (ab?)*), repeated groups whose alternatives can start alike or match empty ((a|a)*, (a|ab)+, (a?)*),
  * and three or more unbounded loops that can all eat the same character (worst case O(n^3) and up).

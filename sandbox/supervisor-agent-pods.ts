@@ -46,7 +46,9 @@ export function loadAgentPodTemplate(file = join(REPO_ROOT, 'deploy/agent/daemon
   const t = ds.spec?.template;
   const c = t?.spec?.containers?.[0];
   if (!t?.metadata?.labels || !c) throw new Error(`${file}: no pod template labels or container (spec.template.metadata.labels, spec.template.spec.containers[0])`);
-  return { labels: t.metadata.labels, serviceAccountName: t.spec?.serviceAccountName ?? 'default', container: c.name, image: c.image ?? 'nodemesh', portName: c.ports?.[0]?.name ?? 'health' };
+  // The status port (kubectl mesh's): named `health`; the metrics-only port beside it is not published here.
+  const portName = c.ports?.find((p) => p.name === 'health')?.name ?? c.ports?.[0]?.name ?? 'health';
+  return { labels: t.metadata.labels, serviceAccountName: t.spec?.serviceAccountName ?? 'default', container: c.name, image: c.image ?? 'nodemesh', portName };
 }
 
 /** The name of a node's agent pod. */

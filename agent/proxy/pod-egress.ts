@@ -194,7 +194,15 @@ export class PodEgressGuard {
     ]);
     const filters = new Map<number, number | undefined>();
     for (const l of links.values()) {
-      if (l.veth) filters.set(l.ifindex, queryTc({ ifindex: l.ifindex, direction: 'ingress', handle: POD_GUARD_TC.handle, priority: POD_GUARD_TC.priority }));
+      if (!l.veth) continue;
+      try {
+        filters.set(l.ifindex, queryTc({ ifindex: l.ifindex, direction: 'ingress', handle: POD_GUARD_TC.handle, priority: POD_GUARD_TC.priority }));
+      } catch (err) {
+        // Gone since the listing (a pod deleted meanwhile), or unreadable: taken as empty, so a planned pod's filter is
+        // (re)attached and an unplanned veth left alone this pass.
+        this.#log.debug('tc query failed', { dev: l.dev, error: describeError(err) });
+        filters.set(l.ifindex, undefined);
+      }
     }
     return { routes, links, filters, entries: new Map(this.#map!.entries()), progId: this.#progId };
   }

@@ -148,6 +148,6 @@ describe('agent answers through the pods proxy', () => {
       ],
     }).filter((c) => c.group === 'nodemesh-agents');
     assert.deepEqual(results.map((c) => [c.name, c.status]), [['agent on b answers', 'warn'], ['agent on c answers', 'skip']]);
-    assert.match(results[0]!.hint!, /get ds nodemesh-agent/);
+    assert.match(results[0]!.hint!, /not meshed; kubectl -n nodemesh-system describe ds nodemesh-agent/);
   });
 });

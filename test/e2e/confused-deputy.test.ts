@@ -10,7 +10,10 @@
  *     veth (bpf/pod-egress.c), while the same datagrams from its own address arrive;
  *   - pods (on node-1 and on node-2) connecting to the agent's status port (10256) on node addresses and to the
  *     operator's CA port (15012) are reset; the node itself and the other node's agent still reach them, and
- *     `kubectl mesh status` still works;
+ *     `kubectl mesh status` and `kubectl mesh stat` still work;
+ *   - the same pods (Prometheus runs as one) scrape GET /metrics on the metrics-only port (10249), which serves
+ *     nothing else; its metrics count the spoofed datagrams dropped and the resets on the status port, by reason
+ *     and port, never by address;
  *   - node-2's agent credential cannot get a certificate for a service account whose only pod is on node-1.
  * Needs root: without it the test FAILS. Brings its instance down at the end.
  */
@@ -181,6 +184,14 @@ spec:
     const podIp = async (name: string): Promise<string> => ok(await kubectl('get', 'pod', name, '-n', 'shop', '-o', 'jsonpath={.status.podIP}'), `${name} IP`);
     const running = async (name: string): Promise<boolean> => (await kubectl('get', 'pod', name, '-n', 'shop', '-o', 'jsonpath={.status.phase}')).stdout === 'Running';
     const readProbe = (file: string): ProbeLine[] => (existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ProbeLine) : []);
+    /** GET from inside a pod: curl's exit code, the HTTP status and the body. */
+    async function podGet(podName: string, url: string): Promise<{ code: number; status: number; body: string }> {
+      const r = await run(NODEMESH, ['sandbox', 'exec', podName, '-n', 'shop', '--', 'curl', '-s', '--max-time', '3', '-w', '\n%{http_code}', url], { timeoutMs: 30_000 });
+      const cut = r.stdout.lastIndexOf('\n');
+      return { code: r.code, status: Number(r.stdout.slice(cut + 1).trim()) || 0, body: r.stdout.slice(0, Math.max(cut, 0)) };
+    }
+    /** One sample's value from a scrape (0 when absent). */
+    const sample = (text: string, name: string, labels: string): number => Number(new RegExp(`^${name}${labels.replaceAll('{', '\\{').replaceAll('}', '\\}')} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
     /** curl from inside a pod (its netns and cgroup): curl's exit code and the HTTP status it got. */
     async function podCurl(podName: string, url: string, extra: string[] = []): Promise<{ code: number; status: number; ms: number }> {
       const r = await run(NODEMESH, ['sandbox', 'exec', podName, '-n', 'shop', '--', 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '3', ...extra, url], { timeoutMs: 30_000 });
@@ -282,6 +293,36 @@ spec:
       assert.notEqual(await nodeCurl('node-2', `https://${NODE1_IP}:15012/`), 0, 'node-2\'s namespace no longer reaches the CA');
       const status = JSON.parse(ok(await run('kubectl', ['mesh', 'status', '--kubeconfig', sb.kubeconfig, '-o', 'json']), 'kubectl mesh status')) as { nodes: { node: string; agent: { ready?: boolean } }[] };
       assert.deepEqual(status.nodes.map((n) => [n.node, n.agent.ready]), [['node-1', true], ['node-2', true]]);
+      // `kubectl mesh stat` reads /metrics beside /statusz (the status port, reached from outside the pods).
+      assert.match(ok(await run('kubectl', ['mesh', 'stat', '--kubeconfig', sb.kubeconfig, '-n', 'shop']), 'kubectl mesh stat'), /echo/);
+    });
+
+    it('pods scrape the metrics-only port (Prometheus); it serves /metrics alone, and counts the spoofs and resets', async () => {
+      const metricsUrl = `http://${NODE1_IP}:10249/metrics`;
+      for (const p of ['web', 'echo']) {
+        const r = await podGet(p, metricsUrl);
+        assert.equal(r.status, 200, `${p} → ${metricsUrl}: curl exit ${r.code}, status ${r.status}`);
+        assert.match(r.body, /^# TYPE nodemesh_requests_total counter$/m, `${p}: a Prometheus exposition`);
+        for (const other of ['/statusz', '/explain?src=10.244.1.2&url=http://echo.shop/', '/readyz']) {
+          const o = await podGet(p, `http://${NODE1_IP}:10249${other}`);
+          assert.equal(o.status, 404, `${p} → metrics port ${other}: ${o.status}`);
+          assert.doesNotMatch(o.body, /"node"|nodemesh_/, `${p} → metrics port ${other} leaks nothing`);
+        }
+      }
+      // The status port on the same address stays closed to the same pod.
+      assert.ok([7, 35, 56].includes((await podCurl('web', `http://${NODE1_IP}:10256/metrics`)).code), 'status port reset');
+      // The anti-spoofing drops (earlier test) and the status-port resets (above), in node-1's metrics: by reason and
+      // port only (the admin guard counters are read every 15 s, BPF counters every 5 s).
+      let text = '';
+      await eventually('node-1 metrics show the spoofed drops and the status-port resets', async () => {
+        text = (await podGet('web', metricsUrl)).body;
+        return sample(text, 'nodemesh_pod_egress_drops_total', '{reason="spoofed_source"}') >= 5 && sample(text, 'nodemesh_admin_guard_rejected_total', '{port="10256"}') >= 3;
+      }, 40_000);
+      assert.ok(sample(text, 'nodemesh_pod_egress_passed_total', '') > 0, 'packets from pods\' own addresses are counted too');
+      assert.ok(sample(text, 'nodemesh_admin_guard_rejected_total', '{port="15012"}') >= 1, 'the CA port has its own series');
+      const guardLines = text.split('\n').filter((l) => /^nodemesh_(pod_egress|admin_guard)_/.test(l));
+      assert.doesNotMatch(guardLines.join('\n'), /10\.244\.|10\.200\./, 'no addresses in those series');
+      process.stdout.write(`# guard metrics on node-1: ${guardLines.join('; ')}\n`);
     });
 
     it('node-2\'s agent credential gets no certificate for a service account whose pods are all on node-1', async () => {
