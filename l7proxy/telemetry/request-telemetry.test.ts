@@ -267,6 +267,24 @@ describe('request telemetry helpers', () => {
     assert.equal(computeWorkloadName('echo-v1-5d8f7b9c4-x2kqp'), 'echo-v1');
     assert.equal(computeWorkloadName('echo-v1'), 'echo-v1');
   });
+  it('inbound destination: the agent\'s record of the local pod, else the owner of the pod name; re-read per request', () => {
+    const sink = collectingSink();
+    const known = new Map([['10.0.0.9', { workload: 'checkout', namespace: 'pay' }]]);
+    const t = createRequestTelemetry({ direction: 'inbound', tracer: () => createTracer({ nodeName: 'n', enabled: false }), sink, localWorkload: (ip) => known.get(ip) });
+    const finish = (dstKey: string, service: string): RequestRecord => {
+      const conn = { remoteAddress: '10.0.1.1', source: WEB, dstKey, dstPort: 8080 };
+      const route = { service: { config: { name: service }, policies: [] }, path: '/', authority: 'x', candidate: undefined };
+      t.request(conn, { protocol: 'http1', method: 'GET', target: '/', rawHeaders: [] }, route, { services: new Map() })!
+        .end({ connection: 1, protocol: 'http1', method: 'GET', target: '/', authority: undefined, status: 200, forwarded: true, backend: undefined, endpoint: undefined, attempts: 1, durationMs: 1, source: WEB.spiffeId, reason: undefined });
+      return sink.requests.at(-1)!;
+    };
+    assert.deepEqual(finish('10.0.0.9:8080', 'shop/checkout-v2-5d8f7b9c4-x2kqp:8080').destination, { service: 'checkout', namespace: 'pay', workload: 'checkout' });
+    assert.deepEqual(finish('10.0.0.7:8080', 'shop/echo-v1-5d8f7b9c4-x2kqp:8080').destination, { service: 'echo-v1', namespace: 'shop', workload: 'echo-v1' });
+    // The pod at 10.0.0.7 becomes known to the agent: the next request names it from the record, not the pod name.
+    known.set('10.0.0.7', { workload: 'echo', namespace: 'shop' });
+    assert.deepEqual(finish('10.0.0.7:8080', 'shop/echo-v1-5d8f7b9c4-x2kqp:8080').destination, { service: 'echo', namespace: 'shop', workload: 'echo' });
+    assert.deepEqual(sink.requests.map((r) => r.source), [0, 1, 2].map(() => ({ workload: 'web', namespace: 'shop', spiffeId: WEB.spiffeId })));
+  });
   it('refusals are classified into bounded values', () => {
     assert.equal(classifyRefusal({ status: 504, reason: 'request timeout', forwarded: true }), 'timeout_request');
     assert.equal(classifyRefusal({ status: 503, reason: 'upstream overloaded (max-requests)', forwarded: false }), 'circuit_breaker');

@@ -148,8 +148,19 @@ export function computeWorkloadName(pod: string): string {
 /** A Deployment's pod name: owner, ReplicaSet hash, pod suffix (both drawn from Kubernetes' safe alphabet). */
 const DEPLOYMENT_POD = /^(.+)-[bcdfghjklmnpqrstvwxz2456789]{6,10}-[bcdfghjklmnpqrstvwxz2456789]{5}$/;
 
+/** The peer name of an unauthenticated source (shared: records are read, never written, by their consumers). */
+const UNAUTHENTICATED_PEER: PeerName = { workload: '', namespace: '' };
+/** Peer names by source (one per connection, often one per pod): every record of a connection shares one. */
+const peerNames = new WeakMap<NonNullable<Source>, PeerName>();
+
 function peerOf(source: Source): PeerName {
-  return source ? { workload: source.serviceAccount, namespace: source.namespace, spiffeId: source.spiffeId } : { workload: '', namespace: '' };
+  if (!source) return UNAUTHENTICATED_PEER;
+  let p = peerNames.get(source);
+  if (p === undefined || p.workload !== source.serviceAccount || p.namespace !== source.namespace || p.spiffeId !== source.spiffeId) {
+    p = { workload: source.serviceAccount, namespace: source.namespace, spiffeId: source.spiffeId };
+    peerNames.set(source, p);
+  }
+  return p;
 }
 
 /** Why the proxy answered itself, from the access-log entry (bounded values for the metrics). */
@@ -189,24 +200,27 @@ export function createRequestTelemetry(o: RequestTelemetryOptions): RequestTelem
   const outbound = o.direction === 'outbound';
   // Service names repeat on every request: their split (and on the inbound side the owner derived from the pod
   // name) is worked out once per name. Bounded: a config churning through names starts the cache afresh.
-  const names = new Map<string, { namespace: string; name: string; owner: string | undefined }>();
-  const nameFacts = (serviceName: string): { namespace: string; name: string; owner: string | undefined } => {
+  // The destination object is shared by the records of one name (consumers read records, never write them).
+  const names = new Map<string, { namespace: string; destination: RequestRecord['destination'] }>();
+  const nameFacts = (serviceName: string): { namespace: string; destination: RequestRecord['destination'] } => {
     let f = names.get(serviceName);
     if (f === undefined) {
       if (names.size >= NAME_CACHE_LIMIT) names.clear();
       const s = splitServiceName(serviceName);
-      f = { namespace: s.namespace, name: s.name, owner: outbound ? undefined : computeWorkloadName(s.name) };
+      // Inbound services are named after the local pod: its owner names the destination.
+      const owner = outbound ? '' : computeWorkloadName(s.name);
+      f = { namespace: s.namespace, destination: outbound ? { service: s.name, namespace: s.namespace } : { service: owner, namespace: s.namespace, workload: owner } };
       names.set(serviceName, f);
     }
     return f;
   };
   const destinationOf = (serviceName: string, dstKey: string): RequestRecord['destination'] => {
-    const s = nameFacts(serviceName);
-    if (outbound) return { service: s.name, namespace: s.namespace };
-    // Inbound services are named after the local pod: its owner names the destination.
-    const local = o.localWorkload?.(dstKey.slice(0, dstKey.lastIndexOf(':')));
-    const workload = local?.workload ?? s.owner!;
-    return { service: workload, namespace: local?.namespace ?? s.namespace, workload };
+    const f = nameFacts(serviceName);
+    if (outbound || !o.localWorkload) return f.destination;
+    // The agent's record of the local pod, when it has one, names the destination workload.
+    const local = o.localWorkload(dstKey.slice(0, dstKey.lastIndexOf(':')));
+    if (!local) return f.destination;
+    return { service: local.workload, namespace: local.namespace, workload: local.workload };
   };
 
   return {

@@ -293,8 +293,10 @@ spec:
       assert.notEqual(await nodeCurl('node-2', `https://${NODE1_IP}:15012/`), 0, 'node-2\'s namespace no longer reaches the CA');
       const status = JSON.parse(ok(await run('kubectl', ['mesh', 'status', '--kubeconfig', sb.kubeconfig, '-o', 'json']), 'kubectl mesh status')) as { nodes: { node: string; agent: { ready?: boolean } }[] };
       assert.deepEqual(status.nodes.map((n) => [n.node, n.agent.ready]), [['node-1', true], ['node-2', true]]);
-      // `kubectl mesh stat` reads /metrics beside /statusz (the status port, reached from outside the pods).
-      assert.match(ok(await run('kubectl', ['mesh', 'stat', '--kubeconfig', sb.kubeconfig, '-n', 'shop']), 'kubectl mesh stat'), /echo/);
+      // `kubectl mesh stat` reads /metrics beside /statusz (the status port, reached from outside the pods): every
+      // agent scraped. (Its rows are HTTP requests; echo here is opaque TCP, no HTTPRoute, so there are none.)
+      const stat = JSON.parse(ok(await run('kubectl', ['mesh', 'stat', '--kubeconfig', sb.kubeconfig, '-n', 'shop', '--window', '0', '-o', 'json']), 'kubectl mesh stat')) as { agents: { node: string; error?: string }[] };
+      assert.deepEqual(stat.agents, [{ node: 'node-1' }, { node: 'node-2' }], 'kubectl mesh stat scraped every agent');
     });
 
     it('pods scrape the metrics-only port (Prometheus); it serves /metrics alone, and counts the spoofs and resets', async () => {
