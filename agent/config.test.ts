@@ -48,3 +48,18 @@ describe('checkCgroupPath', () => {
     assert.match(checkCgroupPath('/nonexistent-x', ['/'], false) ?? '', /does not exist/);
   });
 });
+
+describe('--proxy-memory-max', () => {
+  const base = ['--node', 'n1', '--cgroup', '/sys/fs/cgroup/n1'];
+  it('takes bytes or Ki/Mi/Gi, from the flag, then the environment; none or absent = no limit', () => {
+    assert.equal(parseAgentConfig([...base, '--proxy-memory-max', '512Mi'], {}).proxyMemoryMaxBytes, 512 * 2 ** 20);
+    assert.equal(parseAgentConfig(base, { NODEMESH_PROXY_MEMORY_MAX: '1Gi' }).proxyMemoryMaxBytes, 2 ** 30);
+    assert.equal(parseAgentConfig(base, { NODEMESH_PROXY_MEMORY_MAX: String(64 * 2 ** 20) }).proxyMemoryMaxBytes, 64 * 2 ** 20);
+    assert.equal(parseAgentConfig(base, {}).proxyMemoryMaxBytes, undefined);
+    assert.equal(parseAgentConfig([...base, '--proxy-memory-max', 'none'], { NODEMESH_PROXY_MEMORY_MAX: '1Gi' }).proxyMemoryMaxBytes, undefined);
+  });
+  it('refuses what is not a size, or too small for a proxy', () => {
+    assert.throws(() => parseAgentConfig([...base, '--proxy-memory-max', '512MB'], {}), /--proxy-memory-max="512MB" is not a memory size of at least 16Mi/);
+    assert.throws(() => parseAgentConfig([...base, '--proxy-memory-max', '1Mi'], {}), /at least 16Mi/);
+  });
+});

@@ -58,6 +58,11 @@ export interface AgentConfig {
   /** Allow attaching to the root of a cgroup2 mount (a real node); refused by default so a sandbox mistake cannot reach the machine. */
   allowRootCgroup: boolean;
   /**
+   * Memory limit of the node proxy and its workers, in bytes (`--proxy-memory-max 512Mi`): they run in a cgroup of
+   * their own and an OOM kill restarts the proxy (agent/proxy/proxy-cgroup.ts). Undefined = no limit of its own.
+   */
+  proxyMemoryMaxBytes: number | undefined;
+  /**
    * The agent runs in the machine's own network namespace (a real node: the DaemonSet's hostNetwork). Needed for the
    * plaintext steering table there; refused by default so a sandbox mistake cannot steer the machine's traffic.
    */
@@ -67,9 +72,9 @@ export interface AgentConfig {
 }
 
 const USAGE = `usage: agent --node NAME --cgroup DIR [--kubeconfig FILE] [--bpffs-dir DIR] [--health-port N]
-             [--metrics-port N|none] [--sockmap true|false] [--resync-seconds N] [--bpf-objects DIR] [--status-socket PATH] [--access-log FILE] [--run-dir DIR] [--allow-root-cgroup] [--host-network] [--debug]
+             [--metrics-port N|none] [--sockmap true|false] [--resync-seconds N] [--bpf-objects DIR] [--status-socket PATH] [--access-log FILE] [--run-dir DIR] [--proxy-memory-max BYTES] [--allow-root-cgroup] [--host-network] [--debug]
 environment: NODE_NAME, KUBECONFIG, NODEMESH_CGROUP, NODEMESH_BPFFS_DIR, NODEMESH_HEALTH_PORT,
-             NODEMESH_METRICS_PORT, NODEMESH_SOCKMAP, NODEMESH_RESYNC_SECONDS, NODEMESH_BPF_OBJECTS, NODEMESH_STATUS_SOCKET, NODEMESH_ACCESS_LOG`;
+             NODEMESH_METRICS_PORT, NODEMESH_SOCKMAP, NODEMESH_RESYNC_SECONDS, NODEMESH_BPF_OBJECTS, NODEMESH_STATUS_SOCKET, NODEMESH_ACCESS_LOG, NODEMESH_PROXY_MEMORY_MAX`;
 
 function parseBool(text: string | undefined, what: string, dflt: boolean): boolean {
   if (text === undefined || text === '') return dflt;
@@ -95,6 +100,17 @@ function parseMetricsPort(text: string | undefined, healthPort: number): number 
   return port;
 }
 
+/** `--proxy-memory-max`: bytes, or with a Ki/Mi/Gi suffix (as a container's memory limit is written); `none` = no limit. */
+export function parseMemorySize(text: string | undefined, what: string): number | undefined {
+  if (text === undefined || text === '' || /^(none|off)$/i.test(text)) return undefined;
+  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(text.trim());
+  const bytes = m ? Number(m[1]) * (m[2] === 'Gi' ? 2 ** 30 : m[2] === 'Mi' ? 2 ** 20 : m[2] === 'Ki' ? 2 ** 10 : 1) : NaN;
+  if (!Number.isSafeInteger(bytes) || bytes < 16 * 2 ** 20) {
+    throw new AgentError('NM_ERR_AGENT_CONFIG', `${what}="${text}" is not a memory size of at least 16Mi: use bytes or a Ki/Mi/Gi suffix (e.g. 512Mi), or none`);
+  }
+  return bytes;
+}
+
 /** Parses argv (without node and script) and env into a config; throws NM_ERR_AGENT_CONFIG with the usage on mistakes. */
 export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv): AgentConfig {
   let values: Record<string, string | boolean | undefined>;
@@ -113,6 +129,7 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
         'status-socket': { type: 'string' },
         'access-log': { type: 'string' },
         'run-dir': { type: 'string' },
+        'proxy-memory-max': { type: 'string' },
         sockmap: { type: 'string' },
         'resync-seconds': { type: 'string' },
         'allow-root-cgroup': { type: 'boolean' },
@@ -151,6 +168,7 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     sockmap: parseBool(str('sockmap', 'NODEMESH_SOCKMAP'), '--sockmap', SOCKMAP_DEFAULT),
     resyncSeconds: parseInteger(str('resync-seconds', 'NODEMESH_RESYNC_SECONDS'), '--resync-seconds', 300, 0, 86400),
     allowRootCgroup: values['allow-root-cgroup'] === true,
+    proxyMemoryMaxBytes: parseMemorySize(str('proxy-memory-max', 'NODEMESH_PROXY_MEMORY_MAX'), '--proxy-memory-max'),
     hostNetwork: values['host-network'] === true,
     debug: values.debug === true || env.NODEMESH_DEBUG === '1',
   };

@@ -21,6 +21,7 @@ import { describeError } from './errors.ts';
 import { computeExplanation, parseExplainQuery } from './explain.ts';
 import { startHealthServer } from './health.ts';
 import { startMetricsServer } from './metrics/handler.ts';
+import { setProxyProcessMetrics } from './metrics/mesh-metrics.ts';
 import { ClusterWatch } from './informers.ts';
 import { createLogger } from './logger.ts';
 import { openNodeDatapath } from './node-datapath.ts';
@@ -114,6 +115,7 @@ async function main(): Promise<void> {
   let healthPort = cfg.healthPort;
   const mesh = new MeshNode({
     kc, nodeName: cfg.nodeName, maps: datapath, pinDir: cfg.bpffsDir, sockmap: cfg.sockmap, runDir: cfg.runDir, hostNetwork: cfg.hostNetwork,
+    ...(cfg.proxyMemoryMaxBytes !== undefined ? { proxyMemoryMaxBytes: cfg.proxyMemoryMaxBytes } : {}), nodeCgroup: cfg.cgroupPath,
     cluster: () => loop.snapshot(), clusterVersion: () => loop.status().passes + loop.podEvents(), clusterSynced: () => loop.status().synced, setMeshPorts: (ports) => loop.setMeshPorts(ports), log: log.child('mesh'),
     onTelemetry: (b) => telemetry.onBatch(b), onApplied: (a) => telemetry.recordApply(a),
     // The health/status/metrics/explain port is the node's, not the pods' (agent/admin-guard.ts).
@@ -124,6 +126,7 @@ async function main(): Promise<void> {
     return c === 'no CA configured' ? [] : c.flatMap((x) => (x.notAfter && x.state === 'valid' ? [{ identity: x.spiffeId, notAfter: x.notAfter }] : []));
   };
   telemetry.registry.addCollector(() => telemetry.setCertificates(heldCertificates()));
+  telemetry.registry.addCollector(() => setProxyProcessMetrics(telemetry.metrics, mesh.status().proxy));
   mesh.start();
   stops.push(['mesh', () => mesh.stop()]);
 

@@ -1,7 +1,7 @@
 /** AgentTelemetry on fake maps: worker batches become metrics, BPF counters and map fill are read, stale workers age out. */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { FakeMapSet, nmCount, nmPodegCount, possibleCpus } from '../bpf/index.ts';
+import { FakeMapSet, nmCount, nmPodCount, nmPodegCount, possibleCpus } from '../bpf/index.ts';
 import { createStats } from '../l7proxy/stats.ts';
 import type { RequestRecord } from '../l7proxy/telemetry/records.ts';
 import { createLogger } from './logger.ts';
@@ -50,13 +50,15 @@ describe('AgentTelemetry', () => {
     assert.ok(t.mapFill().length === FILL_MAPS.length && FILL_MAPS.includes('nm_lb_svc') && !FILL_MAPS.includes('nm_dp_cfg'));
   });
 
-  it('exports the pods\' anti-spoofing counters by reason and the admin guard\'s resets by port, no addresses', async () => {
+  it('exports the pods\' anti-spoofing and STRICT-ingress counters by reason and the admin guard\'s resets by port, no addresses', async () => {
     const maps = new FakeMapSet();
     const cpus = possibleCpus;
     const perCpu = (first: bigint, rest = 0n): bigint[] => Array.from({ length: cpus }, (_, i) => (i === 0 ? first : rest));
     maps.map('nm_podeg_count').set(nmPodegCount.NM_PODEG_CNT_PASSED, perCpu(100n, 1n));
     maps.map('nm_podeg_count').set(nmPodegCount.NM_PODEG_CNT_SPOOFED, perCpu(5n));
     maps.map('nm_podeg_count').set(nmPodegCount.NM_PODEG_CNT_NO_ENTRY, perCpu(2n));
+    maps.map('nm_pod_count').set(nmPodCount.NM_POD_CNT_ALLOWED, perCpu(50n));
+    maps.map('nm_pod_count').set(nmPodCount.NM_POD_CNT_DROPPED, perCpu(3n, 1n));
     maps.map('nm_pod4_src').set(7, { addr: '10.244.1.7', flags: 0 });
     let table: { port: number; packets: number }[] | undefined = [{ port: 10256, packets: 9 }, { port: 15012, packets: 1 }];
     const t = new AgentTelemetry({ nodeName: 'node-a', maps, serviceNames: () => new Map(), log, accessLogStream: new PassThrough(), adminGuardRejected: async () => table });
@@ -68,6 +70,8 @@ describe('AgentTelemetry', () => {
     assert.equal(sumSamples(exp, 'nodemesh_pod_egress_drops_total', { reason: 'no_entry' }), 2);
     assert.equal(sumSamples(exp, 'nodemesh_pod_egress_drops_total', { reason: 'ipv6' }), 0);
     assert.equal(sumSamples(exp, 'nodemesh_pod_egress_passed_total'), 100 + (cpus - 1), 'summed over CPUs');
+    assert.equal(sumSamples(exp, 'nodemesh_pod_ingress_drops_total', { reason: 'not_from_proxy' }), 3 + (cpus - 1), 'STRICT guard drops, summed over CPUs');
+    assert.equal(sumSamples(exp, 'nodemesh_pod_ingress_drops_total'), 3 + (cpus - 1), 'allowed packets are not drops: one reason only');
     assert.equal(sumSamples(exp, 'nodemesh_admin_guard_rejected_total', { port: '10256' }), 9);
     assert.equal(sumSamples(exp, 'nodemesh_admin_guard_rejected_total', { port: '15012' }), 1);
     assert.doesNotMatch(text, /10\.244\.1\.7/, 'no pod address in any label');

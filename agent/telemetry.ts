@@ -6,7 +6,7 @@
  */
 import type { Writable } from 'node:stream';
 import { CoreV1Api, ListWatch, Watch, type KubeConfig, type V1Namespace } from '@kubernetes/client-node';
-import { readDatapathCounters, readServiceCounters, type MapSet, nmCount, nmPodegCount } from '../bpf/index.ts';
+import { readDatapathCounters, readServiceCounters, type MapSet, nmCount, nmPodCount, nmPodegCount } from '../bpf/index.ts';
 import type { MapName } from '../bpf/codecs.generated.ts';
 import { mapSpecs } from '../bpf/codecs.generated.ts';
 import type { ProxyStats } from '../l7proxy/stats.ts';
@@ -17,7 +17,7 @@ import type { Logger } from './logger.ts';
 import { AccessLogWriter, computeAccessLogNamespaces } from './metrics/access-log.ts';
 import { createMetricsHandler } from './metrics/handler.ts';
 import {
-  createMeshMetrics, mirrorProxyStats, mirrorSpanStats, recordNodeStateApply, setAdminGuardRejected, setCertificateExpiries, setDatapathCounters, setMapFill, setPodEgressCounters,
+  createMeshMetrics, mirrorProxyStats, mirrorSpanStats, recordNodeStateApply, setAdminGuardRejected, setCertificateExpiries, setDatapathCounters, setMapFill, setPodEgressCounters, setPodIngressCounters,
   type MapFill, type MeshMetrics, type ServiceDatapathCounters,
 } from './metrics/mesh-metrics.ts';
 import { Registry } from './metrics/registry.ts';
@@ -204,6 +204,10 @@ export class AgentTelemetry {
       const podegCounts: bigint[] = [];
       for (let i = 0; i < nmPodegCount.NM_PODEG_CNT_MAX; i++) podegCounts.push((podeg.get(i) ?? []).reduce((a, b) => a + b, 0n));
       setPodEgressCounters(this.metrics, podegCounts);
+      const podIn = this.#o.maps.map('nm_pod_count');
+      const podInCounts: bigint[] = [];
+      for (let i = 0; i < nmPodCount.NM_POD_CNT_MAX; i++) podInCounts.push((podIn.get(i) ?? []).reduce((a, b) => a + b, 0n));
+      setPodIngressCounters(this.metrics, podInCounts);
       const fill: MapFill[] = [];
       for (const name of FILL_MAPS) {
         let entries = 0;

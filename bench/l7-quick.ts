@@ -2,6 +2,8 @@
  * A quick, by-hand measurement of one nodemesh variant as `npm run bench:l7` runs it (same processes, pinning,
  * upstream and load generators), for iterating on the proxy: `node bench/l7-quick.ts --variant mesh|plain`.
  * Prints per phase (fixed rate, saturation): req/s, p50/p99, CPU µs per request of the proxy's process tree, RSS.
+ * `--connections N` (default 64) for the saturation phase: 1 leaves nothing to batch, so CPU per request does not
+ * drop when the machine is busy and the proxy falls behind (better for A/B comparisons on a loaded machine).
  * `--node-args=--cpu-prof` passes flags to the proxy's primary (workers: NM_BENCH_WORKER_ARGS, see bench/lib/nodemesh-proxy.ts);
  * `--compile-cache` starts it with Node's compile cache (bench/lib/nodemesh-env.ts); `--hold S` keeps it up for S seconds
  * to load it by hand; NM_BENCH_PROBE=1 (mesh) logs the workers' event-loop delay and GC pauses.
@@ -34,6 +36,7 @@ const { values: argv } = parseArgs({
     'no-warm': { type: 'boolean', default: false },
     hold: { type: 'string', default: '0' },
     'compile-cache': { type: 'boolean', default: false },
+    connections: { type: 'string', default: '64' },
   },
 });
 const SECONDS = Number(argv.seconds);
@@ -103,7 +106,7 @@ http {
     }
     if (!argv['no-sat']) {
       const c0 = readCpuSeconds(tree());
-      const w = await runWrk(url, { connections: 64, seconds: SECONDS, cpus: '0', script });
+      const w = await runWrk(url, { connections: Number(argv.connections), seconds: SECONDS, cpus: '0', script });
       const c1 = readCpuSeconds(tree());
       const mem = readMemory(tree());
       log(`wrk: ${w.rps.toFixed(0)} req/s p50 ${w.latencyUs.p50} p99 ${w.latencyUs.p99} µs errors ${JSON.stringify(w.errors)}; CPU ${(((c1 - c0) * 1e6) / Math.max(1, w.requests)).toFixed(1)} µs/req (${((c1 - c0) / SECONDS).toFixed(2)} cores); RSS ${mem.rssMb} MB [${mem.perProcess.map((p) => `${p.name}:${p.rssMb}`).join(' ')}]`);

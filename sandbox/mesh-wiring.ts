@@ -9,13 +9,13 @@
  *     cross the node link, which must carry mTLS only (the demo and tests capture it);
  *   - the agents' status and metrics on the machine's loopback: each agent also serves its health endpoint on a
  *     unix socket in the state directory (filesystem sockets cross network namespaces); this proxy, in the
- *     supervisor (root namespace), serves them on 127.0.0.1 and the Nodes carry the URL in the annotation
- *     `nodemesh.io/agent-status-url`, where `kubectl mesh` finds them.
+ *     supervisor (root namespace), serves them on 127.0.0.1 for tests and people. `kubectl mesh` does not use it:
+ *     it reaches the agents through the API server's pods proxy (supervisor-agent-pods.ts), as in a real cluster.
  * Isolation holds: nothing inside the sandbox gets a route out; the supervisor only reaches into it through
  * sockets in its own state directory, and the loopback endpoint forwards three read-only paths per known node.
  */
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
-import { writeFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../agent/atomic-file.ts';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -23,7 +23,7 @@ import { ensureAgentServiceAccount, mintAgentNodeToken } from './agent-credentia
 import { OPERATOR_CA_PORT } from '../operator/status-client.ts';
 import { REPO_ROOT, type SandboxConfig } from './config.ts';
 import { describeError } from './errors.ts';
-import { httpStatusOf, MERGE_PATCH } from './kube.ts';
+import { httpStatusOf } from './kube.ts';
 import type { Logger } from './logger.ts';
 import type { Topology } from './net/topology.ts';
 import type { StateStore } from './state.ts';
@@ -33,8 +33,6 @@ import type { DaemonSpec } from './supervisor.ts';
 export const MESH_NAMESPACE = 'nodemesh-system';
 /** Port of the sandbox OTLP/HTTP receiver (the OTLP default). */
 export const OTLP_PORT = 4318;
-/** Node annotation `kubectl mesh` reads the agent's status URL from (cli/mesh/agent-status.ts). */
-export const AGENT_STATUS_ANNOTATION = 'nodemesh.io/agent-status-url';
 /** Agent tokens live this long; renewed at half-life. */
 const TOKEN_SECONDS = 3600;
 /** Paths the loopback status endpoint forwards to an agent (read-only). */
@@ -126,7 +124,8 @@ export async function startAgentTokens(kc: KubeConfig, cfg: SandboxConfig, topo:
     for (const n of topo.nodes) {
       const t = await mintAgentNodeToken(kc, MESH_NAMESPACE, n.name, TOKEN_SECONDS);
       await store.record({ kind: 'file', path: p.tokenFile(n.name) });
-      await writeFile(p.tokenFile(n.name), t.token, { mode: 0o600 });
+      // Atomic: the agent re-reads it at any moment, and must never see half a token.
+      await writeFileAtomic(p.tokenFile(n.name), t.token, { mode: 0o600 });
     }
   };
   await mint();
@@ -191,14 +190,6 @@ export async function startAgentStatusProxy(cfg: SandboxConfig, topo: Topology, 
     url: `http://127.0.0.1:${bound}`,
     close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
   };
-}
-
-/** Writes each Node's agent status URL annotation (merge patch: the kubelet's own annotations stay). */
-export async function annotateAgentStatusUrls(kc: KubeConfig, topo: Topology, baseUrl: string): Promise<void> {
-  const core = kc.makeApiClient(CoreV1Api);
-  for (const n of topo.nodes) {
-    await core.patchNode({ name: n.name, body: { metadata: { annotations: { [AGENT_STATUS_ANNOTATION]: `${baseUrl}/nodes/${n.name}/statusz` } } } }, MERGE_PATCH);
-  }
 }
 
 /** The parts of an agent's /statusz that say whether its mesh side is ready (agent/main.ts, agent/proxy/mesh-node.ts). */

@@ -2,8 +2,8 @@
  * state.json: every namespace, interface, cgroup, bpffs directory, process, mount and file the sandbox made.
  * An entry is written (atomically) BEFORE the thing is created, so `down` can remove it after any crash.
  */
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic as writeAtomic } from '../agent/atomic-file.ts';
 import { SandboxError } from './errors.ts';
 
 /** One thing the sandbox made. */
@@ -122,18 +122,12 @@ export async function readState(path: string): Promise<SandboxState | undefined>
   return parseState(text, path);
 }
 
-/** Writes a file atomically (temp file, fsync, rename), so a crash leaves the old or the new, never half. */
+/**
+ * Writes a file atomically (temp file, fsync, rename, directory fsync: agent/atomic-file.ts), so a crash or a full
+ * disk leaves the old or the new, never half.
+ */
 export async function writeFileAtomic(path: string, text: string, mode = 0o600): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w', mode);
-  try {
-    await fh.writeFile(text);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
+  await writeAtomic(path, text, { mode, dirMode: 0o755 });
 }
 
 /** The state of one process's view, written through in order: one writer at a time per instance. */

@@ -65,8 +65,9 @@ export async function statusSandbox(cfg: SandboxConfig): Promise<{ up: boolean; 
     const sock = join(cfg.stateDir, OPERATOR_STATUS_SOCKET);
     lines.push(await readOperatorStatus(sock).then(formatOperatorStatus, (err: unknown) => `operator: not answering on ${sock} (${describeError(err)})`));
   }
-  // Mesh wiring (sandbox/mesh-wiring.ts): where agents, traces and `kubectl mesh` meet.
+  // Mesh wiring (sandbox/mesh-wiring.ts): the CA, where traces land, and the agents' loopback status endpoint (for
+  // tests and people; `kubectl mesh` reaches the agents through the API server's pods proxy instead).
   const m = report?.mesh;
-  if (m) lines.push(`mesh: CA ${m.caUrl ?? '-'}; traces ${m.otlpEndpoint ?? '-'} (each node's receiver) → ${m.spansFile}; agents' status ${m.agentStatusUrl ?? '-'}/nodes/<node>/{statusz,metrics} (kubectl mesh status)`);
+  if (m) lines.push(`mesh: CA ${m.caUrl ?? '-'}; traces ${m.otlpEndpoint ?? '-'} (each node's receiver) → ${m.spansFile}; agents' status ${m.agentStatusUrl ?? '-'}/nodes/<node>/{statusz,metrics}`);
   return { up: alive, lines };
 }

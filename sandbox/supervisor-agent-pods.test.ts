@@ -25,7 +25,14 @@ describe('sandbox agent pods', () => {
     assert.equal(pod.spec?.nodeName, 'node-2');
     assert.equal(pod.spec?.hostNetwork, true);
     assert.equal(pod.spec?.serviceAccountName, 'nodemesh-agent');
-    assert.deepEqual(pod.spec?.containers[0]?.ports, [{ name: 'health', containerPort: 10256, hostPort: 10256, protocol: 'TCP' }]);
+    assert.deepEqual(pod.spec?.containers[0]?.ports, [
+      { name: 'health', containerPort: 10256, hostPort: 10256, protocol: 'TCP' },
+      { name: 'metrics', containerPort: 10249, hostPort: 10249, protocol: 'TCP' },
+    ]);
+    // The DaemonSet's scrape annotations, pointing at the port this pod really serves metrics on (not the manifest's 9881).
+    const a = pod.metadata?.annotations ?? {};
+    assert.deepEqual([a['prometheus.io/scrape'], a['prometheus.io/port'], a['prometheus.io/path']], ['true', '10249', '/metrics']);
+    assert.equal(computeAgentPod(template, 'node-2', 10256, 19249).metadata?.annotations?.['prometheus.io/port'], '19249');
   });
 
   it('status: Running on the node\'s address; Ready only while the daemon runs and /readyz answers 200', () => {

@@ -1,7 +1,7 @@
 /**
  * The sandbox's agents as a real cluster shows them: one Pod per node in nodemesh-system, shaped like the agent
- * DaemonSet's pods (deploy/agent/daemonset.yaml: labels, service account, container and its `health` port,
- * hostNetwork), bound to its node, status Running with the node's address as pod IP, Ready while the agent's
+ * DaemonSet's pods (deploy/agent/daemonset.yaml: labels, service account, container and its `health` and `metrics`
+ * ports, the Prometheus scrape annotations, hostNetwork), bound to its node, status Running with the node's address as pod IP, Ready while the agent's
  * /readyz answers 200. The supervisor runs the agents itself (planAgentDaemons), so these are mirror pods, as a
  * kubelet publishes for static pods: annotated `kubernetes.io/config.mirror`, which the sandbox kubelet leaves
  * alone; owned by nothing; deleted when the supervisor stops.
@@ -17,7 +17,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { CoreV1Api, type KubeConfig, type V1Pod, type V1PodCondition, type V1PodStatus } from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
-import { DEFAULT_HEALTH_PORT } from '../agent/config.ts';
+import { DEFAULT_HEALTH_PORT, DEFAULT_METRICS_PORT } from '../agent/config.ts';
 import type { PodProxyDialer, PodProxyTarget } from './apiserver/pod-proxy.ts';
 import { REPO_ROOT, type SandboxConfig } from './config.ts';
 import { describeError } from './errors.ts';
@@ -37,18 +37,27 @@ const PROBE_PERIOD_SECONDS = 5;
  */
 const SYNC_PERIOD_MS = 1000;
 
-/** What the agent pods copy from the DaemonSet's pod template. */
-export type AgentPodTemplate = { labels: Record<string, string>; serviceAccountName: string; container: string; image: string; portName: string };
+/**
+ * What the agent pods copy from the DaemonSet's pod template: labels, service account, container, the names of its
+ * status (`health`) and metrics-only (`metrics`) ports, and its `prometheus.io/*` annotations (the port one is set
+ * to the port the sandbox's agent really serves metrics on).
+ */
+export type AgentPodTemplate = {
+  labels: Record<string, string>; serviceAccountName: string; container: string; image: string; portName: string;
+  metricsPortName: string | undefined; prometheusAnnotations: Record<string, string>;
+};
 
 /** Reads the pod template of deploy/agent/daemonset.yaml (the sandbox's pods stay in step with the manifest). */
 export function loadAgentPodTemplate(file = join(REPO_ROOT, 'deploy/agent/daemonset.yaml')): AgentPodTemplate {
-  const ds = parseYaml(readFileSync(file, 'utf8')) as { spec?: { template?: { metadata?: { labels?: Record<string, string> }; spec?: { serviceAccountName?: string; containers?: { name: string; image?: string; ports?: { name?: string }[] }[] } } } };
+  const ds = parseYaml(readFileSync(file, 'utf8')) as { spec?: { template?: { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec?: { serviceAccountName?: string; containers?: { name: string; image?: string; ports?: { name?: string }[] }[] } } } };
   const t = ds.spec?.template;
   const c = t?.spec?.containers?.[0];
   if (!t?.metadata?.labels || !c) throw new Error(`${file}: no pod template labels or container (spec.template.metadata.labels, spec.template.spec.containers[0])`);
-  // The status port (kubectl mesh's): named `health`; the metrics-only port beside it is not published here.
+  // The status port (kubectl mesh's): named `health`; the metrics-only port beside it (Prometheus's): `metrics`.
   const portName = c.ports?.find((p) => p.name === 'health')?.name ?? c.ports?.[0]?.name ?? 'health';
-  return { labels: t.metadata.labels, serviceAccountName: t.spec?.serviceAccountName ?? 'default', container: c.name, image: c.image ?? 'nodemesh', portName };
+  const metricsPortName = c.ports?.find((p) => p.name === 'metrics')?.name;
+  const prometheusAnnotations = Object.fromEntries(Object.entries(t.metadata.annotations ?? {}).filter(([k]) => k.startsWith('prometheus.io/')));
+  return { labels: t.metadata.labels, serviceAccountName: t.spec?.serviceAccountName ?? 'default', container: c.name, image: c.image ?? 'nodemesh', portName, metricsPortName, prometheusAnnotations };
 }
 
 /** The name of a node's agent pod. */
@@ -56,20 +65,32 @@ export function agentPodName(node: string): string {
   return `nodemesh-agent-${node}`;
 }
 
-/** A node's agent pod as created (pure): spec and metadata; the status comes from computeAgentPodStatus. */
-export function computeAgentPod(t: AgentPodTemplate, node: string, healthPort = DEFAULT_HEALTH_PORT): V1Pod {
+/**
+ * A node's agent pod as created (pure): spec and metadata; the status comes from computeAgentPodStatus. The ports are
+ * the ones the sandbox's agents serve on (their defaults: the DaemonSet moves both with environment variables), and
+ * the Prometheus annotations name the metrics port the pod really has.
+ */
+export function computeAgentPod(t: AgentPodTemplate, node: string, healthPort = DEFAULT_HEALTH_PORT, metricsPort = DEFAULT_METRICS_PORT): V1Pod {
+  const metrics = t.metricsPortName !== undefined;
+  const prometheus = metrics && Object.keys(t.prometheusAnnotations).length > 0
+    ? { ...t.prometheusAnnotations, ...('prometheus.io/port' in t.prometheusAnnotations ? { 'prometheus.io/port': String(metricsPort) } : {}) }
+    : {};
   return {
     apiVersion: 'v1', kind: 'Pod',
     metadata: {
       name: agentPodName(node), namespace: MESH_NAMESPACE, labels: { ...t.labels },
-      annotations: { [MIRROR_POD_ANNOTATION]: 'nodemesh-sandbox-supervisor', 'kubernetes.io/config.source': 'nodemesh-sandbox-supervisor' },
+      annotations: { ...prometheus, [MIRROR_POD_ANNOTATION]: 'nodemesh-sandbox-supervisor', 'kubernetes.io/config.source': 'nodemesh-sandbox-supervisor' },
     },
     spec: {
       nodeName: node, hostNetwork: true, serviceAccountName: t.serviceAccountName, restartPolicy: 'Always', tolerations: [{ operator: 'Exists' }],
       containers: [{
         name: t.container, image: t.image,
-        // The sandbox's agents keep their default status port (the DaemonSet moves it to 9880 with NODEMESH_HEALTH_PORT).
-        ports: [{ name: t.portName, containerPort: healthPort, hostPort: healthPort, protocol: 'TCP' }],
+        // The sandbox's agents keep their default ports (the DaemonSet moves them to 9880/9881 with NODEMESH_HEALTH_PORT
+        // and NODEMESH_METRICS_PORT).
+        ports: [
+          { name: t.portName, containerPort: healthPort, hostPort: healthPort, protocol: 'TCP' },
+          ...(metrics ? [{ name: t.metricsPortName, containerPort: metricsPort, hostPort: metricsPort, protocol: 'TCP' }] : []),
+        ],
         readinessProbe: { httpGet: { path: '/readyz', port: t.portName, host: '127.0.0.1' }, periodSeconds: PROBE_PERIOD_SECONDS },
       }],
     },

@@ -16,7 +16,7 @@
  *      the agents through the API server's pods proxy, whose dialer uses the agents' unix sockets), then the
  *      kube-dns objects
  */
-import { rm, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { moveToCgroup, killCgroup, locateCgroupRoot, removeCgroupTree } from './cgroup.ts';
@@ -204,7 +204,7 @@ async function main(): Promise<void> {
       podProxyDialer: createSandboxPodDialer(cfg, topo),
     }, log.child('apiserver'));
     await api.writeKubeconfig(paths.hostKubeconfig);
-    await writeFile(paths.nodeKubeconfig, computeNodeKubeconfig(api.kubeconfig()), { mode: 0o600 });
+    await writeFileAtomic(paths.nodeKubeconfig, computeNodeKubeconfig(api.kubeconfig()), 0o600);
     report.apiserver = { url: api.url, socket: paths.apiSocket };
     log.info('API server up', { url: api.url });
     controllers = await startControllersComponent(paths.hostKubeconfig, log.child('controllers'));

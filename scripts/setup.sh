@@ -8,8 +8,9 @@ cd "$NODEMESH_ROOT"
 # Debian packages the datapath, the sandbox and the tests use.
 # clang/llvm/libbpf-dev/bpftool build and inspect BPF; libbpf1 is loaded by the binding;
 # iproute2/nftables/iptables build the sandbox; curl/tcpdump/procps are used by tests and the demo;
-# nginx-light/haproxy/wrk are the peers and the load generator of `npm run bench:l7`.
-PACKAGES=(clang llvm clang-format libbpf-dev libbpf1 bpftool iproute2 nftables iptables curl tcpdump procps util-linux ca-certificates nginx-light haproxy wrk)
+# nginx-light/haproxy/wrk are the peers and the load generator of `npm run bench:l7`; nghttp2-client gives h2load
+# (test/integration/l7-load.test.ts: 32 HTTP/2 connections × 100 streams through the proxy).
+PACKAGES=(clang llvm clang-format libbpf-dev libbpf1 bpftool iproute2 nftables iptables curl tcpdump procps util-linux ca-certificates nginx-light haproxy wrk nghttp2-client)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

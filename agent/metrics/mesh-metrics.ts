@@ -6,7 +6,7 @@
 // Label rule: names of things (workload, service, namespace, route, policy, reason), never addresses or paths.
 // `reporter` says which proxy counted (source node or destination node), as Istio does: every mesh request
 // passes through two proxies, and summing without it would count each request twice.
-import { nmCount, nmPodegCount } from '../../bpf/codecs.generated.ts';
+import { nmCount, nmPodCount, nmPodegCount } from '../../bpf/codecs.generated.ts';
 import type { ProxyStats } from '../../l7proxy/stats.ts';
 import type { SpanPipelineStats } from '../../l7proxy/telemetry/counting-batch-processor.ts';
 import type { ConnectionRecord, RequestRecord } from '../../l7proxy/telemetry/records.ts';
@@ -51,6 +51,7 @@ export type MeshMetrics = {
   datapathEvents: Counter;
   podEgressDrops: Counter;
   podEgressPassed: Counter;
+  podIngressDrops: Counter;
   adminGuardRejected: Counter;
   bpfMapEntries: Gauge;
   bpfMapCapacity: Gauge;
@@ -62,6 +63,10 @@ export type MeshMetrics = {
   proxyRejected: Counter;
   proxyUpstreamFailures: Counter;
   proxyConnectionsActive: Gauge;
+  proxyRestarts: Counter;
+  proxyOomKills: Counter;
+  proxyMemoryLimit: Gauge;
+  proxyMemoryUsage: Gauge;
   plaintextInbound: Counter;
   spans: Counter;
   accessLogDropped: Counter;
@@ -92,6 +97,7 @@ export function createMeshMetrics(registry: Registry): MeshMetrics {
     datapathEvents: c('nodemesh_datapath_events_total', 'Other datapath events and failed map updates (BPF nm_dp_count).', ['event']),
     podEgressDrops: c('nodemesh_pod_egress_drops_total', 'Packets a pod sent that its veth dropped (anti-spoofing, BPF nm_podeg_count): spoofed_source (not the pod\'s own IPv4 address), no_entry (veth guarded but not vouched for), ipv6 (pod without an IPv6 address).', ['reason']),
     podEgressPassed: c('nodemesh_pod_egress_passed_total', 'IPv4 packets pods sent from their own address through the anti-spoofing check (BPF nm_podeg_count).'),
+    podIngressDrops: c('nodemesh_pod_ingress_drops_total', 'Packets to an mTLS STRICT pod port that the pod\'s veth dropped (BPF nm_pod_count), by reason: not_from_proxy (the source was not the node proxy: a connection around the mesh).', ['reason']),
     adminGuardRejected: c('nodemesh_admin_guard_rejected_total', 'TCP packets from pods to a node control port (agent status, CA) answered with a reset by the nft table nodemesh_admin, by port.', ['port']),
     bpfMapEntries: g('nodemesh_bpf_map_entries', 'Entries in a pinned BPF map.', ['map']),
     bpfMapCapacity: g('nodemesh_bpf_map_capacity', 'max_entries of a pinned BPF map.', ['map']),
@@ -103,6 +109,10 @@ export function createMeshMetrics(registry: Registry): MeshMetrics {
     proxyRejected: c('nodemesh_proxy_rejected_requests_total', 'Requests the proxy refused before routing (malformed, headers_too_large, bad_target).', ['reason']),
     proxyUpstreamFailures: c('nodemesh_proxy_upstream_failures_total', 'Upstream failures seen by the proxy, by kind.', ['kind']),
     proxyConnectionsActive: g('nodemesh_proxy_connections_active', 'Downstream connections open on the proxy now.'),
+    proxyRestarts: c('nodemesh_proxy_restarts_total', 'Times the agent restarted the node proxy after it died (crash, kill, OOM kill); graceful handovers are not counted.'),
+    proxyOomKills: c('nodemesh_proxy_oom_kills_total', 'OOM kills in the node proxy\'s memory cgroup (its memory limit reached); each one restarts the proxy.'),
+    proxyMemoryLimit: g('nodemesh_proxy_memory_limit_bytes', 'Memory limit of the node proxy\'s cgroup (absent without one).'),
+    proxyMemoryUsage: g('nodemesh_proxy_memory_bytes', 'Memory the node proxy\'s cgroup uses now (absent without one).'),
     plaintextInbound: c('nodemesh_plaintext_inbound_connections_total', 'Plaintext to steered pod ports, by outcome: policed (served unauthenticated under policy), strict_refused (mTLS STRICT: reset), refused (not placeable: reset).', ['outcome']),
     spans: c('nodemesh_trace_spans_total', 'Spans by outcome: queued, dropped (queue full), exported, export_failed.', ['outcome']),
     accessLogDropped: c('nodemesh_access_log_dropped_total', 'Access-log lines dropped because the buffer was full.'),
@@ -213,6 +223,19 @@ export function setPodEgressCounters(m: MeshMetrics, counts: readonly (number | 
   }
 }
 
+/** The metric label of an nm_pod_count index that counts drops; undefined for the others (allowed, the array size). */
+export function describePodIngressDrop(index: number): string | undefined {
+  return index === nmPodCount.NM_POD_CNT_DROPPED ? 'not_from_proxy' : undefined;
+}
+
+/** Mirrors the STRICT pod-ingress guard's drop counters (nm_pod_count, summed over CPUs; index = enum nm_pod_count). */
+export function setPodIngressCounters(m: MeshMetrics, counts: readonly (number | bigint)[]): void {
+  for (const [i, raw] of counts.entries()) {
+    const reason = describePodIngressDrop(i);
+    if (reason) m.podIngressDrops.setTo({ reason }, Number(raw));
+  }
+}
+
 /** Mirrors the admin guard's reset counters (ports no longer guarded lose their series). */
 export function setAdminGuardRejected(m: MeshMetrics, byPort: readonly { port: number; packets: number }[]): void {
   m.adminGuardRejected.clear();
@@ -244,6 +267,19 @@ export function recordNodeStateApply(m: MeshMetrics, a: { version: number; shard
 export function setCertificateExpiries(m: MeshMetrics, certs: readonly { identity: string; notAfter: Date }[]): void {
   m.certificateExpiry.clear();
   for (const c of certs) m.certificateExpiry.set({ identity: c.identity }, Math.floor(c.notAfter.getTime() / 1000));
+}
+
+/** Mirrors the proxy supervisor's view: restarts, and with a memory limit the cgroup's limit, use and OOM kills. */
+export function setProxyProcessMetrics(m: MeshMetrics, s: { restarts: number; memory?: { limitBytes: number; usageBytes?: number; oomKills: number; problem?: string } } | undefined): void {
+  if (!s) return;
+  m.proxyRestarts.setTo(undefined, s.restarts);
+  m.proxyMemoryLimit.clear();
+  m.proxyMemoryUsage.clear();
+  if (!s.memory) return;
+  m.proxyOomKills.setTo(undefined, s.memory.oomKills);
+  if (s.memory.problem !== undefined) return;
+  m.proxyMemoryLimit.set(undefined, s.memory.limitBytes);
+  if (s.memory.usageBytes !== undefined) m.proxyMemoryUsage.set(undefined, s.memory.usageBytes);
 }
 
 /** Mirrors the proxy's node-wide counters (those with no per-request record). */

@@ -72,6 +72,9 @@ export interface MeshNodeOptions {
   ca?: { url: string; tokenFile: string };
   /** Where the proxy's pid file lives; default /run/nodemesh. */
   runDir?: string;
+  /** The proxy's memory limit in bytes (its own cgroup; proxy-supervisor.ts) and the node cgroup it goes under; absent = none. */
+  proxyMemoryMaxBytes?: number;
+  nodeCgroup?: string;
   /** The agent runs in the machine's own network namespace (a real node's hostNetwork): steering may be written there. */
   hostNetwork?: boolean;
   meshNamespace?: string;
@@ -347,6 +350,7 @@ export class MeshNode {
       ...(this.#o.onTelemetry ? { onTelemetry: this.#o.onTelemetry } : {}),
       // `kill -USR2 <agent>`: a graceful proxy restart (new process next to the old one, then the old one drains).
       restartSignal: 'SIGUSR2',
+      ...(this.#o.proxyMemoryMaxBytes !== undefined ? { memoryMaxBytes: this.#o.proxyMemoryMaxBytes, ...(this.#o.nodeCgroup ? { nodeCgroup: this.#o.nodeCgroup } : {}) } : {}),
     });
     await this.#proxy.start();
     // Mesh flows now go to the proxy, and only while its listener is registered (fail closed).

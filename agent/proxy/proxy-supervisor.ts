@@ -12,16 +12,18 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { DEFAULT_DRAIN_TIMEOUT_MS } from '../../l7proxy/drain.ts';
 import { PRIMARY_EXEC_ARGV } from '../../l7proxy/process-memory.ts';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ProxyConfig } from '../../l7proxy/config.ts';
 import type { IdentityTable } from '../../l7proxy/workers.ts';
+import { writeFileAtomicSync } from '../atomic-file.ts';
 import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { FromProxy, ToProxy } from './main.ts';
 import type { TelemetryBatch } from './telemetry-relay.ts';
 import type { MeshPluginData } from './worker-plugin.ts';
+import { applyProxyCgroup, moveIntoProxyCgroup, planProxyCgroup, proxyCgroupPids, readOomKills, readProxyMemory, removeProxyCgroup, type ProxyCgroupPlan } from './proxy-cgroup.ts';
 
 /** What one push to the proxy carries. */
 export interface ProxyUpdate {
@@ -60,6 +62,28 @@ export interface ProxySupervisorOptions {
   restartSignal?: NodeJS.Signals;
   /** The workers' telemetry batches (records for metrics and the access log). */
   onTelemetry?: (batch: TelemetryBatch) => void;
+  /**
+   * A memory limit for the proxy and its workers, in bytes: they run in a cgroup of their own (proxy-cgroup.ts) and an
+   * OOM kill restarts the whole proxy, as a crash does. Absent: the proxy stays in the agent's cgroup.
+   */
+  memoryMaxBytes?: number;
+  /** The node's cgroup v2 directory (the agent's --cgroup): where the proxy's own cgroup goes on cgroup v2. */
+  nodeCgroup?: string;
+  /** How often the cgroup's OOM-kill counter is read (default 250 ms). */
+  oomPollMs?: number;
+}
+
+/** The proxy's memory cgroup as the supervisor sees it. */
+export interface ProxyMemoryStatus {
+  cgroup?: string;
+  hierarchy?: ProxyCgroupPlan['hierarchy'];
+  limitBytes: number;
+  usageBytes?: number;
+  /** OOM kills in the proxy's cgroup since this agent started. */
+  oomKills: number;
+  lastOomKill?: string;
+  /** Why the limit is not in force (no memory controller, a write refused). */
+  problem?: string;
 }
 
 /** The supervisor's view of the proxy. */
@@ -80,6 +104,8 @@ export interface ProxyStatus {
   handover?: { reason: string; since: string; oldPid: number | undefined };
   /** The last graceful restart: why, how long until the new proxy served and until the old one was gone. */
   lastHandover?: { reason: string; oldPid: number | undefined; newPid: number | undefined; readyMs: number; drainedMs: number; outcome: 'graceful' | 'fell-back' | 'failed' };
+  /** With a memory limit: the proxy's cgroup, its use and its OOM kills. */
+  memory?: ProxyMemoryStatus;
 }
 
 /** What a proxy process is started with: changing any of it needs a new process. */
@@ -174,6 +200,21 @@ async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
   return true;
 }
 
+/** The pid file's name without `.pid`: unique per node and bpffs directory (so per sandbox instance). */
+function basenameOfPid(pidFile: string): string {
+  return (pidFile.split('/').pop() ?? 'proxy').replace(/^proxy-/, '').replace(/\.pid$/, '');
+}
+
+/** The parent pid of `pid` (/proc/<pid>/stat, after the command name); undefined when it is gone. */
+function parentPid(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Reads `/proc/<pid>/cmdline`; undefined when the process is gone. */
 function cmdlineOf(pid: number): string | undefined {
   try {
@@ -207,6 +248,10 @@ export class ProxySupervisor {
   #onHandoverExit: ((why: string) => void) | undefined;
   #signalHandler: (() => void) | undefined;
   #statusWaiters = new Map<number, (workers: ProxySample['workers']) => void>();
+  /** The proxy's memory cgroup, when a limit is configured and could be applied. */
+  #cgroup: ProxyCgroupPlan | undefined;
+  #oomSeen = 0;
+  #oomTimer: NodeJS.Timeout | undefined;
 
   constructor(o: ProxySupervisorOptions) {
     this.#o = { ...o };
@@ -226,7 +271,12 @@ export class ProxySupervisor {
 
   /** The proxy's state. */
   status(): ProxyStatus {
-    return { ...this.#status };
+    const s = { ...this.#status };
+    if (s.memory && this.#cgroup) {
+      const usage = readProxyMemory(this.#cgroup);
+      s.memory = { ...s.memory, ...(usage !== undefined ? { usageBytes: usage } : {}) };
+    }
+    return s;
   }
 
   /**
@@ -234,6 +284,7 @@ export class ProxySupervisor {
    * ours serves, then drains (a graceful handover: an agent upgrade loses no connection).
    */
   async start(): Promise<void> {
+    this.#setUpCgroup();
     const leftover = this.#findLeftover();
     if (this.#o.restartSignal) {
       this.#signalHandler = () => { void this.restart({ graceful: true, reason: `signal ${this.#o.restartSignal}` }).catch((err: unknown) => this.#log.error('graceful proxy restart failed', { error: describeError(err) })); };
@@ -303,6 +354,7 @@ export class ProxySupervisor {
   async stop(graceMs = this.#drainTimeoutMs + 5000): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
+    if (this.#oomTimer) clearInterval(this.#oomTimer);
     if (this.#signalHandler && this.#o.restartSignal) process.off(this.#o.restartSignal, this.#signalHandler);
     this.#onHandoverExit?.('supervisor stopped');
     const child = this.#child;
@@ -313,6 +365,64 @@ export class ProxySupervisor {
     if (child && child.exitCode === null && child.signalCode === null) draining.push(this.#terminate(this.#retire(child), graceMs));
     await Promise.all(draining);
     rmSync(this.pidFile, { force: true });
+    if (this.#cgroup && proxyCgroupPids(this.#cgroup).length === 0) removeProxyCgroup(this.#cgroup);
+  }
+
+  /**
+   * Makes the proxy's memory cgroup when a limit is configured (proxy-cgroup.ts) and starts watching its OOM-kill
+   * counter. A limit that cannot be applied is reported (status, log) and the proxy runs without it: refusing to run
+   * the proxy would take the mesh down over a resource setting.
+   */
+  #setUpCgroup(): void {
+    const limit = this.#o.memoryMaxBytes;
+    if (limit === undefined) return;
+    const read = (f: string): string | undefined => { try { return readFileSync(f, 'utf8'); } catch { return undefined; } };
+    const nodeCgroup = this.#o.nodeCgroup ?? '';
+    const planned = planProxyCgroup({
+      nodeCgroup, nodeControllers: nodeCgroup ? read(join(nodeCgroup, 'cgroup.controllers')) : undefined,
+      procSelfCgroup: read('/proc/self/cgroup') ?? '', procMounts: read('/proc/mounts') ?? '',
+      scope: basenameOfPid(this.pidFile),
+    }, limit);
+    if ('problem' in planned) {
+      this.#status.memory = { limitBytes: limit, oomKills: 0, problem: planned.problem };
+      this.#log.error('proxy memory limit not applied', { problem: planned.problem });
+      return;
+    }
+    try {
+      applyProxyCgroup(planned.plan);
+    } catch (err) {
+      this.#status.memory = { limitBytes: limit, oomKills: 0, problem: describeError(err) };
+      this.#log.error('proxy memory limit not applied', { cgroup: planned.plan.dir, error: describeError(err) });
+      return;
+    }
+    this.#cgroup = planned.plan;
+    this.#oomSeen = readOomKills(planned.plan) ?? 0;
+    this.#status.memory = { cgroup: planned.plan.dir, hierarchy: planned.plan.hierarchy, limitBytes: limit, oomKills: 0 };
+    this.#log.info('proxy memory limit in force', { cgroup: planned.plan.dir, hierarchy: planned.plan.hierarchy, limitBytes: limit });
+    this.#oomTimer = setInterval(() => this.#checkOom(), this.#o.oomPollMs ?? 250);
+    this.#oomTimer.unref();
+  }
+
+  /**
+   * Reads the cgroup's OOM-kill counter; on a new kill the whole proxy goes (SIGKILL to the proxy processes in its
+   * cgroup and their workers) and is restarted as after a crash. cgroup v2 does that itself (memory.oom.group); on v1 the
+   * kernel kills one process, often a worker, and a proxy left restarting a worker under the same memory pressure
+   * would serve some connections and drop others: one clear restart is easier to reason about and to alert on.
+   */
+  #checkOom(): void {
+    const cg = this.#cgroup;
+    if (!cg) return;
+    const n = readOomKills(cg);
+    if (n === undefined || n <= this.#oomSeen) return;
+    const delta = n - this.#oomSeen;
+    this.#oomSeen = n;
+    const mem = this.#status.memory!;
+    this.#status.memory = { ...mem, oomKills: mem.oomKills + delta, lastOomKill: new Date().toISOString() };
+    // Only proxies (ours, or a previous agent's being replaced) and their workers: never whatever else was put there.
+    const proxies = new Set([...(this.#child?.pid ? [this.#child.pid] : []), ...[...this.#retiring].map((r) => r.pid)]);
+    const pids = proxyCgroupPids(cg).filter((pid) => proxies.has(pid) || proxies.has(parentPid(pid) ?? -1));
+    this.#log.error('proxy OOM-killed at its cgroup memory limit: restarting it; mesh flows are refused until it is back', { cgroup: cg.dir, limitBytes: cg.limitBytes, oomKills: n, killing: pids.join(',') });
+    for (const pid of pids) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
   }
 
   /** Moves `child` from "the proxy" to "draining": its exit no longer counts as a crash. */
@@ -453,9 +563,13 @@ export class ProxySupervisor {
     if (this.#latest) this.#status.pending = this.#latest.version;
     this.#startedAt = Date.now();
     this.#status = { ...this.#status, pid: child.pid, state: 'starting' };
+    if (child.pid && this.#cgroup) {
+      // Before its workers fork (once the first config arrives): they start in the cgroup too.
+      try { moveIntoProxyCgroup(this.#cgroup, child.pid); } catch (err) { this.#log.error('proxy not moved into its memory cgroup', { pid: child.pid, cgroup: this.#cgroup.dir, error: describeError(err) }); }
+    }
     if (child.pid) {
-      mkdirSync(dirname(this.pidFile), { recursive: true });
-      writeFileSync(this.pidFile, `${child.pid}\n`);
+      // Atomic: a restarted agent reads it to find the proxy to hand over from; a torn pid names a wrong process.
+      try { writeFileAtomicSync(this.pidFile, `${child.pid}\n`, { mode: 0o644, dirMode: 0o755 }); } catch (err) { this.#log.error('proxy pid file not written (a restarted agent will not find this proxy)', { error: describeError(err) }); }
     }
     this.#log.info('proxy started', { pid: child.pid });
     child.on('message', (m: FromProxy) => {
@@ -519,7 +633,11 @@ export class ProxySupervisor {
   #onExit(child: ChildProcess, code: number | null, signal: string | null): void {
     if (this.#child !== child) return;
     this.#child = undefined;
-    const why = signal ? `signal ${signal}` : `exit code ${code}`;
+    let why = signal ? `signal ${signal}` : `exit code ${code}`;
+    // An OOM kill the poll has not seen yet is read now, so the exit is reported as what it was.
+    this.#checkOom();
+    const mem = this.#status.memory;
+    if (mem?.lastOomKill && Date.now() - Date.parse(mem.lastOomKill) < 5000) why += ` (OOM-killed: cgroup memory limit ${mem.limitBytes} bytes)`;
     if (this.#onHandoverExit) {
       // A handover's new proxy died before serving: the handover decides what comes next (the old one still serves).
       this.#status = { ...this.#status, pid: undefined, state: 'down', lastExit: why };

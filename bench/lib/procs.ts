@@ -16,11 +16,12 @@ const started = new Set<ManagedProcess>();
 
 /**
  * Start `cmd args`, pinned to `cpus` (a taskset list like "1" or "0-1") when given; `taskset` execs the command, so
- * the PID is the command's own. Output goes to `logFile` (the bench keeps stdout for its table).
+ * the PID is the command's own. Output goes to `logFile` (the bench keeps stdout for its table); `stdin` gives the
+ * process a pipe to talk to (child.stdin).
  */
-export function startProcess(name: string, cmd: string, args: string[], opts: { cpus?: string; logFile: string; env?: NodeJS.ProcessEnv; onStdout?: (line: string) => void }): ManagedProcess {
+export function startProcess(name: string, cmd: string, args: string[], opts: { cpus?: string; logFile: string; env?: NodeJS.ProcessEnv; onStdout?: (line: string) => void; stdin?: boolean }): ManagedProcess {
   const argv = opts.cpus ? ['taskset', '-c', opts.cpus, cmd, ...args] : [cmd, ...args];
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
   if (child.pid === undefined) throw new Error(`${name}: could not start ${argv.join(' ')} (is ${argv[0]} installed?)`);
   const log = createWriteStream(opts.logFile, { flags: 'a' });
   let buf = '';

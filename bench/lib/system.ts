@@ -1,6 +1,6 @@
 /** Benchmark helpers that read the machine: versions, load, per-CPU busy time, a process tree's CPU and memory. */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 
@@ -133,4 +133,45 @@ export async function findFreePort(): Promise<number> {
   const port = (s.address() as net.AddressInfo).port;
   await new Promise<void>((r) => s.close(() => r()));
   return port;
+}
+
+/** Open file descriptors of the processes (entries of /proc/<pid>/fd; processes gone meanwhile count 0). */
+export function readFdCount(pids: readonly number[]): number {
+  let n = 0;
+  for (const pid of pids) {
+    try { n += readdirSync(`/proc/${pid}/fd`).length; } catch { /* exited */ }
+  }
+  return n;
+}
+
+/**
+ * TCP sockets held by the processes, by what they connect: `downstream` has `listenPort` as its local port (clients
+ * of the proxy), `upstream` has `upstreamPort` as its remote port, `other` is the rest (listeners, IPC, the
+ * control port). Read from /proc/<pid>/fd and /proc/net/tcp{,6} (the processes' network namespace).
+ */
+export function readTcpSockets(pids: readonly number[], listenPort: number, upstreamPort: number): { downstream: number; upstream: number; other: number } {
+  const byInode = new Map<string, { local: number; remote: number }>();
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of (tryRead(file) ?? '').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10) continue;
+      byInode.set(f[9]!, { local: parseInt(f[1]!.split(':')[1]!, 16), remote: parseInt(f[2]!.split(':')[1]!, 16) });
+    }
+  }
+  const out = { downstream: 0, upstream: 0, other: 0 };
+  for (const pid of pids) {
+    let fds: string[] = [];
+    try { fds = readdirSync(`/proc/${pid}/fd`); } catch { continue; }
+    for (const fd of fds) {
+      let link = '';
+      try { link = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
+      const m = /^socket:\[(\d+)\]$/.exec(link);
+      const s = m ? byInode.get(m[1]!) : undefined;
+      if (!s) continue;
+      if (s.local === listenPort && s.remote !== 0) out.downstream++;
+      else if (s.remote === upstreamPort) out.upstream++;
+      else out.other++;
+    }
+  }
+  return out;
 }

@@ -7,7 +7,8 @@
 // @peculiar/x509 resolves its algorithms through tsyringe, which needs the Reflect polyfill loaded first.
 import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../../agent/atomic-file.ts';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { ApiServerError, ERROR_CODES } from './errors.ts';
@@ -126,10 +127,9 @@ async function readIfExists(path: string): Promise<string | undefined> {
   }
 }
 
+/** The CA and serving key must survive a crash or a full disk: the old pair, or the new one (agent/atomic-file.ts). */
 async function writeAtomic(path: string, text: string, mode: number): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, text, { mode });
-  await rename(tmp, path);
+  await writeFileAtomic(path, text, { mode });
 }
 
 /**

@@ -4,7 +4,8 @@
  * crdDirs, and listens on TCP (and optionally a unix socket) with TLS from a CA it makes or reuses.
  */
 
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
+import { writeFileAtomic } from '../../agent/atomic-file.ts';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -215,7 +216,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       preferences: {},
     });
   const writeKubeconfig = async (path: string): Promise<void> => {
-    await writeFile(path, kubeconfig(), { mode: 0o600 });
+    // Atomic: kubectl and the tests read it while a restarted API server rewrites it.
+    await writeFileAtomic(path, kubeconfig(), { mode: 0o600 });
   };
   if (opts.stateDir) await writeKubeconfig(join(opts.stateDir, 'kubeconfig'));
   log(`apiserver: serving ${url}${opts.unixSocketPath ? ` and unix:${opts.unixSocketPath}` : ''}`);

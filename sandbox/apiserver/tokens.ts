@@ -5,7 +5,8 @@
  */
 
 import { randomBytes, timingSafeEqual, webcrypto } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../../agent/atomic-file.ts';
 import { join } from 'node:path';
 import { generateKeyPem, importSigningKey } from './certs.ts';
 import type { JsonObject } from './json.ts';
@@ -66,11 +67,12 @@ export class TokenAuthority {
     }
     if (!token) {
       token = randomBytes(32).toString('base64url');
-      if (stateDir) await writeFile(join(stateDir, 'token'), `${token}\n`, { mode: 0o600 });
+      // Atomic: a token or key cut short by a crash or a full disk would be read back as a different one next time.
+      if (stateDir) await writeFileAtomic(join(stateDir, 'token'), `${token}\n`, { mode: 0o600 });
     }
     if (!keyPem) {
       keyPem = (await generateKeyPem()).pem;
-      if (stateDir) await writeFile(join(stateDir, 'sa.key'), keyPem, { mode: 0o600 });
+      if (stateDir) await writeFileAtomic(join(stateDir, 'sa.key'), keyPem, { mode: 0o600 });
     }
     const priv = await importSigningKey(keyPem);
     const jwk = await webcrypto.subtle.exportKey('jwk', priv);

@@ -1,8 +1,9 @@
 /**
  * The mesh control plane of a sandbox instance, as its supervisor wires it (sandbox/mesh-wiring.ts): the operator
  * daemon (CA on node-1's fabric address), one node-bound CA token per node, an OTLP receiver per node writing
- * <stateDir>/spans.jsonl, and each agent's /statusz and /metrics on the loopback endpoint the Nodes are annotated
- * with. Tests read it from here; none starts its own operator or mints its own tokens.
+ * <stateDir>/spans.jsonl, and each agent's /statusz and /metrics on the supervisor's loopback endpoint (tests read
+ * agents there; `kubectl mesh` goes through the API server's pods proxy). Tests read it from here; none starts its
+ * own operator or mints its own tokens.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { sandboxPaths, type SandboxConfig } from '../../../sandbox/config.ts';
