@@ -367,8 +367,10 @@ async function runL7(upstream: number, script: string): Promise<L7Result> {
   if (limit) log(`  L7 proxy limited to ${CPU_LIMIT} cores: ${limit.where}`);
   else if (CPU_LIMIT > 0) log(`  L7 proxy NOT CPU-limited (no cgroup could be made): the generator may not reach ${FACTOR}× capacity`);
   try {
-    await runWrk(`http://127.0.0.1:${v.port}/`, { connections: 64, seconds: 1, cpus: GEN_CPU, script });
-    const cap = await runWrk(`http://127.0.0.1:${v.port}/`, { connections: 64, seconds: 3, cpus: GEN_CPU, script });
+    await runWrk(`http://127.0.0.1:${v.port}/`, { connections: 64, seconds: 2, cpus: GEN_CPU, script });
+    // The better of two runs: on a shared machine one run can land in someone else's burst and understate it.
+    const caps = [await runWrk(`http://127.0.0.1:${v.port}/`, { connections: 64, seconds: 3, cpus: GEN_CPU, script }), await runWrk(`http://127.0.0.1:${v.port}/`, { connections: 64, seconds: 3, cpus: GEN_CPU, script })];
+    const cap = caps[0]!.rps >= caps[1]!.rps ? caps[0]! : caps[1]!;
     const capacityErrors = cap.errors.connect + cap.errors.read + cap.errors.write + cap.errors.status + cap.errors.timeout;
     const capacityRps = Math.round(cap.rps);
     // The normal rate: the anchors' L1 (1,000 req/s), or 30 % of capacity on a machine where that is less.
@@ -451,6 +453,8 @@ function computeGoals(r: Results): string[] {
     const ov = r.l7.run.phases.find((p) => p.phase === 'overload')!;
     const shed = Object.entries(ov.byStatus).filter(([s]) => s === '503' || s === '429').reduce((a, [, n]) => a + n, 0);
     const restarted = JSON.stringify(r.l7.workersBefore) !== JSON.stringify(r.l7.workersAfter);
+    const served = Math.max(...r.l7.run.windows.filter((w) => w.phase === 'overload').map((w) => Object.entries(w.byStatus).reduce((x, [, n]) => x + n, 0)));
+    goals.push(`- L7 offered ${r.l7.overloadRate} req/s = ${FACTOR}× the measured capacity (${r.l7.capacityRps} req/s); the proxy answered at most ${served} requests scheduled in one overload second, so the offered load was **${f(r.l7.overloadRate / Math.max(1, served), 1)}×** what it served at best.`);
     goals.push(`- L7 at ${FACTOR}× capacity: answered by the proxy with 503/429 **${shed}**, timed out **${ov.timeouts}**, not sent because the client's ${MAX_CONNS} connections were all waiting **${ov.notSent}** of ${ov.scheduled}; answered p99 **${ms(ov.latencyUs.p99)} ms** — goal "fast 503/refusal": ${met(shed + ov.connectErrors > 0 && ov.timeouts === 0)}; no hang/OOM (every request answered within 2 s, no worker restart): ${met(!restarted && ov.timeouts === 0)} (worker ${restarted ? 'restarted or changed' : 'unchanged'}, RSS peak ${f(r.l7.peakRssMb)} MB).${r.l7.generatorBound ? ` **The overload did not saturate the proxy (busiest second ${f(r.l7.overloadCores, 2)} cores): generator-bound, not a measurement of overload.**` : ''}`);
     goals.push(`- L7 back to baseline after the overload (3+ consecutive one-second windows all 2xx, p99 ≤ ${ms(r.l7.goodP99Us)} ms): **${r.l7.recoveryS === undefined ? `not within ${RECOVERY_S} s` : `${r.l7.recoveryS} s`}** — goal ≤ 30 s: ${met(r.l7.recoveryS !== undefined && r.l7.recoveryS <= 30)}.`);
   }
@@ -542,7 +546,7 @@ nodemesh ×1 (plain config: one service, no circuit breaker, no rate limit)${l7.
 (${l7.cpuLimit.where}; what a DaemonSet's \`resources.limits.cpu\` does, with a 10 ms period so throttling stalls stay
 short). The limit is there so that the generator, one Node process on the other core, can offer ${FACTOR}× what the proxy
 serves: unlimited, the proxy's core serves more than the generator can send. \`--cpu-limit 0\` runs it unlimited` : ', unlimited on its core'}.
-Capacity = wrk \`-c64\` for 3 s after a 1 s warm-up: **${l7.capacityRps} req/s**. Proxy CPU in the busiest second of the overload:
+Capacity = the better of two wrk \`-c64\` runs of 3 s after a 2 s warm-up: **${l7.capacityRps} req/s**. Proxy CPU in the busiest second of the overload:
 ${f(l7.overloadCores, 2)} cores${l7.generatorBound ? ' — **not saturated: the figures below are generator-bound**' : ' (saturated)'}. Then \`bench/lib/overload.ts\` (open loop, HTTP/1.1 keep-alive, up to ${MAX_CONNS} connections, 2 s
 deadline per request, latency from the scheduled send time) offers ${l7.baseRate} req/s for 5 s (baseline: the anchors' L1 rate,
 or 30 % of capacity if that is less), **${l7.overloadRate} req/s for ${OVERLOAD_S} s**, then ${l7.baseRate} req/s for ${RECOVERY_S} s. Each request counts in
