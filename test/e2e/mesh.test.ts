@@ -40,7 +40,7 @@ function podNetns(key: string): string {
   throw new Error(`pod ${key} not in the supervisor report`);
 }
 
-/** The agent's /statusz of a node, through the supervisor's loopback endpoint (Node annotation nodemesh.io/agent-status-url). */
+/** The agent's /statusz of a node, through the supervisor's loopback status endpoint (API port + 1). */
 const agentStatus = (node: string): Promise<AgentStatus> => fetchAgentStatus(cfg, node);
 
 const objects = (rawDir: string): string => `
