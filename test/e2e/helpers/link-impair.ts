@@ -4,7 +4,7 @@
  * for EDT timestamps here): tests that need latency emulate it themselves and must say so.
  * Only interfaces inside the sandbox's own namespaces (`nm-<instance>-*`) are accepted, never the machine's.
  */
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { structCodec, u32, u64 } from '../../../bpf/codec.ts';
 import { DEFAULT_OBJECT_DIR } from '../../../bpf/datapath.ts';
@@ -24,7 +24,8 @@ export const IMPAIR_OBJECT = join(DEFAULT_OBJECT_DIR, 'test', 'impair.bpf.o');
 export interface ImpairCfg { loss_ppm: number }
 /**
  * The object's maps, written here rather than generated: bpf/codecs.generated.ts covers the datapath's objects only,
- * and every map in it is one the agent opens. Loading checks the sizes against the object's BTF (a drift fails there).
+ * and every map in it is one the agent opens. openPinnedMap compares key/value sizes and entries with the pinned map
+ * (which the object created), so a drift from bpf/impair.c fails loudly.
  */
 export const IMPAIR_MAPS = {
   cfg: { name: 'nm_impair_cfg', type: 'array', key: u32, value: structCodec<ImpairCfg>('struct nm_impair_cfg', 8, [['loss_ppm', 0, u32]]), maxEntries: 1, flags: 0, objects: ['impair'] } as MapSpec<number, ImpairCfg>,
@@ -81,6 +82,12 @@ export async function detachImpairment(run: Runner, plan: ImpairmentPlan): Promi
     if (r.code === 0) out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { ingress: boolean; egress: boolean };
   } finally {
     rmSync(plan.pinDir, { recursive: true, force: true });
+    // The shared root goes with its last impairment (another test's may still be there).
+    try {
+      if (readdirSync(IMPAIR_PIN_ROOT).length === 0) rmdirSync(IMPAIR_PIN_ROOT);
+    } catch {
+      // already gone
+    }
   }
   return out;
 }
