@@ -81,12 +81,22 @@ export interface AttachmentReport {
 type AnyMap = BpfMap<unknown, unknown>;
 
 /** Maps of a node opened from their pins (owned fds), by name. */
+/** The maps the datapath's objects declare (what Datapath.open pins). */
+export function datapathMapNames(): MapName[] {
+  const loaded = new Set<string>(DATAPATH_OBJECTS);
+  return (Object.keys(mapSpecs) as MapName[]).filter((name) => (mapSpecs[name] as MapSpec<unknown, unknown>).objects.some((o) => loaded.has(o)));
+}
+
 export class PinnedMaps implements MapSet {
   readonly pinDir: string;
   readonly #maps = new Map<string, AnyMap>();
 
-  /** Opens every map of mapSpecs pinned under <pinDir>/maps; throws when one is missing or differs. */
-  constructor(pinDir: string, names: readonly MapName[] = Object.keys(mapSpecs) as MapName[]) {
+  /**
+   * Opens the maps of the datapath's objects (DATAPATH_OBJECTS) pinned under <pinDir>/maps; throws when one is
+   * missing or differs. A map only some other object declares (one built but not loaded by the agent) is not
+   * expected among the pins: requiring it would keep every agent from starting.
+   */
+  constructor(pinDir: string, names: readonly MapName[] = datapathMapNames()) {
     this.pinDir = pinDir;
     try {
       for (const name of names) {
