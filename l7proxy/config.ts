@@ -46,6 +46,13 @@ export type ProxyLimits = {
    * else the stream is reset; default 30000.
    */
   requestBodyIdleTimeoutMs?: number;
+  /**
+   * Overload shedding per worker (overload.ts): when the event loop runs this late, new requests get 503 with
+   * `x-nodemesh-overloaded: proxy` at once instead of queueing; default 500 (never reached in normal operation).
+   */
+  maxEventLoopLagMs?: number;
+  /** The same when this many requests are in flight on one worker; default 10000. */
+  maxInFlightRequests?: number;
 };
 
 /** A destination as the client dialled it: a ClusterIP service port, or a meshed pod address dialled directly. */
@@ -231,6 +238,8 @@ export function computeLimits(config: Pick<ProxyConfig, 'limits'>): EffectiveLim
     sniffTimeoutMs: l.sniffTimeoutMs ?? 300,
     requestHeadersTimeoutMs: l.requestHeadersTimeoutMs ?? 10_000,
     requestBodyIdleTimeoutMs: l.requestBodyIdleTimeoutMs ?? 30_000,
+    maxEventLoopLagMs: l.maxEventLoopLagMs ?? 500,
+    maxInFlightRequests: l.maxInFlightRequests ?? 10_000,
   };
 }
 
@@ -492,6 +501,8 @@ export function validateConfig(config: unknown): ConfigIssue[] {
   optNum('limits.sniffTimeoutMs', lim.sniffTimeoutMs, 1, 60_000);
   optNum('limits.requestHeadersTimeoutMs', lim.requestHeadersTimeoutMs, 100, 600_000);
   optNum('limits.requestBodyIdleTimeoutMs', lim.requestBodyIdleTimeoutMs, 100, 3_600_000);
+  optNum('limits.maxEventLoopLagMs', lim.maxEventLoopLagMs, 10, 60_000);
+  optNum('limits.maxInFlightRequests', lim.maxInFlightRequests, 1, 1_000_000);
   return issues;
 }
 

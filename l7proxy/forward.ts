@@ -11,6 +11,7 @@ import { ProxyError, RequestRejection, describeError } from './errors.ts';
 import { computeGrpcStatus, computeProxyHeaderList, computeRequestHeaders, computeResponseHeaderList, computeResponseHeaders, computeTrailerList, encodeGrpcMessage, isGrpcContentType, OVERLOADED_HEADER, readHeader, toFlatHeaders, toHeaderObject, toHeaderPairs } from './headers.ts';
 import { checkHttp1Request, writeRawErrorAndClose } from './http1.ts';
 import { formatTarget, normalizeTarget } from './normalize.ts';
+import { SHED_RETRY_AFTER_S, type OverloadMonitor } from './overload.ts';
 import { computeAdmission, computeBackoff, computeFault, computeMaxRetries, computeOutlierPolicy, computeProxyErrorHeaders, isPeerConnectFailure } from './resilience.ts';
 import { applyHeaderModifier, chooseWeighted, computeRedirect, computeRewrittenPath, matchRoute, type HeaderList, type RouteCandidate, type RouteRequest } from './route.ts';
 import type { BackendState, CompiledService, ProxySnapshot } from './snapshot.ts';
@@ -54,6 +55,8 @@ export type ForwardDeps = {
   rand(): number;
   now(): number;
   draining(): boolean;
+  /** This worker's overload state and in-flight count; absent = no shedding. */
+  overload?: OverloadMonitor | undefined;
 };
 
 /** Methods whose requests may be sent twice (RFC 9110 §9.2.2). */
@@ -401,6 +404,12 @@ function finishTimeout(deps: ForwardDeps, ctx: ConnContext, ex: Exchange, starte
 function runExchange(deps: ForwardDeps, ctx: ConnContext, ex: Exchange): void {
   try {
     const started = deps.now();
+    const overload = deps.overload;
+    if (overload) {
+      if (overload.decide() !== 'admit') { shedOverloaded(deps, ctx, ex, started); return; }
+      overload.inFlight++;
+      ex.onClose(() => { overload.inFlight--; });
+    }
     const snap = deps.snapshot();
     const prepared = prepare(deps, ctx, ex, snap);
     if (deps.telemetry) ex.trace = deps.telemetry.request(ctx, ex, prepared, snap);
@@ -418,6 +427,17 @@ function runExchange(deps: ForwardDeps, ctx: ConnContext, ex: Exchange): void {
   } catch (err) {
     deps.log.error('request handler failed', { err: describeError(err) });
   }
+}
+
+/**
+ * This worker is overloaded (overload.ts): answer before any parsing or routing, so a shed request costs next to
+ * nothing, and close the HTTP/1 connection so the client retries elsewhere or later (gRPC: UNAVAILABLE).
+ */
+function shedOverloaded(deps: ForwardDeps, ctx: ConnContext, ex: Exchange, started: number): void {
+  deps.stats.rejected.overloaded++;
+  if (ex.protocol === 'http1') ctx.poisoned = true;
+  ex.respond(503, [[OVERLOADED_HEADER, 'proxy'], ['retry-after', String(SHED_RETRY_AFTER_S)]], 'proxy overloaded\n', true);
+  logExchange(deps, ctx, ex, started, 503, { reason: 'proxy overloaded' });
 }
 
 /**

@@ -15,6 +15,7 @@ import { DEFAULT_DRAIN_TIMEOUT_MS, computeDrainSettings, planDrainStep, type Dra
 import { handleHttp1Request, handleHttp2Request, handleUpgrade, type ConnContext, type ForwardDeps, type SourceIdentity } from './forward.ts';
 import { createHttp1Server, writeRawErrorAndClose } from './http1.ts';
 import { createHttp2Server } from './http2.ts';
+import { OverloadMonitor } from './overload.ts';
 import { computeAdmission } from './resilience.ts';
 import { listenOptionsFor } from './shared-listeners.ts';
 import { compileSnapshot, reconcileBackendStates, type BackendState, type CompiledService, type ProxySnapshot } from './snapshot.ts';
@@ -99,6 +100,8 @@ export class NodeProxy {
   /** Stopped (or the drain deadline passed): anything still arriving is refused. */
   #closed = false;
   #deps: ForwardDeps;
+  /** This worker's own admission control: sheds requests when its event loop or in-flight count is over the limits. */
+  #overload = new OverloadMonitor(() => this.#snapshot.limits);
 
   constructor(opts: ProxyOptions) {
     this.#opts = opts;
@@ -117,6 +120,7 @@ export class NodeProxy {
       rand: opts.rand ?? Math.random,
       now: opts.now ?? Date.now,
       draining: () => this.#draining,
+      overload: this.#overload,
     };
   }
 
@@ -192,6 +196,7 @@ export class NodeProxy {
   #startServers(): void {
     this.#draining = false;
     this.#closed = false;
+    this.#overload.start();
     const limits = this.#snapshot.limits;
     this.#h1 = createHttp1Server(limits, {
       request: (req, res) => {
@@ -273,6 +278,7 @@ export class NodeProxy {
       await new Promise((r) => setTimeout(r, 20));
     }
     this.#closed = true;
+    this.#overload.stop();
     for (const s of this.#sessions) s.destroy();
     for (const s of this.#sockets.keys()) s.destroy();
     this.#h1?.closeAllConnections();
@@ -308,6 +314,8 @@ export class NodeProxy {
   #onConnection(socket: Socket): void {
     this.#track(socket);
     if (this.#closed) { socket.destroy(); return; }
+    // Far over the overload limits even a new connection's sniffing and parsing costs CPU the worker lacks: refuse fast.
+    if (this.#overload.action === 'stop-accepting') { this.#stats.connections.overloadRefused++; socket.resetAndDestroy(); return; }
     this.#routeConnection(socket).catch((err) => {
       this.#log.error('connection handling failed', { err: describeError(err) });
       socket.destroy();

@@ -3,8 +3,11 @@
 /** Counters since start; the exporter turns them into metrics, so names stay stable. */
 export type ProxyStats = {
   requests: { total: number; byCode: Record<string, number> };
-  /** Requests refused before routing: framing (400), header limits (431), path/host rules (400), parse errors by llhttp code. */
-  rejected: { malformed: number; headersTooLarge: number; badTarget: number; parseErrors: Record<string, number> };
+  /**
+   * Requests refused before routing: framing (400), header limits (431), path/host rules (400), parse errors by llhttp
+   * code, and requests shed with 503 because this worker was overloaded (overload.ts).
+   */
+  rejected: { malformed: number; headersTooLarge: number; badTarget: number; overloaded: number; parseErrors: Record<string, number> };
   retries: number;
   retryBudgetExhausted: number;
   timeouts: { request: number; backendRequest: number };
@@ -13,7 +16,8 @@ export type ProxyStats = {
   faults: { delayed: number; aborted: number };
   authz: { allow: number; deny: number; audit: number };
   upstream: { connectFailures: number; resets: number; protocolErrors: number; ejections: number; noEndpoint: number };
-  connections: { accepted: number; active: number; http1: number; http2: number; tcp: number; noOriginalDst: number; unknownDestination: number; tcpDenied: number };
+  /** `overloadRefused`: new connections reset because the worker was far over its overload limits (overload.ts). */
+  connections: { accepted: number; active: number; http1: number; http2: number; tcp: number; noOriginalDst: number; unknownDestination: number; tcpDenied: number; overloadRefused: number };
   http2: { rapidResetGoaways: number };
   /** Plaintext from outside the mesh steered to the proxy (inbound-plaintext.ts): served under policy, reset for STRICT, reset as unplaceable. */
   plaintextInbound: { policed: number; strictRefused: number; refused: number };
@@ -26,7 +30,7 @@ export type ProxyStats = {
 export function createStats(): ProxyStats {
   return {
     requests: { total: 0, byCode: {} },
-    rejected: { malformed: 0, headersTooLarge: 0, badTarget: 0, parseErrors: {} },
+    rejected: { malformed: 0, headersTooLarge: 0, badTarget: 0, overloaded: 0, parseErrors: {} },
     retries: 0,
     retryBudgetExhausted: 0,
     timeouts: { request: 0, backendRequest: 0 },
@@ -35,7 +39,7 @@ export function createStats(): ProxyStats {
     faults: { delayed: 0, aborted: 0 },
     authz: { allow: 0, deny: 0, audit: 0 },
     upstream: { connectFailures: 0, resets: 0, protocolErrors: 0, ejections: 0, noEndpoint: 0 },
-    connections: { accepted: 0, active: 0, http1: 0, http2: 0, tcp: 0, noOriginalDst: 0, unknownDestination: 0, tcpDenied: 0 },
+    connections: { accepted: 0, active: 0, http1: 0, http2: 0, tcp: 0, noOriginalDst: 0, unknownDestination: 0, tcpDenied: 0, overloadRefused: 0 },
     http2: { rapidResetGoaways: 0 },
     plaintextInbound: { policed: 0, strictRefused: 0, refused: 0 },
     upgrades: 0,

@@ -106,7 +106,7 @@ export function createMeshMetrics(registry: Registry): MeshMetrics {
     nodeStateApply: registry.histogram({ name: 'nodemesh_nodestate_apply_seconds', help: 'Time to apply a NodeState set (plan, BPF maps, proxy config swap).', buckets: APPLY_BUCKETS }),
     nodeStateApplyFailures: c('nodemesh_nodestate_apply_failures_total', 'NodeState applies that failed and kept the previous state.'),
     certificateExpiry: g('nodemesh_certificate_expiry_timestamp_seconds', 'notAfter of the workload certificate held for an identity (Unix seconds).', ['identity']),
-    proxyRejected: c('nodemesh_proxy_rejected_requests_total', 'Requests the proxy refused before routing (malformed, headers_too_large, bad_target).', ['reason']),
+    proxyRejected: c('nodemesh_proxy_rejected_requests_total', 'Requests the proxy refused before routing (malformed, headers_too_large, bad_target; overloaded: shed with 503 because the proxy worker itself was overloaded).', ['reason']),
     proxyUpstreamFailures: c('nodemesh_proxy_upstream_failures_total', 'Upstream failures seen by the proxy, by kind.', ['kind']),
     proxyConnectionsActive: g('nodemesh_proxy_connections_active', 'Downstream connections open on the proxy now.'),
     proxyRestarts: c('nodemesh_proxy_restarts_total', 'Times the agent restarted the node proxy after it died (crash, kill, OOM kill); graceful handovers are not counted.'),
@@ -287,6 +287,7 @@ export function mirrorProxyStats(m: MeshMetrics, s: ProxyStats): void {
   m.proxyRejected.setTo({ reason: 'malformed' }, s.rejected.malformed);
   m.proxyRejected.setTo({ reason: 'headers_too_large' }, s.rejected.headersTooLarge);
   m.proxyRejected.setTo({ reason: 'bad_target' }, s.rejected.badTarget);
+  m.proxyRejected.setTo({ reason: 'overloaded' }, s.rejected.overloaded ?? 0); // absent from a worker of an older build during a handover
   m.proxyUpstreamFailures.setTo({ kind: 'connect' }, s.upstream.connectFailures);
   m.proxyUpstreamFailures.setTo({ kind: 'reset' }, s.upstream.resets);
   m.proxyUpstreamFailures.setTo({ kind: 'protocol' }, s.upstream.protocolErrors);
