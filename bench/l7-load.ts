@@ -25,7 +25,7 @@ import type { FixedRateResult } from './lib/fixed-rate.ts';
 import type { IdleProbeResult } from './lib/idle-connections.ts';
 import type { MeshBenchCerts } from './lib/nodemesh-mesh.ts';
 import { computeRecoveryS, computeWindowGood, type OverloadResult } from './lib/overload.ts';
-import { type ManagedProcess, runCommand, startProcess, stopAllProcesses, stopProcess, waitForPort } from './lib/procs.ts';
+import { type ManagedProcess, requireL7BenchTools, runCommand, startProcess, stopAllProcesses, stopProcess, waitForPort } from './lib/procs.ts';
 import { findFreePort, readCpuSeconds, readFdCount, readMachineInfo, readTcpSockets, readMemory, readProcessTree, type MachineInfo } from './lib/system.ts';
 import { runWrk, writeWrkScript } from './lib/wrk.ts';
 
@@ -574,12 +574,7 @@ multiple of nodemesh's and three times it is beyond what this generator offers o
 }
 
 async function main(): Promise<void> {
-  if (process.platform !== 'linux') throw new Error('bench:l7-load runs on Linux only (taskset, /proc)');
-  for (const [tool, args] of [['nginx', ['-v']], ['haproxy', ['-v']], ['wrk', ['--version']], ['taskset', ['--version']]] as const) {
-    try { await runCommand(tool, [...args], { timeoutMs: 5000 }); } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`${tool} is not installed; run scripts/setup.sh (it installs nginx-light, haproxy and wrk)`, { cause: err });
-    }
-  }
+  await requireL7BenchTools('bench:l7-load');
   const started = new Date();
   const info = readMachineInfo({ nginx: ['nginx', ['-v']], haproxy: ['haproxy', ['-v']], wrk: ['wrk', ['--version']] }, REPO);
   log(`${CPUS} CPUs; load average ${info.loadAvg.join(' ')}; temp dir ${dir}`);

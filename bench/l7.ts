@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { FixedRateResult } from './lib/fixed-rate.ts';
-import { type ManagedProcess, runCommand, startProcess, stopAllProcesses, stopProcess, waitForPort } from './lib/procs.ts';
+import { type ManagedProcess, requireL7BenchTools, runCommand, startProcess, stopAllProcesses, stopProcess, waitForPort } from './lib/procs.ts';
 import { computeCv, computePairedRatios, computeShuffled, computeSpread, createRandom } from './lib/stats.ts';
 import { computeCpuBusy, findFreePort, readCpuSeconds, readCpuTimes, readMachineInfo, readMemory, readProcessTree, type MachineInfo } from './lib/system.ts';
 import { runWrk, writeWrkScript, type WrkResult } from './lib/wrk.ts';
@@ -582,12 +582,7 @@ connection to the next worker over IPC.
 }
 
 async function main(): Promise<void> {
-  if (process.platform !== 'linux') throw new Error('bench:l7 runs on Linux only (taskset, /proc)');
-  for (const [tool, args] of [['nginx', ['-v']], ['haproxy', ['-v']], ['wrk', ['--version']], ['taskset', ['--version']]] as const) {
-    try { await runCommand(tool, [...args], { timeoutMs: 5000 }); } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`${tool} is not installed; run scripts/setup.sh (it installs nginx-light, haproxy and wrk)`, { cause: err });
-    }
-  }
+  await requireL7BenchTools('bench:l7');
   const started = new Date();
   const info = readMachineInfo({ nginx: ['nginx', ['-v']], haproxy: ['haproxy', ['-v']], wrk: ['wrk', ['--version']] }, REPO);
   log(`seed ${SEED}; ${CPUS} CPUs; load average ${info.loadAvg.join(' ')}; temp dir ${dir}`);

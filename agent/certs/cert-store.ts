@@ -1,10 +1,10 @@
-/** Optional on-disk copy of workload certificates: one file per identity, written atomically (temp file + rename). */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+/** Optional on-disk copy of workload certificates: one file per identity, written atomically (agent/atomic-file.ts). */
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { isAtomicTempName, writeFileAtomic } from '../atomic-file.ts';
 import { CertsError } from './errors.ts';
 
-/** File name suffix; temp files carry `.tmp-<pid>-<random>` after it. */
+/** File name suffix; temp files of an interrupted write carry `.tmp-<pid>-<random>` after it (agent/atomic-file.ts). */
 const SUFFIX = '.pem';
 
 /** Reads and writes `<dir>/<ns>_<sa>.pem` holding the certificate chain followed by the private key. */
@@ -20,20 +20,10 @@ export class CertStore {
    */
   async write(key: string, certChainPem: string, keyPem: string): Promise<void> {
     const path = join(this.dir, key + SUFFIX);
-    const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
     try {
-      await mkdir(this.dir, { recursive: true, mode: 0o700 });
-      const fh = await open(tmp, 'wx', 0o600);
-      try {
-        await fh.writeFile(certChainPem + keyPem);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, path);
+      await writeFileAtomic(path, certChainPem + keyPem, { mode: 0o600, dirMode: 0o700 });
     } catch (err) {
-      await rm(tmp, { force: true }).catch(() => {});
-      throw new CertsError('NM_ERR_CERTS_STORE', `writing ${path}: ${(err as Error).message} (is the directory writable by the agent?)`, { cause: err });
+      throw new CertsError('NM_ERR_CERTS_STORE', `${(err as Error).message} (is the directory writable by the agent?)`, { cause: err });
     }
   }
 
@@ -60,7 +50,7 @@ export class CertStore {
     } catch {
       return;
     }
-    await Promise.all(names.filter((n) => n.includes(`${SUFFIX}.tmp-`)).map((n) => rm(join(this.dir, n), { force: true })));
+    await Promise.all(names.filter((n) => n.includes(`${SUFFIX}.tmp-`) && isAtomicTempName(n)).map((n) => rm(join(this.dir, n), { force: true })));
   }
 }
 

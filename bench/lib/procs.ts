@@ -88,3 +88,16 @@ export function runCommand(cmd: string, args: string[], opts: { cpus?: string; t
     });
   });
 }
+
+/**
+ * What the L7 benches need before anything starts: Linux (taskset, /proc) and the peers and load tools on PATH,
+ * named with the command that installs them.
+ */
+export async function requireL7BenchTools(bench: string): Promise<void> {
+  if (process.platform !== 'linux') throw new Error(`${bench} runs on Linux only (taskset, /proc)`);
+  for (const [tool, args] of [['nginx', ['-v']], ['haproxy', ['-v']], ['wrk', ['--version']], ['taskset', ['--version']]] as const) {
+    try { await runCommand(tool, [...args], { timeoutMs: 5000 }); } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`${tool} is not installed; run scripts/setup.sh (it installs nginx-light, haproxy and wrk)`, { cause: err });
+    }
+  }
+}
