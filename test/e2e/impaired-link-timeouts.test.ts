@@ -30,6 +30,7 @@ import { attachImpairment, detachImpairment, type ImpairmentPlan, planImpairment
 import { assertMeshWired, agentStatus, fetchAgent } from './helpers/mesh-control-plane.ts';
 import { NODEMESH, ok, poller, requireRoot, sandboxInstance, tempDir } from './helpers/sandbox-instance.ts';
 import type { TimedResult } from './helpers/timed-requests.ts';
+import { twoNodeEchoYaml } from './helpers/two-node-echo.ts';
 
 const INSTANCE = 'faults';
 const NS = 'faults';
@@ -41,53 +42,12 @@ const TIMED = join(import.meta.dirname, 'helpers/timed-requests.ts');
 const LOSS = 0.05;
 const EMULATED_LATENCY_MS = 200;
 
-const objects = (rawDir: string): string => `
-apiVersion: v1
-kind: Namespace
-metadata: {name: ${NS}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: client, namespace: ${NS}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: echo, namespace: ${NS}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: ${NS}, labels: {app: client}}
-spec:
-  nodeName: node-1
-  serviceAccountName: client
-  containers: [{name: main, image: nodemesh/echo, args: ["--port", "8080"]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: echo, namespace: ${NS}, labels: {app: echo}}
-spec:
-  nodeName: node-2
-  serviceAccountName: echo
-  containers:
-  - name: echo
-    image: nodemesh/echo
-    args: ["--port", "8080", "--raw-log", "${rawDir}/echo.raw"]
-    ports: [{name: http, containerPort: 8080}]
-    readinessProbe: {httpGet: {path: /ready, port: http}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: ${NS}}
-spec:
-  selector: {app: echo}
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: echo, namespace: ${NS}}
-spec:
-  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
-  rules:
+const objects = (rawDir: string): string => twoNodeEchoYaml({
+  namespace: NS,
+  client: 'client',
+  echoPod: 'echo',
+  echoArgs: ['--raw-log', `${rawDir}/echo.raw`],
+  routeRules: `
   - matches: [{path: {type: PathPrefix, value: /deadline}}]
     timeouts: {request: 1s}
     backendRefs: [{name: echo, port: 80}]
@@ -100,13 +60,8 @@ spec:
     backendRefs: [{name: echo, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /steady}}]
     timeouts: {request: 5s}
-    backendRefs: [{name: echo, port: 80}]
----
-apiVersion: nodemesh.io/v1alpha1
-kind: MeshTLSPolicy
-metadata: {name: default, namespace: ${NS}}
-spec: {mode: STRICT}
-`;
+    backendRefs: [{name: echo, port: 80}]`.slice(1),
+});
 
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] ?? NaN; };
 

@@ -21,6 +21,7 @@ import { dirname, join } from 'node:path';
 import { parseOomKills } from '../../agent/proxy/proxy-cgroup.ts';
 import { agentStatus, assertMeshWired, fetchAgent } from './helpers/mesh-control-plane.ts';
 import type { LoadSummary } from './helpers/mesh-load.ts';
+import { twoNodeEchoYaml } from './helpers/two-node-echo.ts';
 import { NODEMESH, ROOT, ok, poller, requireRoot, sandboxInstance, tempDir } from './helpers/sandbox-instance.ts';
 
 const INSTANCE = 'oomf';
@@ -36,58 +37,10 @@ type MemoryView = { cgroup?: string; hierarchy?: string; limitBytes: number; usa
 type ProxyView = { pid?: number; state?: string; restarts?: number; lastExit?: string; memory?: MemoryView };
 const proxyOf = async (node: string): Promise<ProxyView> => ((await agentStatus(cfg, node)).mesh?.proxy ?? {}) as ProxyView;
 
-const objects = `
-apiVersion: v1
-kind: Namespace
-metadata: {name: ${NS}}
----
+const objects = `${twoNodeEchoYaml({ namespace: NS, client: 'client', echoPod: 'echo' })}---
 apiVersion: v1
 kind: Namespace
 metadata: {name: l4}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: client, namespace: ${NS}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: echo, namespace: ${NS}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: ${NS}, labels: {app: client}}
-spec:
-  nodeName: node-1
-  serviceAccountName: client
-  containers: [{name: main, image: nodemesh/echo, args: ["--port", "8080"]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: echo, namespace: ${NS}, labels: {app: echo}}
-spec:
-  nodeName: node-2
-  serviceAccountName: echo
-  containers:
-  - {name: echo, image: nodemesh/echo, args: ["--port", "8080"], ports: [{name: http, containerPort: 8080}], readinessProbe: {httpGet: {path: /ready, port: http}, periodSeconds: 1}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: ${NS}}
-spec:
-  selector: {app: echo}
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: echo, namespace: ${NS}}
-spec:
-  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
-  rules: [{backendRefs: [{name: echo, port: 80}]}]
----
-apiVersion: nodemesh.io/v1alpha1
-kind: MeshTLSPolicy
-metadata: {name: default, namespace: ${NS}}
-spec: {mode: STRICT}
 ---
 apiVersion: v1
 kind: Pod

@@ -4,9 +4,15 @@
  * policies after this YAML.
  */
 
-/** YAML for `kubectl apply`: namespace `namespace` (with `annotations`), client pod and service account `client`. */
-export function twoNodeEchoYaml(opts: { namespace: string; client: string; annotations?: Record<string, string> }): string {
+/**
+ * YAML for `kubectl apply`: namespace `namespace` (with `annotations`), client pod and service account `client`, the
+ * echo pod `echoPod` (default `echo-0`; `echoArgs` are added to its command line), and the HTTPRoute's `routeRules`
+ * (YAML under `rules:`, at its indentation; default one rule to the echo Service).
+ */
+export function twoNodeEchoYaml(opts: { namespace: string; client: string; annotations?: Record<string, string>; echoPod?: string; echoArgs?: string[]; routeRules?: string }): string {
   const { namespace: ns, client } = opts;
+  const args = ['--port', '8080', ...(opts.echoArgs ?? [])].map((a) => JSON.stringify(a)).join(', ');
+  const rules = opts.routeRules ?? '  - backendRefs: [{name: echo, port: 80}]';
   const annotations = opts.annotations ? `, annotations: {${Object.entries(opts.annotations).map(([k, v]) => `${k}: ${v}`).join(', ')}}` : '';
   return `
 apiVersion: v1
@@ -31,14 +37,14 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: echo-0, namespace: ${ns}, labels: {app: echo}}
+metadata: {name: ${opts.echoPod ?? 'echo-0'}, namespace: ${ns}, labels: {app: echo}}
 spec:
   nodeName: node-2
   serviceAccountName: echo
   containers:
   - name: echo
     image: nodemesh/echo
-    args: ["--port", "8080"]
+    args: [${args}]
     ports: [{name: http, containerPort: 8080}]
     readinessProbe: {httpGet: {path: /ready, port: http}, periodSeconds: 1}
 ---
@@ -54,7 +60,8 @@ kind: HTTPRoute
 metadata: {name: echo, namespace: ${ns}}
 spec:
   parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
-  rules: [{backendRefs: [{name: echo, port: 80}]}]
+  rules:
+${rules}
 ---
 apiVersion: nodemesh.io/v1alpha1
 kind: MeshTLSPolicy
